@@ -1,0 +1,45 @@
+"""The ``emollm`` command line: one dispatch table, each subcommand a ``main(argv) -> int`` in its own module.
+
+Subcommand modules are imported lazily, so ``emollm backbones`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, function, one-line help). Modules outside ``emollm`` (merr, eval) are the recipe packages.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "backbones": ("emollm.backbones", "cli_main", "list the registered LLM backbones (--json for machine output)"),
+    "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
+    "chat": ("emollm.demo", "chat_main", "ask a checkpoint a question, with optional feature files"),
+    "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
+    "merr": ("merr.cli", "main", "MERR construction tools (au-label, ...)"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: emollm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "Run 'emollm <command> --help' for the options of one command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``emollm`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"emollm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = COMMANDS[name]
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
