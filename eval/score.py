@@ -1,0 +1,314 @@
+"""``emollm score``: score a prediction CSV against gold labels (DFEW, MER2023).
+
+Examples::
+
+    emollm score dfew --pred preds.csv --gold DFEW/EmoLabel_DataSplit/test(single-labeled)/set_1.csv --json
+    emollm score mer2023 --pred submission.csv --gold test1-label.csv --protocol test1 --ci
+
+Predictions are ``name,prediction`` (free text or a label) or ``name,discrete[,valence]``. Each answer is parsed by
+:class:`eval.parsing.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
+that has no row in the prediction file. Invalid answers count as wrong and are reported separately (``invalid``).
+A prediction row whose name is not in the gold file is an error. For DFEW a prediction may also be the 1-indexed
+class number used by the split CSVs. All metric values are fractions in [0, 1].
+
+Valence (MER2023 test1/test2): when the prediction file has a ``valence`` column, ``valence_mse`` and
+``combined = weighted_f1 - 0.25 * valence_mse`` are reported. A sample without a predicted valence (no row, or an
+empty cell) is scored as valence 0 (neutral) and counted in ``valence_missing``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.datasets import (
+    DFEW_LABELS,
+    MER2023_LABELS,
+    MER2023_PROTOCOLS,
+    MER2023_VALENCE_PLACEHOLDER,
+    Prediction,
+    read_dfew_split,
+    read_mer2023_labels,
+    read_predictions,
+)
+from eval.metrics import (
+    INVALID,
+    accuracy,
+    bootstrap_ci,
+    confusion_matrix,
+    mer2023_combined,
+    precision_recall_f1_support,
+    uar,
+    valence_mse,
+    war,
+    weighted_f1,
+)
+from eval.parsing import LabelParser, ParseResult
+
+__all__ = ["main"]
+
+_MISSING = ParseResult(None, (), "missing from PRED")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emollm score",
+        description="Score a prediction CSV against gold labels. Invalid answers (zero or several labels, or no row "
+        "in PRED) count as wrong and are reported separately.",
+    )
+    sub = parser.add_subparsers(dest="task", required=True, metavar="{dfew,mer2023}")
+
+    def common(p: argparse.ArgumentParser, gold_help: str, default_labels: Sequence[str]) -> None:
+        p.add_argument("--pred", required=True, type=Path, help="prediction CSV: name,prediction (free text or label)")
+        p.add_argument("--gold", required=True, type=Path, help=gold_help)
+        p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+        p.add_argument(
+            "--labels",
+            type=_label_list,
+            default=tuple(default_labels),
+            help=f"comma-separated label names (default: {','.join(default_labels)})",
+        )
+        p.add_argument("--ci", action="store_true", help="add 95%% bootstrap confidence intervals (<metric>_ci)")
+        p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for --ci (default: 1000)")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed for --ci (default: 0)")
+        p.add_argument(
+            "--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,answer,parsed,reason per sample"
+        )
+
+    dfew = sub.add_parser("dfew", help="DFEW: UAR, WAR, per-class recall", description="Score DFEW predictions.")
+    common(
+        dfew,
+        "DFEW split CSV (video_name,label; labels 1-indexed), e.g. EmoLabel_DataSplit/test(single-labeled)/set_1.csv",
+        DFEW_LABELS,
+    )
+    mer = sub.add_parser("mer2023", help="MER2023: weighted F1, accuracy, valence MSE", description="Score MER2023.")
+    common(mer, "MER2023 label CSV (name,discrete,valence)", MER2023_LABELS)
+    mer.add_argument(
+        "--protocol",
+        choices=sorted(MER2023_PROTOCOLS),
+        help="test1/test2 require and score valence (combined = F1 - 0.25*MSE); test3 scores weighted F1 only. "
+        "Default: score valence when PRED has a valence column.",
+    )
+    return parser
+
+
+def _label_list(text: str) -> tuple[str, ...]:
+    labels = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not labels:
+        raise argparse.ArgumentTypeError("--labels needs comma-separated names, e.g. happy,sad,neutral")
+    return labels
+
+
+def _align(gold_names: list[str], preds: list[Prediction], pred_path: Path, gold_path: Path) -> dict[str, Prediction]:
+    """Index predictions by name; raise listing the prediction names that are not in the gold file."""
+    gold_set = set(gold_names)
+    extra = [p.name for p in preds if p.name not in gold_set]
+    if extra:
+        shown = ", ".join(extra[:20]) + (f", ... ({len(extra) - 20} more)" if len(extra) > 20 else "")
+        hint = ""
+        stripped = {g.lstrip("0") for g in gold_set}
+        if all(e.isdigit() and e.lstrip("0") in stripped for e in extra):
+            hint = " (they differ from gold names only by leading zeros; write the names exactly as in the gold file)"
+        raise ValueError(
+            f"{pred_path}: {len(extra)} prediction name(s) not in {gold_path}: {shown}{hint}; "
+            "remove these rows or score against the gold file they belong to"
+        )
+    return {p.name: p for p in preds}
+
+
+def _parse(parser: LabelParser, answer: str, numeric: bool) -> ParseResult:
+    """Parse one answer; with ``numeric``, a bare 1-indexed class number (DFEW's convention) is accepted too."""
+    text = answer.strip()
+    if numeric and text.isdigit() and 1 <= int(text) <= len(parser.labels):
+        label = parser.labels[int(text) - 1]
+        return ParseResult(label, (label,), "ok")
+    return parser.parse(text)
+
+
+def _classification_report(
+    names: list[str], y_true: list[str], results: list[ParseResult], labels: tuple[str, ...]
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    yt = np.asarray(y_true, dtype=str)
+    yp = np.asarray([INVALID if r.label is None else r.label for r in results], dtype=str)
+    _, recall, _, support = precision_recall_f1_support(yt, yp, labels)
+    cm = confusion_matrix(yt, yp, labels, include_invalid=True)
+    n_invalid = int(np.sum(yp == INVALID))
+    report: dict[str, Any] = {
+        "n": len(names),
+        "invalid": n_invalid,
+        "invalid_rate": n_invalid / len(names),
+        "missing": sum(r is _MISSING for r in results),
+        "labels": list(labels),
+        # null for a class with no gold sample: its recall is undefined, and UAR leaves it out.
+        "per_class_recall": {lab: float(r) if s else None for lab, r, s in zip(labels, recall, support, strict=True)},
+        "support": {lab: int(s) for lab, s in zip(labels, support, strict=True)},
+        "confusion_matrix": cm[:, :-1].tolist(),
+        "invalid_by_class": {lab: int(c) for lab, c in zip(labels, cm[:, -1], strict=True)},
+    }
+    return report, yt, yp
+
+
+def _score_dfew(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
+    labels: tuple[str, ...] = args.labels
+    gold = read_dfew_split(args.gold, labels)
+    by_name = _align([g.name for g in gold], read_predictions(args.pred), args.pred, args.gold)
+    parser = LabelParser(labels)
+    results = [_MISSING if g.name not in by_name else _parse(parser, by_name[g.name].prediction, True) for g in gold]
+    names = [g.name for g in gold]
+    base, yt, yp = _classification_report(names, [g.label for g in gold], results, labels)
+    report: dict[str, Any] = {"task": "dfew", "uar": uar(yt, yp, labels), "war": war(yt, yp), **base}
+    if args.ci:
+        report["uar_ci"] = list(bootstrap_ci(lambda t, p: uar(t, p, labels), yt, yp, args.n_resamples, seed=args.seed))
+        report["war_ci"] = list(bootstrap_ci(war, yt, yp, args.n_resamples, seed=args.seed))
+    answers = [by_name[n].prediction if n in by_name else "" for n in names]
+    return report, _sample_rows(names, [g.label for g in gold], answers, results)
+
+
+def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
+    labels: tuple[str, ...] = args.labels
+    gold = read_mer2023_labels(args.gold, labels)
+    preds = read_predictions(args.pred)
+    by_name = _align([g.name for g in gold], preds, args.pred, args.gold)
+    protocol = MER2023_PROTOCOLS[args.protocol] if args.protocol else None
+    has_valence = any(p.valence is not None for p in preds)
+    score_valence = protocol.uses_valence if protocol else has_valence
+    if score_valence and not has_valence:
+        raise ValueError(
+            f"{args.pred}: protocol {args.protocol} scores valence but no prediction has one; "
+            "add a 'valence' column, or use --protocol test3"
+        )
+    if score_valence:
+        bad = [g.name for g in gold if g.valence is None or g.valence == MER2023_VALENCE_PLACEHOLDER]
+        if bad:
+            raise ValueError(
+                f"{args.gold}: {len(bad)} gold sample(s) have no valence (no column, or the unlabelled placeholder "
+                f"{MER2023_VALENCE_PLACEHOLDER:g}), e.g. {', '.join(bad[:5])}; use a labelled gold file, or score "
+                "without valence (--protocol test3)"
+            )
+    parser = LabelParser(labels)
+    names = [g.name for g in gold]
+    results = [_MISSING if n not in by_name else parser.parse(by_name[n].prediction) for n in names]
+    base, yt, yp = _classification_report(names, [g.discrete for g in gold], results, labels)
+    f1 = weighted_f1(yt, yp, labels)
+    report: dict[str, Any] = {"task": "mer2023", "weighted_f1": f1, "accuracy": accuracy(yt, yp), **base}
+    if protocol:
+        report["protocol"] = protocol.split
+    ci = {"n_resamples": args.n_resamples, "seed": args.seed}
+    if args.ci:
+        report["weighted_f1_ci"] = list(bootstrap_ci(lambda t, p: weighted_f1(t, p, labels), yt, yp, **ci))
+        report["accuracy_ci"] = list(bootstrap_ci(accuracy, yt, yp, **ci))
+    if score_valence:
+        vt = np.asarray([g.valence for g in gold], dtype=float)
+        pv = [by_name[n].valence if n in by_name else None for n in names]
+        vp = np.asarray([0.0 if v is None else v for v in pv], dtype=float)
+        mse = valence_mse(vt, vp)
+        report.update(valence_mse=mse, combined=mer2023_combined(f1, mse), valence_missing=sum(v is None for v in pv))
+        if args.ci:
+            idx = np.arange(len(names))
+
+            def combined(i: np.ndarray, _: np.ndarray) -> float:
+                return mer2023_combined(weighted_f1(yt[i], yp[i], labels), valence_mse(vt[i], vp[i]))
+
+            report["valence_mse_ci"] = list(bootstrap_ci(valence_mse, vt, vp, **ci))
+            report["combined_ci"] = list(bootstrap_ci(combined, idx, idx, **ci))
+    answers = [by_name[n].prediction if n in by_name else "" for n in names]
+    return report, _sample_rows(names, [g.discrete for g in gold], answers, results)
+
+
+def _sample_rows(names: list[str], gold: list[str], answers: list[str], results: list[ParseResult]) -> list[list[str]]:
+    return [[n, g, a, r.label or "", r.reason] for n, g, a, r in zip(names, gold, answers, results, strict=True)]
+
+
+def _write_per_sample(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "gold", "answer", "parsed", "reason"])
+        writer.writerows(rows)
+
+
+_DISPLAY = {
+    "uar": "UAR",
+    "war": "WAR",
+    "weighted_f1": "weighted F1",
+    "accuracy": "accuracy",
+    "valence_mse": "valence MSE",
+    "combined": "combined",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:6.2f}%"
+
+
+def _format_table(report: dict[str, Any]) -> str:
+    labels: list[str] = report["labels"]
+    head = f"{report['task'].upper()}"
+    if "protocol" in report:
+        head += f" ({report['protocol']})"
+    lines = [
+        f"{head}: {report['n']} samples, {report['invalid']} invalid ({_pct(report['invalid_rate']).strip()}; "
+        f"{report['missing']} missing from PRED)"
+    ]
+    metrics = ["uar", "war"] if report["task"] == "dfew" else ["weighted_f1", "accuracy", "valence_mse", "combined"]
+    for key in metrics:
+        if key not in report:
+            continue
+        value = f"{report[key]:7.4f}" if key in ("valence_mse", "combined") else _pct(report[key])
+        ci = report.get(f"{key}_ci")
+        ci_text = f"   95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        lines.append(f"  {_DISPLAY[key]:<12}{value}{ci_text}")
+    if "valence_missing" in report:
+        lines.append(f"  valence missing (scored as 0): {report['valence_missing']}")
+    width = max(8, *(len(lab) for lab in labels))
+    lines += ["", f"  {'class':<{width}}  support   recall  invalid"]
+    for lab in labels:
+        recall = report["per_class_recall"][lab]
+        recall_text = _pct(recall) if recall is not None else f"{'-':>7}"
+        lines.append(
+            f"  {lab:<{width}}  {report['support'][lab]:7d}  {recall_text}  {report['invalid_by_class'][lab]:7d}"
+        )
+    cols = [*labels, "invalid"]
+    cw = max(7, *(len(c) for c in cols))
+    lines += ["", "  confusion matrix (rows: gold, columns: prediction)"]
+    lines.append("  " + " " * width + "".join(f" {c:>{cw}}" for c in cols))
+    for lab, row in zip(labels, report["confusion_matrix"], strict=True):
+        cells = [*row, report["invalid_by_class"][lab]]
+        lines.append(f"  {lab:<{width}}" + "".join(f" {c:>{cw}d}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``emollm score`` with ``argv`` (the arguments after ``score``); return the exit code.
+
+    Exit codes: 0 on success, 2 on a usage error or an unreadable/malformed/mismatched input file (the message on
+    stderr names the file and the fix).
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse has printed the usage or --help
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.n_resamples < 1:
+        print("emollm score: error: --n-resamples must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        LabelParser(args.labels)  # validates --labels before any file is read
+        report, rows = (_score_dfew if args.task == "dfew" else _score_mer2023)(args)
+        if args.per_sample is not None:
+            _write_per_sample(args.per_sample, rows)
+    except (ValueError, OSError) as err:
+        print(f"emollm score {args.task}: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else _format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
