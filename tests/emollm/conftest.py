@@ -1,0 +1,44 @@
+"""Tiny random-weight models of the real transformers classes, one per registry backbone."""
+
+from __future__ import annotations
+
+import pytest
+
+from emollm.backbones import get_backbone
+from emollm.chat_formats import get_chat_format
+from emollm.configuration import ModalityConfig, ProjectorConfig
+from emollm.factory import build_model
+from emollm.testing import build_tiny_tokenizer
+
+
+def tiny_modalities() -> dict[str, ModalityConfig]:
+    """Three branches with different widths and projector kinds."""
+    return {
+        "audio": ModalityConfig(feature_dim=24, projector=ProjectorConfig(kind="linear")),
+        "face": ModalityConfig(feature_dim=16, projector=ProjectorConfig(kind="mlp2x_gelu")),
+        "video": ModalityConfig(
+            feature_dim=20, projector=ProjectorConfig(kind="attn_pool", num_queries=2, num_heads=2)
+        ),
+    }
+
+
+def tiny_tokenizer(backbone: str):
+    spec = get_backbone(backbone)
+    extras: list[str] = []
+    if spec.placeholder_token_policy == "reserved":  # a LLaMA-3 vocabulary has these tokens already
+        extras += list(spec.placeholder_tokens().values())
+    extras += [t for t in spec.pad_candidates if t.startswith("<|")]
+    return build_tiny_tokenizer(get_chat_format(spec.chat_format), extra_special_tokens=extras)
+
+
+def make_tiny(backbone: str = "llama2", modalities=None, **kwargs):
+    """(model, processor) with a 2-layer, hidden-64 random LLM of the backbone's real class."""
+    spec = get_backbone(backbone)
+    tok = tiny_tokenizer(backbone)
+    text_config = spec.text_config(n_layers=2, hidden=64, vocab_size=len(tok))
+    return build_model(backbone, modalities or tiny_modalities(), text_config=text_config, tokenizer=tok, **kwargs)
+
+
+@pytest.fixture
+def tiny():
+    return make_tiny
