@@ -138,10 +138,10 @@ def _build_tiny_tokenizer(name: str, format_tokens: tuple[str, ...], extras: tup
 
 
 def default_cache_dir() -> Path:
-    """Where converted tokenizers are cached: ``$EMOLLM_CACHE_DIR`` or ``$XDG_CACHE_HOME/emollm`` (``~/.cache``)."""
-    if os.environ.get("EMOLLM_CACHE_DIR"):
-        return Path(os.environ["EMOLLM_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emollm"
+    """Where converted tokenizers are cached: emollm's one cache root (``$EMOLLM_CACHE``, default ``~/.cache/emollm``)."""
+    from emollm.llm import cache_dir
+
+    return cache_dir()
 
 
 def _file_key(path: Path) -> str:
