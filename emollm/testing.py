@@ -138,7 +138,7 @@ def _build_tiny_tokenizer(name: str, format_tokens: tuple[str, ...], extras: tup
 
 
 def default_cache_dir() -> Path:
-    """Where converted tokenizers are cached: emollm's one cache root (``$EMOLLM_CACHE``, default ``~/.cache/emollm``)."""
+    """Where converted tokenizers are cached: emollm's cache root (``$EMOLLM_CACHE``, default ``~/.cache/emollm``)."""
     from emollm.llm import cache_dir
 
     return cache_dir()
