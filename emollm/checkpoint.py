@@ -258,3 +258,30 @@ def export_merged(path: str | os.PathLike, out_dir: str | os.PathLike, **load_kw
     merge_lora(model)
     trainable = TrainableSpec(**meta["trainable"]) if meta.get("trainable") else None
     return save_checkpoint(model, processor, out_dir, trainable=trainable, save_base=True)
+
+
+def cli_main(argv: list[str]) -> int:
+    """``emollm export CHECKPOINT OUT [--merge]``: copy a checkpoint, optionally folding LoRA into the base."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="emollm export", description="Export a checkpoint (LoRA merged on request).")
+    parser.add_argument("checkpoint")
+    parser.add_argument("out")
+    parser.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base weights")
+    parser.add_argument("--llm-path", help="base LLM folder/GGUF if the checkpoint cannot find it")
+    args = parser.parse_args(argv)
+    try:
+        if args.merge:
+            out = export_merged(args.checkpoint, args.out, llm_path=args.llm_path)
+        else:
+            model, processor = load_model(args.checkpoint, llm_path=args.llm_path)
+            meta = read_checkpoint_meta(args.checkpoint)
+            lora = LoraSettings(**meta["lora"]) if meta.get("lora") else None
+            trainable = TrainableSpec(**meta["trainable"]) if meta.get("trainable") else None
+            out = save_checkpoint(model, processor, args.out, lora=lora, trainable=trainable)
+    except (OSError, ValueError) as e:
+        print(f"emollm export: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0

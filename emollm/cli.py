@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "backbones": ("emollm.backbones", "cli_main", "list the registered LLM backbones (--json for machine output)"),
     "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
     "chat": ("emollm.demo", "chat_main", "ask a checkpoint a question, with optional feature files"),
+    "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "merr": ("merr.cli", "main", "MERR construction tools (au-label, ...)"),
 }

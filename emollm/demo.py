@@ -45,6 +45,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/demo", help="output folder (checkpoint goes to OUT/checkpoint)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backbone", default="smollm2", help="registry name (emollm backbones); default smollm2")
+    parser.add_argument("--llm-path", help="local HF folder or .gguf for backbones without embedded weights")
     args = parser.parse_args(argv)
     if args.steps < 0 or args.batch_size < 1 or args.eval_samples < 1:
         parser.error("--steps must be >= 0, --batch-size and --eval-samples >= 1")
@@ -62,8 +64,15 @@ def main(argv: list[str]) -> int:
         print(msg, flush=True)
 
     t0 = time.perf_counter()
-    say("emollm demo: SmolLM2-135M-Instruct (embedded) + face/video/audio feature branches (1024-d, linear)")
-    model, processor = build_model("smollm2", emotion_llama_modalities())
+    say(
+        f"emollm demo: backbone {args.backbone} ({args.llm_path or 'embedded weights'}) + face/video/audio feature "
+        "branches (1024-d, linear)"
+    )
+    try:
+        model, processor = build_model(args.backbone, emotion_llama_modalities(), llm_path=args.llm_path)
+    except (OSError, ValueError) as e:
+        print(f"emollm demo: {e}", file=sys.stderr)
+        return 2
     n_llm = sum(p.numel() for p in model.language_model.parameters()) / 1e6
     say(f"  built in {time.perf_counter() - t0:.1f}s; LLM {n_llm:.1f}M params, placeholders {processor.placeholders}")
     data = SyntheticEmotionData({m: c.feature_dim for m, c in model.config.modalities.items()}, seed=args.seed)

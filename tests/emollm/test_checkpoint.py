@@ -151,3 +151,15 @@ def test_checkpoint_from_tokenizer_roundtrip_keeps_placeholders(tmp_path):
     _, lproc = load_model(out)
     assert lproc.placeholder_ids == proc.placeholder_ids
     assert len(lproc.tokenizer) == len(proc.tokenizer) > len(tiny_tokenizer("smollm2"))
+
+
+def test_export_cli_merges(tmp_path):
+    from emollm.checkpoint import cli_main
+
+    model, proc, lora, spec = _trained_tiny("llama2")
+    ref = _logits(model, proc)
+    ckpt = save_checkpoint(model, proc, tmp_path / "ckpt", lora=lora, trainable=spec)
+    assert cli_main([str(ckpt), str(tmp_path / "merged"), "--merge"]) == 0
+    loaded, lproc = load_model(tmp_path / "merged")
+    torch.testing.assert_close(_logits(loaded, lproc), ref, rtol=1e-4, atol=1e-4)
+    assert cli_main([str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2

@@ -61,3 +61,28 @@ def test_generation_stops_at_end_of_turn():
         logits_processor=LogitsProcessorList([ForceAfterTwo()]),
     )
     assert new.shape[1] == 3 and (new[:, -1] == eot).all()
+
+
+def test_placeholder_ids_are_never_generated():
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    model, proc = make_tiny("llama2")
+    model.eval()
+    ids = sorted(proc.placeholder_ids.values())
+
+    class PreferPlaceholders(LogitsProcessor):  # without suppression, every step would pick a placeholder
+        def __call__(self, input_ids, scores):
+            scores[:, ids] += 1e4
+            return scores
+
+    batch = proc(_questions(3), add_generation_prompt=True, padding_side="left")
+    new = model.generate(
+        batch.input_ids,
+        batch.attention_mask,
+        batch.modality_inputs,
+        max_new_tokens=5,
+        do_sample=False,
+        pad_token_id=proc.tokenizer.pad_token_id,
+        logits_processor=LogitsProcessorList([PreferPlaceholders()]),
+    )
+    assert new.numel() and not set(new.flatten().tolist()) & set(ids)
