@@ -6,7 +6,8 @@ Emotion-LLaMA's three utterance-level feature branches (face, video, audio; 1024
 1. asks the untouched model to classify held-out synthetic clips (it can only guess: the projectors are untrained);
 2. trains projectors + LoRA for a few dozen steps on synthetic class-dependent features (stage-2 style spec);
 3. saves a self-describing checkpoint, reloads it with ``load_model`` and checks the logits are identical;
-4. asks again, scoring the parsed answers (an answer naming no label or several is invalid, not a class);
+4. asks again, scoring the parsed answers (an answer naming no label or several is invalid, not a class), and
+   prints label probabilities from the answers' likelihoods;
 5. streams one answer.
 
 The features are synthetic (live encoders for real video/audio come with the media work), so the accuracy shows
@@ -59,13 +60,14 @@ def main(argv: list[str]) -> int:
     from emollm.factory import build_model, emotion_llama_modalities
     from emollm.generation import chat, stream_chat
     from emollm.lora import LoraSettings, TrainableSpec, apply_lora, set_trainable
+    from emollm.scoring import label_probabilities
 
     def say(msg: str) -> None:
         print(msg, flush=True)
 
     t0 = time.perf_counter()
     say(
-        f"emollm demo: backbone {args.backbone} ({args.llm_path or 'embedded weights'}) + face/video/audio feature "
+        f"emollm demo: backbone {args.backbone} ({args.llm_path or 'default weights'}) + face/video/audio feature "
         "branches (1024-d, linear)"
     )
     try:
@@ -137,6 +139,9 @@ def main(argv: list[str]) -> int:
     )
     for answer, gold in list(zip(after, eval_gold, strict=False))[:3]:
         say(f"    gold {gold:<9} answer {answer!r}")
+    probs = label_probabilities(loaded, lproc, eval_samples[0], labels)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in sorted(probs.items(), key=lambda kv: -kv[1]))
+    say(f"    probabilities for the first clip (gold {eval_gold[0]}): {shown}")
     say("[5] streaming one answer: ")
     print("    ", end="", flush=True)
     for piece in stream_chat(loaded, lproc, eval_samples[0], max_new_tokens=12):
