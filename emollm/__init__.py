@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "set_trainable": "emollm.lora",
     "EmoLLMForCausalLM": "emollm.modeling",
     "ModalityInputs": "emollm.modeling",
+    "label_probabilities": "emollm.scoring",
     "EmoBatch": "emollm.processing",
     "EmoProcessor": "emollm.processing",
     "Sample": "emollm.processing",
