@@ -1,0 +1,81 @@
+"""Media layer: read video/audio/image/text files into arrays the encoders take, robustly.
+
+Typical use::
+
+    from emollm.media import load_many, load_sample
+
+    sample = load_sample("clip.mp4", frame_policy="segments:8:2", min_audio_duration=1.0)
+    sample.audio        # float32 (T,) at 16 kHz, or None with sample.missing["audio"] saying why
+    sample.frames       # uint8 (16, H, W, 3)
+    sample.faces        # uint8 (16, 224, 224, 3) crops of the main face, or None
+
+    for path, result in load_many(paths, workers=2):
+        if isinstance(result, MediaError):
+            continue  # already logged, names the file
+
+Modules: :mod:`.video` (probe, frame sampling, decoding), :mod:`.audio` (16 kHz mono, resampling, silence),
+:mod:`.faces` (detectors, main-face track, crops), :mod:`.load` (the sample contract), :mod:`.errors`, and
+:mod:`.fixtures` (generated test media).
+"""
+
+from .audio import is_silent, load_audio, resample, rms_db
+from .errors import (
+    CorruptMedia,
+    EmptyMedia,
+    MediaError,
+    MediaNotFound,
+    MediaTooLarge,
+    MissingModality,
+    NoAudioTrack,
+    NoFaceFound,
+    SilentAudio,
+    UnsupportedFormat,
+)
+from .faces import (
+    Box,
+    FaceDetector,
+    FaceTrack,
+    HaarFaceDetector,
+    MTCNNFaceDetector,
+    build_face_detector,
+    crop_faces,
+    detect_faces,
+    track_main_face,
+)
+from .load import MODALITIES, MediaSample, load_many, load_sample
+from .video import MediaInfo, probe, read_frames, read_image, sample_frame_indices
+
+__all__ = [
+    "MODALITIES",
+    "Box",
+    "CorruptMedia",
+    "EmptyMedia",
+    "FaceDetector",
+    "FaceTrack",
+    "HaarFaceDetector",
+    "MTCNNFaceDetector",
+    "MediaError",
+    "MediaInfo",
+    "MediaNotFound",
+    "MediaSample",
+    "MediaTooLarge",
+    "MissingModality",
+    "NoAudioTrack",
+    "NoFaceFound",
+    "SilentAudio",
+    "UnsupportedFormat",
+    "build_face_detector",
+    "crop_faces",
+    "detect_faces",
+    "is_silent",
+    "load_audio",
+    "load_many",
+    "load_sample",
+    "probe",
+    "read_frames",
+    "read_image",
+    "resample",
+    "rms_db",
+    "sample_frame_indices",
+    "track_main_face",
+]
