@@ -15,7 +15,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("emollm.demo", "chat_main", "ask a checkpoint a question, with optional feature files"),
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
+    "eval": ("eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
     "merr": ("merr.cli", "main", "MERR construction tools (au-label, ...)"),
+    "train": ("train.sft", "main", "train a model from a YAML config: stage 1 pretrain, stage 2 instruct, fine-tune"),
+    "validate": ("emollm.runconfig", "validate_main", "check a training config without building a model"),
 }
 
 
