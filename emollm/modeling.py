@@ -94,6 +94,15 @@ class EmoLLMForCausalLM(nn.Module):
             else None
         )
 
+    def train(self, mode: bool = True) -> EmoLLMForCausalLM:
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (no dropout, SpecAugment or BatchNorm
+        statistics updates in a tower that is not being trained)."""
+        super().train(mode)
+        for tower in self.towers.values():
+            if not any(p.requires_grad for p in tower.parameters()):
+                tower.eval()
+        return self
+
     # ------------------------------------------------------------------ helpers
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -1,4 +1,4 @@
-"""Encoder registry: name -> builder. Live encoders (audio/face/video) join this table in later work."""
+"""Encoder registry: name -> builder, for precomputed features and live audio/face/video/text encoders."""
 
 from __future__ import annotations
 

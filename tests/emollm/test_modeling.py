@@ -179,3 +179,20 @@ def test_truncation_never_cuts_modality_tokens():
     _, proc = make_tiny("llama2")
     with pytest.raises(ValueError, match="would cut modality tokens"):
         proc([sample(frames=3)], max_length=5)
+
+
+def test_frozen_towers_stay_in_eval_mode():
+    from torch import nn
+
+    from emollm.lora import TrainableSpec, set_trainable
+
+    model, _ = make_tiny("llama2")
+    model.towers["audio"].probe = nn.Dropout(0.5)  # a parameter-free module: frozen by definition
+    model.towers["face"].lin = nn.Linear(2, 2)
+    set_trainable(model, TrainableSpec(encoders=False, llm="frozen"))
+    model.train()
+    assert model.projectors.training and model.language_model.training
+    assert not model.towers["face"].training and not model.towers["audio"].training
+    set_trainable(model, TrainableSpec(encoders=True, llm="frozen"))
+    model.train()
+    assert model.towers["face"].training

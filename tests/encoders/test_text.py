@@ -1,0 +1,61 @@
+"""Text side: the embedded all-MiniLM-L6-v2 sentence encoder and Whisper tiny.en ASR on synthetic speech."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from emollm.encoders import build_encoder
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_encoder("minilm", feature_dim=384)
+
+
+def test_minilm_sentence_vectors(minilm):
+    texts = ["I am so happy today!", "I feel really joyful today.", "The train leaves at noon."]
+    with torch.no_grad():
+        feats, lens = minilm(texts)
+    assert feats.shape == (3, 1, 384) and lens.tolist() == [1, 1, 1] and minilm.num_tokens(17) == 1
+    vecs = feats[:, 0]
+    torch.testing.assert_close(vecs.norm(dim=-1), torch.ones(3))  # L2-normalised like sentence-transformers
+    sims = vecs @ vecs.T
+    assert sims[0, 1] > 0.6 and sims[0, 1] > sims[0, 2] + 0.3, sims
+    with torch.no_grad():  # batch padding does not change a sentence's vector
+        torch.testing.assert_close(minilm(texts[2:])[0][0], feats[2], atol=1e-5, rtol=1e-5)
+
+
+def test_minilm_token_pooling():
+    enc = build_encoder("minilm", pooling="token")
+    text = "Why is she crying?"
+    with torch.no_grad():
+        feats, lens = enc([text, "Hi"])
+    assert lens.tolist() == [enc.num_tokens(text), enc.num_tokens("Hi")] and lens[1] == 3  # [CLS] hi [SEP]
+    assert feats.shape == (2, int(lens.max()), 384)
+    with pytest.raises(TypeError, match="list of strings"):
+        enc("one string")
+
+
+def test_minilm_wrong_feature_dim():
+    with pytest.raises(ValueError, match="outputs 384-d features, but feature_dim=1024"):
+        build_encoder("minilm", feature_dim=1024)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_whisper_transcribes_synthetic_speech(tmp_path):
+    from emollm.encoders.text import WhisperTranscriber
+
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "I passed the exam today"], check=True, capture_output=True)
+    with wave.open(str(wav)) as w:
+        rate = w.getframerate()
+        audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    text = WhisperTranscriber()(audio, sampling_rate=rate)  # espeak-ng writes 22.05 kHz: resampled to 16 kHz
+    words = text.lower()
+    assert "passed" in words and "exam" in words, text
