@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
     "chat": ("emollm.demo", "chat_main", "ask a checkpoint a question, with optional feature files"),
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
+    "analyze": ("emollm.analyze", "main", "emotion probabilities and reasoning for a raw clip, from a checkpoint"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),

@@ -1,0 +1,78 @@
+"""emollm analyze: raw clip -> features per branch (live tower or cache-recorded encoder) -> probabilities + text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from emollm.analyze import analyze, main
+from emollm.checkpoint import save_checkpoint
+from emollm.configuration import ModalityConfig
+from emollm.features import ExtractSpec, extract, modality_from_cache
+from emollm.media import fixtures
+
+from .conftest import make_tiny
+
+LABELS = ["happy", "sad", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyze")
+    fixtures.make_face_clip(root / "happy.mp4", photo="astronaut", seconds=1.0, audio="tone")
+    fixtures.make_noface_clip(root / "noface.mp4", seconds=1.0, audio=None)
+    audio = extract(
+        [root / "happy.mp4"], ExtractSpec("whisper", options={"pooling": "utterance"}), root / "cache", progress=False
+    )
+    mods = {
+        "face": ModalityConfig(encoder="fer", feature_dim=7),  # live tower
+        "audio": modality_from_cache(audio.folder),  # trained on a cache: recomputed live from the clip
+        "video": ModalityConfig(feature_dim=16),  # precomputed, origin unknown: needs a file
+    }
+    model, proc = make_tiny("llama2", modalities=mods)
+    ckpt = save_checkpoint(model, proc, root / "ckpt")
+    return root, model, proc, ckpt
+
+
+def test_analyze_clip(setup):
+    root, model, proc, _ = setup
+    model.eval()
+    result = analyze(model, proc, root / "happy.mp4", labels=LABELS, max_new_tokens=4)
+    assert set(result.probabilities) == set(LABELS) and abs(sum(result.probabilities.values()) - 1) < 1e-5
+    assert result.label == max(result.probabilities, key=result.probabilities.get)
+    assert sorted(result.modalities) == ["audio", "face"]
+    assert "does not record their encoder" in result.missing["video"]
+    assert isinstance(result.reasoning, str)
+
+
+def test_missing_face_and_audio_are_reported(setup):
+    root, model, proc, _ = setup
+    result = analyze(model, proc, root / "noface.mp4", labels=LABELS, max_new_tokens=2)
+    assert result.modalities == []
+    assert "noface.mp4" in result.missing["face"] and "noface.mp4" in result.missing["audio"]
+
+
+def test_cli_json_and_errors(setup, tmp_path, capsys):
+    root, _, _, ckpt = setup
+    assert (
+        main(
+            [
+                str(root / "happy.mp4"),
+                "--checkpoint",
+                str(ckpt),
+                "--labels",
+                ",".join(LABELS),
+                "--json",
+                "--max-new-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["probabilities"]) == set(LABELS) and out["label"] in LABELS
+    broken = fixtures.make_corrupt_file(tmp_path / "broken.mp4", kind="garbage")
+    assert main([str(broken), "--checkpoint", str(ckpt)]) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert main([str(root / "happy.mp4"), "--checkpoint", str(tmp_path)]) == 2
