@@ -16,7 +16,6 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -44,12 +43,6 @@ class Analysis:
     subtitle: str | None = None
 
 
-def _media_for(modality: str, manifest: dict[str, Any] | None) -> dict[str, Any]:
-    media = dict((manifest or {}).get("media", {}))
-    media.pop("sample_rate", None)
-    return media
-
-
 def clip_features(
     model: EmoLLMForCausalLM, path: str | Path, feature_files: dict[str, str] | None = None
 ) -> tuple[dict[str, torch.Tensor | None], dict[str, str]]:
@@ -74,7 +67,8 @@ def clip_features(
             )
             continue
         source = ENCODER_INPUT[manifest["encoder"]] if manifest else ENCODER_INPUT.get(cfg.encoder, modality)
-        media = load_sample(path, modalities=[source], **_media_for(source, manifest))
+        media_kwargs = spec_from_manifest(manifest).media_kwargs() if manifest else {}
+        media = load_sample(path, modalities=[source], **media_kwargs)
         if not sample_has(source, media):
             features[modality] = None
             missing[modality] = media.missing.get(source, f"{path}: no {source}")

@@ -100,16 +100,13 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 def make_manifest(spec: ExtractSpec, encoder: torch.nn.Module) -> dict[str, Any]:
     """The settings a cache folder's features depend on (no timestamps: equal settings give an equal manifest)."""
-    media = spec.media_kwargs() if spec.modality in ("face", "video") else {}
-    if spec.modality == "audio":
-        media = {"min_audio_duration": spec.min_audio_duration, "sample_rate": 16000}
     return {
         "format": FORMAT_VERSION,
         "encoder": spec.encoder,
         "modality": spec.modality,
         "path": spec.path,
         "options": spec.options,
-        "media": media,
+        "media": spec.media_kwargs(),
         "output_dim": int(encoder.output_dim),
         "weights_sha256": weights_fingerprint(encoder),
     }
