@@ -40,6 +40,8 @@ class FeatureStore:
             raise FileNotFoundError(f"feature folder {self.dir} does not exist; check the feature root and sub-folder")
 
     def path(self, name: str) -> Path | None:
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"sample name {name!r} is not a plain file stem; it must not contain path separators")
         for ext in (".npy", ".safetensors"):
             p = self.dir / f"{name}{ext}"
             if p.exists():

@@ -36,7 +36,13 @@ def make_tiny(backbone: str = "llama2", modalities=None, **kwargs):
     spec = get_backbone(backbone)
     tok = tiny_tokenizer(backbone)
     text_config = spec.text_config(n_layers=2, hidden=64, vocab_size=len(tok))
-    return build_model(backbone, modalities or tiny_modalities(), text_config=text_config, tokenizer=tok, **kwargs)
+    return build_model(
+        backbone,
+        tiny_modalities() if modalities is None else modalities,
+        text_config=text_config,
+        tokenizer=tok,
+        **kwargs,
+    )
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ def test_bad_files_name_the_file(tmp_path):
     np.save(tmp_path / "empty.npy", np.zeros((0, 8), np.float32))
     with pytest.raises(ValueError, match="expected \\(D,\\) or \\(T, D\\)"):
         store.load("empty")
+    with pytest.raises(ValueError, match="not a plain file stem"):
+        store.load("../wide")
     with pytest.raises(FileNotFoundError, match="no features for sample 'absent'"):
         store.load("absent")
     with pytest.raises(FileNotFoundError, match="does not exist"):
