@@ -48,7 +48,7 @@ test-user-checkpoint: install test-assets
 	$(OFFLINE) EMOLLM_TEST_ASSETS=$(ASSETS) $(PY) -m pytest -q -m user_checkpoint $(PYTEST_ARGS)
 
 bench: install
-	$(OFFLINE) $(PY) bench/run.py
+	$(OFFLINE) $(PY) bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
