@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
-    "merr": ("merr.cli", "main", "MERR construction tools (au-label, ...)"),
+    "merr": ("merr.cli", "main", "MERR construction: build, review export|import, au-label"),
     "train": ("train.sft", "main", "train a model from a YAML config: stage 1 pretrain, stage 2 instruct, fine-tune"),
     "validate": ("emollm.runconfig", "validate_main", "check a training config without building a model"),
 }

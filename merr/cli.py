@@ -1,5 +1,13 @@
 """``emollm merr ...``: MERR construction tools.
 
+``emollm merr build --config configs/merr/build.yaml [key=value ...] [--retry-errors] [--no-progress]`` runs (or
+resumes) the whole pipeline (:mod:`merr.pipeline`) and prints a table of what it computed, reused and dropped.
+
+``emollm merr review export --config CFG [--out review.csv] [--limit N]`` writes the least confident / most
+contradictory samples of the last build for a human; ``emollm merr review import FILE --config CFG [--reviewer
+NAME]`` reads the filled-in CSV (or an Emotion-LLaMA MERR JSON/TXT label file) into the corrections the next build
+uses (:mod:`merr.review`).
+
 ``emollm merr au-label OPENFACE.csv [--json] [--rule paper|sum_all] [--cues PATH] [--min-confidence X]``
 picks the peak frame of one OpenFace CSV and pseudo-labels it from its AU combination. With ``--json`` it prints
 one object whose first keys are exactly ``peak_index`` (int, 0-based CSV row), ``peak_AU_list`` and
@@ -12,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from merr.au import AUSequence
@@ -21,6 +31,8 @@ from merr.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_tab
 from merr.peaks import PEAK_RULES, PeakResult
 
 __all__ = ["au_label_payload", "build_parser", "main"]
+
+_CONFIG_HELP = "build config YAML (configs/merr/build.yaml)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +63,93 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignore frames below this OpenFace confidence (default: the cue table's openface.min_confidence)",
     )
     p.set_defaults(func=_au_label)
+
+    b = sub.add_parser(
+        "build",
+        help="build MERR files (coarse/fine JSON, N C E V lists, training JSONL) from clips + OpenFace CSVs",
+        description="Run or resume the MERR pipeline: AUs -> peak -> pseudo-label -> clues -> coarse caption -> "
+        "LLM reasoning -> filters -> Emotion-LLaMA files. Finished clips are never redone.",
+    )
+    b.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. reason.max_new_tokens=64")
+    b.add_argument("--retry-errors", action="store_true", help="recompute clips whose stage failed last time")
+    prog = b.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show bars")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+    b.set_defaults(func=_build)
+
+    r = sub.add_parser("review", help="export doubtful samples for a human; import the corrections")
+    rsub = r.add_subparsers(dest="review_command", metavar="<export|import>")
+    rsub.required = True
+    e = rsub.add_parser("export", help="write the least confident / contradictory samples to a CSV")
+    e.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    e.add_argument("--out", metavar="CSV", help="output CSV (default: <output.dir>/review/review.csv)")
+    e.add_argument("--limit", type=int, metavar="N", help="rows (default: the config's review.export_limit)")
+    e.set_defaults(func=_review_export)
+    i = rsub.add_parser("import", help="import a filled-in review CSV (or an Emotion-LLaMA MERR JSON/TXT)")
+    i.add_argument("file", metavar="FILE", help="review CSV, MERR_*_grained.json or N C E V .txt")
+    i.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
+    i.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    i.add_argument("--reviewer", help="who reviewed (default: the CSV's reviewer column, else your login name)")
+    i.set_defaults(func=_review_import)
     return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    from merr.config import load_build_config
+    from merr.pipeline import run_build
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    merr_log = logging.getLogger("merr")
+    merr_log.addHandler(handler)
+    merr_log.setLevel(logging.INFO)
+    try:
+        cfg = load_build_config(args.config, args.overrides)
+        result = run_build(cfg, progress=args.progress, retry_errors=args.retry_errors)
+    finally:
+        merr_log.removeHandler(handler)
+    print(result.table())
+    return 0
+
+
+def _known_names(cfg) -> list[str]:
+    from merr.review import read_samples
+
+    return [s["name"] for s in read_samples(cfg.output_dir / "samples.jsonl")]
+
+
+def _review_export(args: argparse.Namespace) -> int:
+    from merr.config import load_build_config
+    from merr.review import export_review, load_corrections
+
+    cfg = load_build_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else cfg.output_dir / "review" / "review.csv"
+    limit = cfg.review.export_limit if args.limit is None else args.limit
+    n = export_review(
+        cfg.output_dir / "samples.jsonl", out, limit=limit, corrections=load_corrections(cfg.corrections_path)
+    )
+    print(
+        f"wrote {n} rows to {out}: fill in corrected_label (a label or 'drop'), then "
+        f"`emollm merr review import {out} --config {args.config}`"
+    )
+    return 0
+
+
+def _review_import(args: argparse.Namespace) -> int:
+    from merr.config import load_build_config
+    from merr.review import import_review
+
+    cfg = load_build_config(args.config, args.overrides)
+    new, total = import_review(
+        args.file, cfg.corrections_path, cfg.filter.labels, reviewer=args.reviewer, known_names=_known_names(cfg)
+    )
+    print(
+        f"imported {new} correction(s) into {cfg.corrections_path} ({total} in total); "
+        f"rebuild with `emollm merr build --config {args.config}` to apply them"
+    )
+    return 0
 
 
 def _num(x: float) -> float | None:
@@ -124,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         return int(args.func(args))
-    except (OSError, ValueError, IndexError) as e:
-        print(f"emollm merr {args.command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, IndexError, RuntimeError) as e:
+        cmd = args.command + (f" {args.review_command}" if getattr(args, "review_command", None) else "")
+        print(f"emollm merr {cmd}: error: {e}", file=sys.stderr)
         return 2
 
 

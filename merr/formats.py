@@ -19,6 +19,7 @@ target, so a crash never leaves a half-written file. Readers validate and raise 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -48,19 +49,34 @@ TxtFormat = Literal["auto", "ne", "nce", "ncev"]
 _TXT_COLUMNS = {"ne": 2, "nce": 3, "ncev": 4}
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's own 0600 would hide outputs
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = True) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``).
 
-    Newlines are written as given (no translation). The parent directory is created if needed.
+    Newlines are written as given (no translation). The parent directory is created if needed. The file gets the
+    usual permissions of a new file (``0666`` minus the umask), not the temp file's ``0600``. ``fsync=False`` keeps
+    the atomic rename but skips the two fsyncs (a crash of the process can't tear the file; a power cut can, so use
+    it only for caches whose readers treat an unparseable file as missing).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        with contextlib.suppress(OSError, AttributeError):  # no os.fchmod on Windows
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -68,6 +84,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
         except FileNotFoundError:
             pass
         raise
+    if not fsync:
+        return path
     try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
         dir_fd = os.open(path.parent, os.O_RDONLY)
     except OSError:

@@ -1,0 +1,428 @@
+"""Typed configuration of ``emollm merr build`` (``configs/merr/build.yaml``).
+
+The schema is the dataclasses below (each field: type, default, attribute docstring). Loading is strict: an unknown
+key raises :class:`BuildConfigError` naming the dotted key, the closest match and the allowed keys; a value of the
+wrong type names the key, the expected type and the value. ``key.sub=value`` overrides (values parsed as YAML) are
+applied before validation, e.g. ``emollm merr build --config configs/merr/build.yaml reason.max_new_tokens=64``.
+
+Relative paths are resolved against the current directory (run the command from the repository root, as the YAML
+header says), except ``au.cues: default``, which is the packaged ``configs/merr/au_cues.yaml``.
+
+Describer specs (one per clue; see :mod:`merr.describe`):
+
+==================== =====================================================================================
+``describe.visual``  ``none`` (default: left empty and marked), ``checkpoint:<dir>`` (an emollm checkpoint with a
+                     live video/face encoder), ``vlm:<path>`` (a local transformers image-text-to-text model),
+                     ``python:<module>:<factory>`` (your own :class:`~merr.describe.Describer`)
+``describe.audio``   ``measured`` (default: pitch / energy / speaking rate from the waveform), ``none``,
+                     ``checkpoint:<dir>`` (live audio encoder), ``alm:<path>`` (a local audio LLM, e.g.
+                     Qwen2-Audio), ``python:<module>:<factory>``
+``inputs.subtitles`` a ``name,sentence`` CSV path, ``asr`` (offline Whisper tiny.en), ``asr:<whisper dir>``,
+                     ``none``, ``python:<module>:<factory>``
+==================== =====================================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from merr.schema import LABELS
+
+__all__ = [
+    "AUConfig",
+    "BuildConfig",
+    "BuildConfigError",
+    "DescribeConfig",
+    "FilterConfig",
+    "InputsConfig",
+    "OutputConfig",
+    "ReasonConfig",
+    "ReviewConfig",
+    "apply_overrides",
+    "load_build_config",
+]
+
+
+class BuildConfigError(ValueError):
+    """A bad ``emollm merr build`` configuration (the message names the dotted key)."""
+
+
+@dataclass
+class InputsConfig:
+    """What to build from."""
+
+    video_dir: str = ""
+    """Folder of ``<name>.mp4`` / ``<name>.avi`` clips (``.mp4`` wins when both exist). Required."""
+    openface_dir: str | None = None
+    """Folder of OpenFace 2 ``<name>.csv`` files (``FeatureExtraction -aus``); null: no AU source (see
+    ``au.fallback``). A clip without its CSV also falls back."""
+    subtitles: str = "none"
+    """``name,sentence`` CSV (``transcription_en_all.csv``), ``asr``, ``asr:<whisper folder>``, ``none`` or
+    ``python:<module>:<factory>``."""
+    names: str | None = None
+    """Optional list of names to build: one per line, or an ``N C E V`` list (first column)."""
+    limit: int | None = None
+    """Build only the first N names (sorted), for a quick look."""
+
+
+@dataclass
+class AUConfig:
+    """Stage 1-3: action units, peak frame, pseudo-label."""
+
+    cues: str = "default"
+    """AU cue table YAML; ``default`` is the packaged ``configs/merr/au_cues.yaml``."""
+    peak_rule: Literal["paper", "sum_all"] | None = None
+    """Peak rule; null: the cue table's ``peak.rule``."""
+    min_confidence: float | None = None
+    """OpenFace frames below this confidence are ignored; null: the cue table's ``openface.min_confidence``."""
+    run_openface: bool = False
+    """Clips without a CSV: run OpenFace 2 ``FeatureExtraction -aus`` first (``openface_bin``, else
+    ``$OPENFACE_BIN``, else on PATH), writing ``<output.dir>/openface/<name>.csv``."""
+    openface_bin: str | None = None
+    """The FeatureExtraction binary for ``run_openface``."""
+    fallback: Literal["fer", "none"] = "fer"
+    """No OpenFace CSV for a clip: ``fer`` uses the FER2013 expression model's per-frame probabilities
+    (``au_source: fer``); ``none`` logs the clip as an error."""
+    fer_frames: str = "uniform:16"
+    """Frames scored by the FER fallback (an ``emollm.media.sample_frame_indices`` policy)."""
+    face_detector: Literal["auto", "mtcnn", "haar"] = "auto"
+    """Face detector of the FER fallback (and of face-input checkpoint describers)."""
+
+
+@dataclass
+class DescribeConfig:
+    """Stage 4: clues. A clue that cannot be measured or described is left empty and marked, never invented."""
+
+    visual: str = "none"
+    """Visual objective description: ``none``, ``checkpoint:<dir>``, ``vlm:<path>``, ``python:<module>:<factory>``."""
+    audio: str = "measured"
+    """Audio tone: ``measured``, ``none``, ``checkpoint:<dir>``, ``alm:<path>``, ``python:<module>:<factory>``."""
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Keyword arguments of ``python:<module>:<factory>`` describers, per clue (``visual`` / ``audio`` /
+    ``subtitle``)."""
+    max_new_tokens: int = 64
+    """Generation budget of model describers (checkpoint / vlm / alm)."""
+    device: str = "cpu"
+    """Torch device of model describers."""
+
+
+@dataclass
+class ReasonConfig:
+    """Stage 5: fine-grained reasoning by a text LLM (REFERENCE.md §1.5 step 7)."""
+
+    enabled: bool = True
+    """False: stop after the coarse captions (no ``MERR_fine_grained.*``)."""
+    backbone: str = "smollm2"
+    """Backbone registry name (``emollm backbones``); ``smollm2`` runs offline on embedded weights."""
+    llm_path: str | None = None
+    """Local weights (HF folder or ``.gguf``) for backbones without embedded weights."""
+    client: str | None = None
+    """``python:<module>:<factory>``: your own :class:`~merr.reason.ReasoningClient` instead of ``backbone``."""
+    client_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the ``client`` factory."""
+    max_new_tokens: int = 160
+    """Generation budget per sample (a reasoning cut by it is trimmed to its last full sentence)."""
+    do_sample: bool = False
+    """False: greedy. True: sampling seeded per prompt from ``seed`` (still deterministic)."""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    prompt_version: str = "v1"
+    """Prompt template version (:data:`merr.reason.PROMPTS`); part of the cache key."""
+    device: str = "cpu"
+    """Torch device of the reasoning LLM."""
+
+
+@dataclass
+class FilterConfig:
+    """Stage 5 filters (fine-grained set) and the neutral augmentation."""
+
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    """Label vocabulary; pseudo-labels outside it (e.g. ``disgust``, which MERR excludes) are dropped."""
+    contradiction: bool = True
+    """Drop reasonings that do not name the label (or a synonym) or conclude another label."""
+    degenerate: bool = True
+    """Drop reasonings that loop (an 8-word run repeated 3+ times) or stop mid-sentence."""
+    dedup: bool = True
+    """Drop reasonings whose normalised text duplicates an earlier sample's (name order)."""
+    max_per_class: int | None = None
+    """Class balancing: keep at most this many fine-grained samples per label (seeded choice); null: no cap."""
+    add_neutral: bool = False
+    """Add neutral samples from clips where no AU combination fired (the paper adds neutral for balance)."""
+    neutral_count: int | None = None
+    """Neutral samples to add; null: the mean size of the labelled emotion classes."""
+    neutral_max_active_aus: int = 0
+    """A clip is a neutral candidate only when at most this many AUs are active at its peak."""
+
+
+@dataclass
+class ReviewConfig:
+    """Stage 6: human-in-the-loop refinement."""
+
+    corrections: str | None = None
+    """Imported corrections (JSON written by ``emollm merr review import``); null: ``<output.dir>/review/
+    corrections.json``. Corrected labels override pseudo-labels on every (re)build."""
+    export_limit: int = 100
+    """Rows of ``review export``: every flagged sample, then the least confident, up to this many."""
+
+
+@dataclass
+class OutputConfig:
+    """Where and what to write."""
+
+    dir: str = "runs/merr"
+    """Output folder: exports, ``cache/``, ``errors.jsonl``, ``summary.json``, ``review/``."""
+    valence: float = -10.0
+    """V column of the ``N C E V`` lists: Emotion-LLaMA's placeholder -10 (no valence is measured here)."""
+    include_extras: bool = False
+    """Add our fields (au_source, clue status, confidence, ...) under ``"emollm"`` in the MERR JSON files. Off:
+    exactly Emotion-LLaMA's keys."""
+
+
+@dataclass
+class BuildConfig:
+    """``emollm merr build`` settings."""
+
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    au: AUConfig = field(default_factory=AUConfig)
+    describe: DescribeConfig = field(default_factory=DescribeConfig)
+    reason: ReasonConfig = field(default_factory=ReasonConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    """Seed of every random choice (neutral selection, class balancing, sampled reasoning)."""
+    workers: int = 1
+    """Threads for per-clip media work (decoding, measuring). Model stages run one clip at a time."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BuildConfig:
+        """Build from a nested dict; raises :class:`BuildConfigError` naming the first bad key."""
+        cfg = _convert(cls, data or {}, "")
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Cross-field checks; raises :class:`BuildConfigError`."""
+        from merr.describe import parse_spec
+        from merr.reason import PROMPTS
+
+        if not self.inputs.video_dir:
+            raise BuildConfigError("inputs.video_dir: required (the folder of <name>.mp4/.avi clips)")
+        if self.workers < 1:
+            raise BuildConfigError(f"workers: must be >= 1, got {self.workers}")
+        if self.inputs.limit is not None and self.inputs.limit < 1:
+            raise BuildConfigError(f"inputs.limit: must be >= 1 or null, got {self.inputs.limit}")
+        for key, value in (
+            ("reason.max_new_tokens", self.reason.max_new_tokens),
+            ("describe.max_new_tokens", self.describe.max_new_tokens),
+            ("review.export_limit", self.review.export_limit),
+        ):
+            if value < 1:
+                raise BuildConfigError(f"{key}: must be >= 1, got {value}")
+        if self.reason.prompt_version not in PROMPTS:
+            raise BuildConfigError(
+                f"reason.prompt_version: unknown version {self.reason.prompt_version!r}; known: {', '.join(PROMPTS)}"
+            )
+        if self.reason.client is not None and not self.reason.client.startswith("python:"):
+            raise BuildConfigError(f"reason.client: expected 'python:<module>:<factory>', got {self.reason.client!r}")
+        if not self.filter.labels or len(set(self.filter.labels)) != len(self.filter.labels):
+            raise BuildConfigError(
+                f"filter.labels: must be a non-empty list without duplicates, got {self.filter.labels}"
+            )
+        if self.filter.add_neutral and "neutral" not in self.filter.labels:
+            raise BuildConfigError("filter.add_neutral: true needs 'neutral' in filter.labels")
+        for key, value in (
+            ("filter.max_per_class", self.filter.max_per_class),
+            ("filter.neutral_count", self.filter.neutral_count),
+        ):
+            if value is not None and value < 0:
+                raise BuildConfigError(f"{key}: must be >= 0 or null, got {value}")
+        unknown = sorted(set(self.describe.options) - {"visual", "audio", "subtitle"})
+        if unknown:
+            raise BuildConfigError(f"describe.options: unknown clue(s) {unknown}; allowed: visual, audio, subtitle")
+        for key, clue, value in (
+            ("describe.visual", "visual", self.describe.visual),
+            ("describe.audio", "audio", self.describe.audio),
+            ("inputs.subtitles", "subtitle", self.inputs.subtitles),
+        ):
+            try:
+                parse_spec(clue, value)
+            except ValueError as e:
+                raise BuildConfigError(f"{key}: {e}") from None
+        from emollm.media import sample_frame_indices
+
+        try:
+            sample_frame_indices(16, self.au.fer_frames, fps=10.0)
+        except ValueError as e:
+            raise BuildConfigError(f"au.fer_frames: {e}") from None
+
+    # ----------------------------------------------------------------------------------------- resolved paths
+    @property
+    def output_dir(self) -> Path:
+        """The output folder."""
+        return Path(self.output.dir)
+
+    @property
+    def corrections_path(self) -> Path:
+        """Where imported review corrections live."""
+        return (
+            Path(self.review.corrections)
+            if self.review.corrections
+            else self.output_dir / "review" / "corrections.json"
+        )
+
+    def cues_path(self) -> Path | None:
+        """The cue table file (None: the packaged default)."""
+        return None if self.au.cues in ("", "default") else Path(self.au.cues)
+
+
+# ============================================================================================ typed conversion
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    where = key or "<root>"
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise BuildConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        names = [f.name for f in dataclasses.fields(tp)]
+        for k in value:
+            if k not in names:
+                close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise BuildConfigError(
+                    f"{_join(key, str(k))}: unknown key{hint}; allowed keys under {where}: {', '.join(names)}"
+                )
+        hints = typing.get_type_hints(tp)
+        return tp(**{n: _convert(hints[n], value[n], _join(key, n)) for n in names if n in value})
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(tp):
+                return None
+            raise BuildConfigError(f"{where}: must not be null; expected {_type_name(tp)}")
+        errors = []
+        for arg in args:
+            try:
+                return _convert(arg, value, key)
+            except BuildConfigError as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise BuildConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and not isinstance(value, bool):
+            return value
+        raise BuildConfigError(f"{where}: {value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise BuildConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BuildConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, _join(key, str(k))) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise BuildConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise BuildConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise BuildConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise BuildConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+    raise BuildConfigError(f"{where}: unsupported schema type {tp!r}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``null``, ``true``, ``[a, b]``) to a raw dict."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise BuildConfigError(f"override {item!r}: expected key=value (e.g. reason.max_new_tokens=64)")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().removeprefix("--").split(".")
+        if not all(parts):
+            raise BuildConfigError(f"override {item!r}: empty key part; write dotted keys like filter.dedup=false")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_build_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> BuildConfig:
+    """Read ``configs/merr/build.yaml`` (or start from the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        FileNotFoundError: no such file.
+        BuildConfigError: bad YAML, unknown key, wrong type or a failed cross-field check.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise BuildConfigError(f"{path}: invalid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise BuildConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    return BuildConfig.from_dict(apply_overrides(data, overrides))
