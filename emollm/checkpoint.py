@@ -99,6 +99,7 @@ def save_checkpoint(
             # adapter_model.safetensors + adapter_config.json. Not the resized embedding matrix: its new rows are
             # placeholder rows, re-created deterministically at load time and always overwritten by features.
             lm.save_pretrained(tmp, save_embedding_layers=False)
+            (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card stub; checkpoint.json describes the folder
         if save_base:
             (tmp / "llm").mkdir()
             base_config = config.hf_text_config()

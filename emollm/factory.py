@@ -44,6 +44,7 @@ def build_model(
     tokenizer=None,
     dtype: torch.dtype | None = None,
     quantization: Quantization = None,
+    device_map: Any = None,
     modality_type_embeddings: bool = True,
     fusion: FusionConfig | dict[str, Any] | None = None,
 ) -> tuple[EmoLLMForCausalLM, EmoProcessor]:
@@ -58,6 +59,8 @@ def build_model(
         tokenizer: Tokenizer to use instead of the one stored with the weights.
         dtype: LLM dtype (default: the backbone's ``default_dtype``; random-init models stay float32).
         quantization: ``"4bit"`` (QLoRA) or ``"8bit"`` through bitsandbytes.
+        device_map: Passed to ``from_pretrained`` (e.g. ``{"": local_rank}`` for multi-GPU QLoRA, so 4-bit weights
+            are created on their GPU).
         modality_type_embeddings: Add learned per-modality type embeddings.
         fusion: Cross-modal fusion settings, or None.
 
@@ -85,7 +88,7 @@ def build_model(
         llm_source = None
     else:
         path = resolve_llm_path(spec, llm_path)
-        lm = load_language_model(spec, path, dtype=dtype, quantization=quantization)
+        lm = load_language_model(spec, path, dtype=dtype, quantization=quantization, device_map=device_map)
         tokenizer = tokenizer or load_tokenizer(path)
         llm_source = f"embedded:{spec.embedded}" if llm_path is None else str(os.path.abspath(llm_path))
     placeholders = prepare_tokenizer(spec, tokenizer, list(mods))

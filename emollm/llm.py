@@ -211,6 +211,12 @@ def fit_embeddings(model, tokenizer) -> int:
     LLaMA-3's reserved tokens or Qwen2's padded matrix).
     """
     old = model.get_input_embeddings().weight.shape[0]
+    if old == 0:
+        raise RuntimeError(
+            "the embedding matrix is partitioned (DeepSpeed ZeRO-3 zero.Init): new placeholder rows cannot be "
+            "initialised from it; build the model outside zero.Init (as train/build.py does) and let ZeRO-3 "
+            "partition it afterwards"
+        )
     need = len(tokenizer)
     if need <= old:
         return 0

@@ -174,6 +174,11 @@ class EmoProcessor:
                         f"sample {sample.name!r} is {len(ids)} tokens, over max_length={max_length}, and truncating "
                         "would cut modality tokens; raise max_length or shorten the text"
                     )
+                if not add_generation_prompt and any(mask) and not any(mask[:max_length]):
+                    raise ValueError(
+                        f"sample {sample.name!r} is {len(ids)} tokens and max_length={max_length} cuts off its whole "
+                        "answer, so it would train on nothing; raise max_length or shorten the user text"
+                    )
                 ids, mask = ids[:max_length], mask[:max_length]
             rows.append((ids, mask))
         width = max(len(ids) for ids, _ in rows)

@@ -196,3 +196,13 @@ def test_frozen_towers_stay_in_eval_mode():
     set_trainable(model, TrainableSpec(encoders=True, llm="frozen"))
     model.train()
     assert model.towers["face"].training
+
+
+def test_truncation_that_removes_the_whole_answer_is_an_error():
+    _, proc = make_tiny("llama2")
+    text_only = Sample(
+        messages=[{"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "Sad."}], name="long"
+    )
+    with pytest.raises(ValueError, match="cuts off its whole answer"):
+        proc([text_only], max_length=20)
+    assert proc([text_only], add_generation_prompt=False, max_length=400).labels.ne(-100).any()
