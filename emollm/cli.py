@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
+    "bench": ("eval.compare", "main", "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table"),
     "merr": ("merr.cli", "main", "MERR construction: build, review export|import, au-label"),
     "train": ("train.sft", "main", "train a model from a YAML config: stage 1 pretrain, stage 2 instruct, fine-tune"),
     "validate": ("emollm.runconfig", "validate_main", "check a training config without building a model"),

@@ -1,0 +1,42 @@
+"""Backbone comparison for ``make bench``: ``emollm bench backbones`` with the shipped config.
+
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_backbones.py [--quick]`` (``--quick``: tiny backbones only,
+LoRA only, 8 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eval.compare import CompareConfig, compare, format_table  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    cfg = CompareConfig.load("configs/bench/backbones.yaml")
+    cfg.output_dir = "bench/out/backbones"
+    if args.quick:
+        cfg.runs = [r for r in cfg.runs if r.name.endswith("-tiny")]
+        cfg.variants = ["lora"]
+        cfg.common_overrides += ["train.max_steps=8"]
+    rows = compare(cfg)
+    print("\nSame recipe (configs/debug/tiny.yaml) across backbones; metrics on the validation split")
+    print(format_table([r for r in rows if "error" not in r]))
+    failed = [r for r in rows if "error" in r]
+    for r in failed:
+        print(f"failed: {r['run']} / {r['variant']}: {r['error']}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

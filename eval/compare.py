@@ -1,0 +1,265 @@
+"""``emollm bench backbones``: the same recipe across LLM backbones (and LoRA vs QLoRA), one comparison table.
+
+Each (run, variant) trains with ``train.sft`` in its own process — so peak memory is that run's alone — then
+evaluates its final model on the recipe's validation split (never a test split): accuracy, UAR and the invalid
+rate of parsed greedy answers (an answer naming no label or several is invalid, counted as wrong), validation loss,
+train tokens/s, eval latency per sample, peak RSS and trainable parameters. On this machine the shipped config
+compares tiny random models of every registry backbone plus the real SmolLM2 on synthetic data; pointing the runs
+at real weights (``model.llm_path=...``) and data (``data.train=...``) runs it unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VARIANTS: dict[str, list[str]] = {"lora": [], "qlora": ["model.quantization=4bit"]}
+COLUMNS = [
+    ("run", "run", "{}"),
+    ("variant", "variant", "{}"),
+    ("val_accuracy", "accuracy", "{:.3f}"),
+    ("val_uar", "UAR", "{:.3f}"),
+    ("invalid_rate", "invalid", "{:.2f}"),
+    ("val_loss", "val loss", "{:.3f}"),
+    ("train_tokens_per_s", "train tok/s", "{:.0f}"),
+    ("eval_s_per_sample", "eval s/sample", "{:.3f}"),
+    ("peak_rss_gb", "peak RSS GB", "{:.2f}"),
+    ("trainable_params", "trainable", "{:,}"),
+]
+
+
+@dataclass
+class RunSpec:
+    """One row group of the table: a name and the overrides that make it (e.g. ``model.backbone=llama3``)."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareConfig:
+    """What ``emollm bench backbones`` compares."""
+
+    base_config: str = "configs/debug/tiny.yaml"
+    """The training recipe every run shares (a ``emollm train`` YAML)."""
+    runs: list[RunSpec] = field(default_factory=list)
+    variants: list[str] = field(default_factory=lambda: ["lora", "qlora"])
+    """``lora`` and/or ``qlora`` (4-bit base through bitsandbytes)."""
+    common_overrides: list[str] = field(default_factory=list)
+    """Overrides applied to every run (e.g. ``train.max_steps=24``)."""
+    eval_samples: int = 32
+    """Validation samples answered per run."""
+    output_dir: str = "runs/bench-backbones"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> CompareConfig:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        allowed = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        runs = []
+        for i, r in enumerate(data.pop("runs", []) or []):
+            if not isinstance(r, dict) or "name" not in r or set(r) - {"name", "overrides"}:
+                raise ValueError(f"{path}: runs[{i}] must be a mapping with 'name' and optional 'overrides'")
+            runs.append(RunSpec(str(r["name"]), [str(o) for o in r.get("overrides") or []]))
+        cfg = cls(**data, runs=runs)
+        cfg.common_overrides = list(cfg.common_overrides) + list(overrides or [])
+        bad = [v for v in cfg.variants if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"{path}: unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
+        if not cfg.runs:
+            raise ValueError(f"{path}: no runs to compare")
+        return cfg
+
+
+# ------------------------------------------------------------------------------------------------ one run
+def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[str, Any]:
+    """Train with the shared recipe, then evaluate the final model on the validation split (in this process)."""
+    import torch
+
+    from emollm.generation import chat
+    from emollm.runconfig import load_config
+    from eval.metrics import INVALID, accuracy, uar
+    from eval.parsing import LabelParser
+    from train.sft import SFTRecipe
+
+    quantized = [o for o in overrides if o.startswith("model.quantization=")]
+    cfg = load_config(base_config, [o for o in overrides if o not in quantized])
+    if quantized and cfg.model.tiny is not None:
+        # A random tiny LLM has no weights to quantize: write it to disk first, so QLoRA runs the real loading path.
+        base = Path(cfg.train.output_dir) / "tiny-base"
+        materialize_tiny_base(cfg, base)
+        overrides = [*overrides, "model.tiny=null", f"model.llm_path={base}"]
+    cfg = load_config(base_config, overrides)
+    recipe = SFTRecipe(cfg)
+    recipe.setup()
+    try:
+        t0 = time.perf_counter()
+        summary = recipe.train()
+        train_s = time.perf_counter() - t0
+        model, processor = recipe.raw_model, recipe.processor
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model.eval()
+        items = [recipe.val_ds[i] for i in range(len(recipe.val_ds))]
+        items = [it for it in items if it.task == "emotion" and it.label is not None][:eval_samples]
+        if not items:
+            raise ValueError("the validation split has no 'emotion' samples to score; set data.val_tasks: [emotion]")
+        prompts = [
+            type(it.sample)(messages=it.sample.messages[:-1], features=it.sample.features, name=it.sample.name)
+            for it in items
+        ]
+        t0 = time.perf_counter()
+        answers = chat(
+            model, processor, prompts, max_new_tokens=cfg.train.eval_generate_tokens, batch_size=cfg.train.batch_size
+        )
+        eval_s = time.perf_counter() - t0
+        with torch.no_grad():
+            val_loss = float(model(**processor([it.sample for it in items]).model_inputs()).loss)
+    finally:
+        recipe.cleanup()
+    parser = LabelParser(cfg.data.labels)
+    parsed = [parser.parse(a).label for a in answers]
+    gold = [it.label for it in items]
+    preds = [p if p is not None else INVALID for p in parsed]
+    return {
+        "backbone": cfg.model.backbone,
+        "tiny": cfg.model.tiny is not None,
+        "quantization": cfg.model.quantization,
+        "steps": summary["steps"],
+        "train_s": train_s,
+        "train_tokens_per_s": summary.get("tokens_per_s"),
+        "val_accuracy": accuracy(gold, preds),
+        "val_uar": uar(gold, preds, list(cfg.data.labels)),
+        "invalid_rate": sum(p is None for p in parsed) / len(parsed),
+        "val_loss": val_loss,
+        "eval_samples": len(items),
+        "eval_s_per_sample": eval_s / len(items),
+        "trainable_params": trainable,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "example_answer": answers[0],
+    }
+
+
+def materialize_tiny_base(cfg, out: Path) -> Path:
+    """Save the tiny random LLM (and its tokenizer) that ``cfg.model.tiny`` describes as a model folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from emollm.backbones import get_backbone
+    from train.build import tiny_tokenizer
+
+    m = cfg.model
+    tok = tiny_tokenizer(m.backbone, m.tiny.vocab_size)
+    text_config = get_backbone(m.backbone).text_config(
+        n_layers=m.tiny.n_layers, hidden=m.tiny.hidden, vocab_size=len(tok), initializer_range=m.tiny.init_std
+    )
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if getattr(tok, key, None) is not None:
+            setattr(text_config, key, getattr(tok, key))
+    torch.manual_seed(cfg.train.seed)
+    AutoModelForCausalLM.from_config(text_config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ table
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return fmt.format(value)
+
+    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run every (run, variant) in a fresh process; returns the rows (also written to ``output_dir``)."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for run in cfg.runs:
+        if only and run.name not in only:
+            continue
+        for variant in cfg.variants:
+            overrides = [
+                *cfg.common_overrides,
+                *run.overrides,
+                *VARIANTS[variant],
+                f"train.output_dir={out / f'{run.name}-{variant}'}",
+            ]
+            job = {"base_config": cfg.base_config, "overrides": overrides, "eval_samples": cfg.eval_samples}
+            print(f"[bench backbones] {run.name} / {variant} ...", flush=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "eval.compare", "--worker", json.dumps(job)],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ),
+            )
+            row: dict[str, Any] = {"run": run.name, "variant": variant}
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"  failed: {row['error']}", file=sys.stderr)
+            else:
+                row.update(json.loads(lines[-1]))
+            rows.append(row)
+    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2, default=str) + "\n")
+    table = format_table([r for r in rows if "error" not in r])
+    failed = [f"- {r['run']} / {r['variant']}: {r['error']}" for r in rows if "error" in r]
+    note = "\n\nMetrics are on the recipe's validation split (never a test split); invalid answers count as wrong.\n"
+    (out / "results.md").write_text(
+        f"# Backbone comparison\n\nBase recipe: `{cfg.base_config}`\n\n{table}{note}"
+        + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else "")
+    )
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    """``emollm bench backbones --config CFG [key=value ...]`` (and the internal ``--worker JOB``)."""
+    if argv[:1] == ["--worker"]:
+        job = json.loads(argv[1])
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        result = run_one(job["base_config"], job["overrides"], job["eval_samples"])
+        print(json.dumps(result, default=str), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(prog="emollm bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    bb = sub.add_parser("backbones", help="train + evaluate the same recipe across backbones, one table")
+    bb.add_argument("--config", default="configs/bench/backbones.yaml")
+    bb.add_argument("--only", help="comma-separated run names")
+    bb.add_argument("--output-dir")
+    bb.add_argument("overrides", nargs="*", help="training overrides for every run, e.g. train.max_steps=4")
+    args = parser.parse_args(argv)
+    try:
+        cfg = CompareConfig.load(args.config, args.overrides)
+    except (OSError, ValueError) as e:
+        print(f"emollm bench: {e}", file=sys.stderr)
+        return 2
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    rows = compare(cfg, only=args.only.split(",") if args.only else None)
+    print(format_table([r for r in rows if "error" not in r]))
+    print(f"\nwritten: {cfg.output_dir}/results.md, results.json")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
