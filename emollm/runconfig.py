@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import importlib.util
 import inspect
 import os
@@ -38,6 +37,10 @@ from typing import Any, Literal
 import yaml
 
 from emollm.configuration import EMOTION_LLAMA_FEATURE_DIRS, MODALITIES, ProjectorConfig
+from emollm.utils import typed_config
+from emollm.utils.typed_config import join as _join
+from emollm.utils.typed_config import suggest as _suggest
+from emollm.utils.typed_config import type_name as _type_name
 
 __all__ = [
     "AuxTextSource",
@@ -232,7 +235,8 @@ class DataConfig:
     val_tasks: list[str] = field(default_factory=lambda: ["emotion"])
     """Tasks of the validation conversations (``emotion`` also gives the accuracy metric)."""
     instructions: dict[str, list[str]] = field(
-        default_factory=lambda: {k: list(v) for k, v in DEFAULT_INSTRUCTIONS.items()})
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_INSTRUCTIONS.items()}
+    )
     """Task -> instruction templates (one is drawn per sample; ``{labels}`` = the label list). Merged into the
     defaults, so overriding one task keeps the others."""
     answers: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ANSWERS))
@@ -404,203 +408,26 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RunConfig:
         """Build from a nested dict; raises ``ConfigError`` naming the first bad key."""
-        return _convert(RunConfig, data or {}, "")
+        return typed_config.convert(RunConfig, data or {}, "", error=ConfigError, merged=_MERGED_DICTS)
 
 
 # Dict fields whose user value is merged into the default instead of replacing it.
 _MERGED_DICTS = {("DataConfig", "instructions"), ("DataConfig", "answers")}
 
 
-# ============================================================================================ typed conversion
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"list[{_type_name(args[0])}]" if args else "list"
-    if origin is dict:
-        k, v = typing.get_args(tp)
-        return f"dict[{_type_name(k)}, {_type_name(v)}]"
-    if tp is type(None):
-        return "null"
-    if tp is Any:
-        return "any"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _suggest(word: str, options: typing.Iterable[str]) -> str:
-    options = [str(o) for o in options]
-    word = str(word)
-    close = difflib.get_close_matches(word, options, n=2, cutoff=0.6)
-    close += [o for o in options if len(word) >= 2 and word in o.split("_") and o not in close]
-    close = close[:3]
-    if not close:
-        return ""
-    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against type ``tp`` and convert it (nested dataclasses, containers); raise ``ConfigError``."""
-    where = key or "<root>"
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{where}: expected a mapping of {tp.__name__} keys, got {type(value).__name__} {value!r}")
-        hints = _hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        for k in value:
-            if k not in names:
-                raise ConfigError(
-                    f"{_join(key, str(k))}: unknown key{_suggest(k, names)}; allowed keys under "
-                    f"{where}: {', '.join(names)}"
-                )
-        kwargs = {}
-        defaults = tp()
-        for f in dataclasses.fields(tp):
-            if f.name not in value:
-                continue
-            v = value[f.name]
-            if (tp.__name__, f.name) in _MERGED_DICTS and isinstance(v, dict):
-                v = {**getattr(defaults, f.name), **v}
-            kwargs[f.name] = _convert(hints[f.name], v, _join(key, f.name))
-        try:
-            return tp(**kwargs)
-        except (TypeError, ValueError) as e:  # a __post_init__ check of a reused core dataclass
-            raise ConfigError(f"{where}: {e}") from None
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{where}: must not be null; expected {_type_name(tp)}")
-        errors = []
-        # Try Literal / bool members before str so that 'auto' and true are told apart.
-        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: typing.get_origin(a) is not Literal):
-            try:
-                return _convert(arg, value, key)
-            except ConfigError as e:
-                errors.append(e)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed)):
-            return value
-        raise ConfigError(
-            f"{where}: {value!r} is not allowed{_suggest(value, [str(a) for a in allowed])}; "
-            f"allowed values: {', '.join(repr(a) for a in allowed)}"
-        )
-    if origin in (list, tuple):
-        (item,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list ({_type_name(tp)}), got {type(value).__name__} {value!r}")
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        _, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping ({_type_name(tp)}), got {type(value).__name__} {value!r}")
-        return {str(k): _convert(vt, v, _join(key, str(k))) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-    raise ConfigError(f"{where}: unsupported schema type {tp!r}")  # a schema bug, not a user error
-
-
 # ============================================================================================ YAML + overrides
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    if "=" not in item:
-        raise ConfigError(f"override {item!r}: expected key=value (e.g. train.lora_lr=1e-4)")
-    key, raw = item.split("=", 1)
-    key = key.strip().removeprefix("--")
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {item!r}: empty key part; write dotted keys like train.lora.r=8")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML: ``null``, ``true``, ``[a, b]``) to a raw dict."""
-    data = dict(data)
-    for item in overrides:
-        parts, value = _parse_override(item)
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            else:
-                child = dict(child)
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return data
+    return typed_config.apply_overrides(data, overrides, error=ConfigError, example="train.lora.r=8")
 
 
 def load_config(path: str | os.PathLike | None, overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config (or start from the defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"{path}: the top level must be a mapping with model/data/train, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = typed_config.load_yaml_mapping(path, error=ConfigError, expected=" with model/data/train")
     return RunConfig.from_dict(apply_overrides(data, overrides))
 
 
@@ -641,8 +468,9 @@ def _format_fields(template: str) -> set[str]:
         raise ValueError(f"bad template {template!r}: {e}") from None
 
 
-def _check_template(report: ValidationReport, key: str, template: str, allowed: set[str],
-                    required: frozenset[str] = frozenset()) -> None:
+def _check_template(
+    report: ValidationReport, key: str, template: str, allowed: set[str], required: frozenset[str] = frozenset()
+) -> None:
     try:
         names = _format_fields(template)
     except ValueError as e:
@@ -668,8 +496,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
     # ---- model
     spec = None
     if m.backbone not in list_backbones():
-        err(f"model.backbone: unknown backbone {m.backbone!r}{_suggest(m.backbone, list_backbones())}; "
-            f"registered: {', '.join(list_backbones())}")
+        err(
+            f"model.backbone: unknown backbone {m.backbone!r}{_suggest(m.backbone, list_backbones())}; "
+            f"registered: {', '.join(list_backbones())}"
+        )
     else:
         spec = get_backbone(m.backbone)
     if m.tiny is not None:
@@ -683,8 +513,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         if m.tiny.hidden % 16:
             err(f"model.tiny.hidden: must be a multiple of 16 (heads = hidden // 16), got {m.tiny.hidden}")
     elif spec is not None and spec.embedded is None and m.llm_path is None:
-        err(f"model.llm_path: backbone {m.backbone!r} ({spec.hf_id}) needs local weights; set model.llm_path to the "
-            "downloaded folder or .gguf (emollm never downloads), or use model.tiny for a random debug model")
+        err(
+            f"model.llm_path: backbone {m.backbone!r} ({spec.hf_id}) needs local weights; set model.llm_path to the "
+            "downloaded folder or .gguf (emollm never downloads), or use model.tiny for a random debug model"
+        )
     if check_paths and m.llm_path is not None and not Path(m.llm_path).expanduser().exists():
         err(f"model.llm_path: {m.llm_path} does not exist")
     if not m.modalities:
@@ -699,15 +531,21 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
             from emollm.encoders import list_encoders  # imports torch; only for live encoders
 
             if mod.encoder not in list_encoders():
-                err(f"{key}.encoder: unknown encoder {mod.encoder!r}{_suggest(mod.encoder, list_encoders())}; "
-                    f"known: {', '.join(list_encoders())}")
+                err(
+                    f"{key}.encoder: unknown encoder {mod.encoder!r}{_suggest(mod.encoder, list_encoders())}; "
+                    f"known: {', '.join(list_encoders())}"
+                )
         elif d.format != "synthetic" and not mod.feature_dir:
-            err(f"{key}.feature_dir: a precomputed branch needs the sub-folder of data.feature_root holding its "
-                f"<name>.npy files (Emotion-LLaMA: {EMOTION_LLAMA_FEATURE_DIRS.get(name, '...')})")
+            err(
+                f"{key}.feature_dir: a precomputed branch needs the sub-folder of data.feature_root holding its "
+                f"<name>.npy files (Emotion-LLaMA: {EMOTION_LLAMA_FEATURE_DIRS.get(name, '...')})"
+            )
         kind = mod.projector.kind
         if kind not in _PROJECTOR_KINDS:
-            err(f"{key}.projector.kind: unknown projector {kind!r}{_suggest(kind, _PROJECTOR_KINDS)}; "
-                f"allowed: {', '.join(_PROJECTOR_KINDS)}")
+            err(
+                f"{key}.projector.kind: unknown projector {kind!r}{_suggest(kind, _PROJECTOR_KINDS)}; "
+                f"allowed: {', '.join(_PROJECTOR_KINDS)}"
+            )
         if mod.projector.merge < 1 or mod.projector.num_queries < 1:
             err(f"{key}.projector: merge and num_queries must be >= 1")
 
@@ -731,15 +569,18 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         elif check_paths and d.feature_root:
             for name, mod in m.modalities.items():
                 if mod.feature_dir and not (Path(d.feature_root) / mod.feature_dir).is_dir():
-                    err(f"model.modalities.{name}.feature_dir: {Path(d.feature_root) / mod.feature_dir} "
-                        "is not a folder")
+                    err(
+                        f"model.modalities.{name}.feature_dir: {Path(d.feature_root) / mod.feature_dir} is not a folder"
+                    )
     if d.val is not None:
         if d.format == "synthetic":
             warn("data.val: ignored with data.format=synthetic (a separate synthetic split is generated)")
         if looks_like_test_split(d.val):
-            err(f"data.val: {d.val!r} looks like a test split; the best checkpoint must be chosen on a validation "
+            err(
+                f"data.val: {d.val!r} looks like a test split; the best checkpoint must be chosen on a validation "
                 "split, never on the test set. Use a held-out part of the training data (data.val_fraction) or a "
-                "real validation file (rename it if it is not a test split)")
+                "real validation file (rename it if it is not a test split)"
+            )
         if d.val_fraction:
             err("data.val_fraction: set either data.val or data.val_fraction, not both")
         if check_paths and d.format != "synthetic" and not Path(d.val).exists():
@@ -763,8 +604,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         if task not in TASKS:
             err(f"data.val_tasks: unknown task {task!r}{_suggest(task, TASKS)}; allowed: {', '.join(TASKS)}")
     if d.format == "ncev" and set(d.tasks) - {"emotion"}:
-        err(f"data.tasks: {sorted(set(d.tasks) - {'emotion'})} need text targets, which ncev label lists do not have; "
-            "use data.format=merr_json or jsonl, or tasks {emotion: 1}")
+        err(
+            f"data.tasks: {sorted(set(d.tasks) - {'emotion'})} need text targets, which ncev label lists do not have; "
+            "use data.format=merr_json or jsonl, or tasks {emotion: 1}"
+        )
     for task in set(d.tasks) | set(d.val_tasks):
         if task not in TASKS:
             continue
@@ -828,8 +671,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
     if not (trainable.projectors or trainable.encoders or trainable.llm != "frozen" or trainable.extra):
         err("train.trainable: nothing would train; enable projectors, encoders, llm or extra")
     if t.stage in ("instruct", "finetune") and t.init_from is None:
-        warn(f"train.init_from: stage {t.stage!r} normally starts from stage-1 projectors; without init_from they are "
-             "trained from scratch (REFERENCE.md §1.2: backbone swaps failed without an alignment stage)")
+        warn(
+            f"train.init_from: stage {t.stage!r} normally starts from stage-1 projectors; without init_from they are "
+            "trained from scratch (REFERENCE.md §1.2: backbone swaps failed without an alignment stage)"
+        )
     if t.init_from is not None and check_paths and not (Path(t.init_from) / "checkpoint.json").is_file():
         err(f"train.init_from: {t.init_from} is not an emollm checkpoint folder (no checkpoint.json)")
     if t.lora.r < 1:
@@ -863,8 +708,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         err("train.best_metric: 'val_accuracy' needs 'emotion' in data.val_tasks")
     has_val = (d.format == "synthetic" and d.synthetic.num_val > 0) or d.val is not None or d.val_fraction > 0
     if not has_val:
-        warn("data.val: no validation split; no validation metric and no 'best' checkpoint (set data.val or "
-             "data.val_fraction)")
+        warn(
+            "data.val: no validation split; no validation metric and no 'best' checkpoint (set data.val or "
+            "data.val_fraction)"
+        )
     if t.resume not in ("auto", "never") and check_paths and not Path(t.resume).is_dir():
         err(f"train.resume: {t.resume} is not a checkpoint folder; use 'auto', 'never' or a checkpoints/step-N path")
     if t.threads is not None and t.threads < 1:
@@ -872,8 +719,10 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
     if t.logging.log_every < 1:
         err(f"train.logging.log_every: must be >= 1, got {t.logging.log_every}")
     if t.logging.tensorboard is True and importlib.util.find_spec("tensorboard") is None:
-        err("train.logging.tensorboard: the tensorboard package is not installed (pip install tensorboard), or set "
-            "it to 'auto' / false")
+        err(
+            "train.logging.tensorboard: the tensorboard package is not installed (pip install tensorboard), or set "
+            "it to 'auto' / false"
+        )
     if t.logging.wandb and importlib.util.find_spec("wandb") is None:
         err("train.logging.wandb: the wandb package is not installed (pip install wandb), or set it to false")
     return rep
@@ -891,8 +740,13 @@ def field_docs(cls) -> dict[str, str]:
     body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, nxt in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
-                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
@@ -901,14 +755,17 @@ def describe(cls=RunConfig, prefix: str = "") -> list[str]:
     """One line per key: ``dotted.key (type, default): doc``, recursing into nested sections."""
     lines: list[str] = []
     docs = field_docs(cls)
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     defaults = cls()
     for f in dataclasses.fields(cls):
         key = _join(prefix, f.name)
         tp = hints[f.name]
         union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] if union else (
-            [tp] if dataclasses.is_dataclass(tp) else [])
+        inner = (
+            [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+            if union
+            else ([tp] if dataclasses.is_dataclass(tp) else [])
+        )
         dict_of = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
         list_of = typing.get_args(tp)[0] if typing.get_origin(tp) is list else None
         if inner:

@@ -367,21 +367,6 @@ def _type_name(hint: Any) -> str:
     return {int: "an integer", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
-def _parse_override(text: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in text:
-        raise ValueError(f"override {text!r} is not key=value (e.g. limit=10, label_order=[happy,sad])")
-    key, raw = text.split("=", 1)
-    if not key:
-        raise ValueError(f"override {text!r} has no key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw  # not YAML (e.g. a prompt with ': ' and braces): the text itself; the type check still applies
-    return key.split("."), value
-
-
 def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> EvalConfig:
     """Read a YAML config and apply ``key=value`` overrides (values are YAML: ``limit=10``,
     ``label_order=[happy,sad]``, ``features.face=mae_DFEW_ck16_UTT``, ``llm_path=null``).
@@ -390,31 +375,14 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
         path: The YAML file, or None to build from overrides alone.
         overrides: ``key=value`` strings, applied in order.
     """
-    import yaml
+    from emollm.utils import typed_config
 
     data: dict[str, Any] = {}
     where = "overrides"
     if path is not None:
         where = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: config file not found") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
-        data = loaded
-    for text in overrides:
-        keys, value = _parse_override(text)
-        target = data
-        for k in keys[:-1]:
-            target = target.setdefault(k, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"override {text!r}: {k} is not a mapping")
-        target[keys[-1]] = value
+        data = typed_config.load_yaml_mapping(path)
+    data = typed_config.apply_overrides(data, overrides, example="limit=10", empty=None)
     return EvalConfig.from_dict(data, where)
 
 

@@ -25,15 +25,12 @@ Describer specs (one per clue; see :mod:`merr.describe`):
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from emollm.utils import typed_config
 from merr.schema import LABELS
 
 __all__ = [
@@ -205,7 +202,7 @@ class BuildConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> BuildConfig:
         """Build from a nested dict; raises :class:`BuildConfigError` naming the first bad key."""
-        cfg = _convert(cls, data or {}, "")
+        cfg = typed_config.convert(cls, data or {}, "", error=BuildConfigError)
         cfg.validate()
         return cfg
 
@@ -288,122 +285,12 @@ class BuildConfig:
         return None if self.au.cues in ("", "default") else Path(self.au.cues)
 
 
-# ============================================================================================ typed conversion
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    where = key or "<root>"
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise BuildConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        names = [f.name for f in dataclasses.fields(tp)]
-        for k in value:
-            if k not in names:
-                close = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise BuildConfigError(
-                    f"{_join(key, str(k))}: unknown key{hint}; allowed keys under {where}: {', '.join(names)}"
-                )
-        hints = typing.get_type_hints(tp)
-        return tp(**{n: _convert(hints[n], value[n], _join(key, n)) for n in names if n in value})
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            if type(None) in typing.get_args(tp):
-                return None
-            raise BuildConfigError(f"{where}: must not be null; expected {_type_name(tp)}")
-        errors = []
-        for arg in args:
-            try:
-                return _convert(arg, value, key)
-            except BuildConfigError as e:
-                errors.append(e)
-        if len(errors) == 1:
-            raise errors[0]
-        raise BuildConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed and not isinstance(value, bool):
-            return value
-        raise BuildConfigError(f"{where}: {value!r} is not allowed; allowed values: {', '.join(map(repr, allowed))}")
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise BuildConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise BuildConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        _, vt = typing.get_args(tp)
-        return {str(k): _convert(vt, v, _join(key, str(k))) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise BuildConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise BuildConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise BuildConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise BuildConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-    raise BuildConfigError(f"{where}: unsupported schema type {tp!r}")
+# ============================================================================================ YAML + overrides
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML: ``null``, ``true``, ``[a, b]``) to a raw dict."""
-    data = dict(data)
-    for item in overrides:
-        if "=" not in item:
-            raise BuildConfigError(f"override {item!r}: expected key=value (e.g. reason.max_new_tokens=64)")
-        dotted, raw = item.split("=", 1)
-        parts = dotted.strip().removeprefix("--").split(".")
-        if not all(parts):
-            raise BuildConfigError(f"override {item!r}: empty key part; write dotted keys like filter.dedup=false")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return data
+    return typed_config.apply_overrides(data, overrides, error=BuildConfigError, example="filter.dedup=false")
 
 
 def load_build_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> BuildConfig:
@@ -415,14 +302,5 @@ def load_build_config(path: str | Path | None, overrides: typing.Sequence[str] =
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise BuildConfigError(f"{path}: invalid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise BuildConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = typed_config.load_yaml_mapping(path, error=BuildConfigError)
     return BuildConfig.from_dict(apply_overrides(data, overrides))

@@ -1,0 +1,248 @@
+"""Typed config loading shared by ``emollm train``, ``emollm merr build`` and ``emollm eval``.
+
+A schema is a dataclass whose fields carry type hints; :func:`convert` checks a raw (YAML) value against a hint and
+converts it (Literal, Union/Optional, list, dict, bool/int/float/str, nested dataclasses, Any). Errors name the dotted
+key; an unknown key also gets the closest match and the allowed keys. :func:`apply_overrides` applies dotted
+``key=value`` overrides (values parsed as YAML) and :func:`load_yaml_mapping` reads a YAML file with clear errors.
+
+Every function takes ``error``, the exception class to raise, so each caller keeps its own (``ConfigError``,
+``BuildConfigError``, ``ValueError``). No torch here: the config commands must answer fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = ["apply_overrides", "convert", "join", "load_yaml_mapping", "parse_override", "suggest", "type_name"]
+
+
+def join(prefix: str, key: str) -> str:
+    """``join("train", "lr")`` -> ``train.lr``; an empty prefix is the root."""
+    return f"{prefix}.{key}" if prefix else key
+
+
+def type_name(tp: Any) -> str:
+    """A short name of a type hint for error messages (``list[str] | null``, ``'a' | 'b'``, ``mapping``)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list[{type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"dict[{type_name(k)}, {type_name(v)}]"
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option(s), or ``""``."""
+    options = [str(o) for o in options]
+    word = str(word)
+    close = difflib.get_close_matches(word, options, n=2, cutoff=0.6)
+    close += [o for o in options if len(word) >= 2 and word in o.split("_") and o not in close]
+    close = close[:3]
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def convert(
+    tp: Any,
+    value: Any,
+    key: str = "",
+    *,
+    error: type[Exception] = ValueError,
+    merged: Collection[tuple[str, str]] = (),
+) -> Any:
+    """Check ``value`` against type ``tp`` and convert it (nested dataclasses, containers); raise ``error``.
+
+    Args:
+        tp: The type hint (a dataclass for a whole config).
+        value: The raw value (from YAML).
+        key: The dotted key of ``value`` (``""``: the root), used in messages.
+        error: The exception class to raise.
+        merged: ``(dataclass name, field name)`` pairs of dict fields whose user value is merged into the field's
+            default instead of replacing it.
+    """
+
+    def sub(t: Any, v: Any, k: str) -> Any:
+        return convert(t, v, k, error=error, merged=merged)
+
+    where = key or "<root>"
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise error(f"{where}: expected a mapping of {tp.__name__} keys, got {type(value).__name__} {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        for k in value:
+            if k not in names:
+                raise error(
+                    f"{join(key, str(k))}: unknown key{suggest(k, names)}; "
+                    f"allowed keys under {where}: {', '.join(names)}"
+                )
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name not in value:
+                continue
+            v = value[f.name]
+            if (tp.__name__, f.name) in merged and isinstance(v, dict):
+                v = {**getattr(tp(), f.name), **v}
+            kwargs[f.name] = sub(hints[f.name], v, join(key, f.name))
+        try:
+            return tp(**kwargs)
+        except (TypeError, ValueError) as e:  # a __post_init__ check of a reused core dataclass
+            raise error(f"{where}: {e}") from None
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise error(f"{where}: must not be null; expected {type_name(tp)}")
+        errors = []
+        # Try Literal / bool members before str so that 'auto' and true are told apart.
+        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: typing.get_origin(a) is not Literal):
+            try:
+                return sub(arg, value, key)
+            except error as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise error(f"{where}: expected {type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed)):
+            return value
+        raise error(
+            f"{where}: {value!r} is not allowed{suggest(value, [str(a) for a in allowed])}; "
+            f"allowed values: {', '.join(repr(a) for a in allowed)}"
+        )
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise error(f"{where}: expected a list ({type_name(tp)}), got {type(value).__name__} {value!r}")
+        return [sub(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise error(f"{where}: expected a mapping ({type_name(tp)}), got {type(value).__name__} {value!r}")
+        return {str(k): sub(vt, v, join(key, str(k))) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise error(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+        raise error(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise error(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise error(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+    raise error(f"{where}: unsupported schema type {tp!r}")  # a schema bug, not a user error
+
+
+def parse_override(
+    item: str, *, error: type[Exception] = ValueError, example: str = "a.b=1", empty: Any = ""
+) -> tuple[list[str], Any]:
+    """``"a.b=[1, 2]"`` -> ``(["a", "b"], [1, 2])``; the value is YAML (the raw text when it is not).
+
+    Args:
+        example: A dotted ``key=value`` example of the caller's schema, shown in errors.
+        empty: The value of ``key=`` (nothing after ``=``).
+    """
+    if "=" not in item:
+        raise error(f"override {item!r}: expected key=value (e.g. {example})")
+    key, raw = item.split("=", 1)
+    key = key.strip().removeprefix("--")
+    if not key or any(not part for part in key.split(".")):
+        raise error(f"override {item!r}: empty key part; write dotted keys like {example}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else empty
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. a prompt with ': ' and braces): the text itself; the type check still applies
+    return key.split("."), value
+
+
+def apply_overrides(
+    data: dict[str, Any],
+    overrides: Sequence[str],
+    *,
+    error: type[Exception] = ValueError,
+    example: str = "a.b=1",
+    empty: Any = "",
+) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML: ``null``, ``true``, ``[a, b]``) to a raw dict.
+
+    The input is not modified; a non-mapping on the way to a key is replaced by a mapping.
+    """
+    data = dict(data)
+    for item in overrides:
+        parts, value = parse_override(item, error=error, example=example, empty=empty)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_yaml_mapping(path: str | Path, *, error: type[Exception] = ValueError, expected: str = "") -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (an empty file: ``{}``).
+
+    Args:
+        expected: What the top-level mapping holds (``" with model/data/train"``), shown in errors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        error: invalid YAML or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML: {e}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise error(f"{path}: the top level must be a mapping{expected}, got {type(loaded).__name__}")
+    return loaded or {}
