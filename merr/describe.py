@@ -503,26 +503,9 @@ class ASRSubtitleDescriber:
         return self._asr
 
     def no_speech_prob(self, wave: np.ndarray) -> float | None:
-        """Whisper's probability that ``wave`` holds no speech (None when the transcriber does not expose it)."""
-        asr = self._transcriber()
-        model, fe, tok = (getattr(asr, a, None) for a in ("model", "feature_extractor", "tokenizer"))
-        if model is None or fe is None or tok is None:
-            return None
-        import torch
-
-        ids = [tok.convert_tokens_to_ids(t) for t in ("<|nocaptions|>", "<|nospeech|>")]
-        token = next((i for i in ids if i is not None and i != tok.unk_token_id), None)
-        start = getattr(model.generation_config, "decoder_start_token_id", None)
-        if token is None or start is None:
-            return None
-        feats = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        param = next(model.parameters())
-        with torch.no_grad():
-            logits = model(
-                input_features=feats.to(param.device, param.dtype),
-                decoder_input_ids=torch.tensor([[start]], device=param.device),
-            ).logits
-        return float(logits[0, -1].float().softmax(-1)[token])
+        """Whisper's probability that ``wave`` holds no speech (None for a transcriber that does not expose it)."""
+        fn = getattr(self._transcriber(), "no_speech_prob", None)
+        return None if fn is None else fn(wave, sampling_rate=SAMPLE_RATE)
 
     def describe(self, clip: ClipContext) -> Clue:
         wave, missing = _audio_unavailable(self.id, clip)

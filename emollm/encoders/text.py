@@ -174,3 +174,27 @@ class WhisperTranscriber:
         ids = self.model.generate(feats["input_features"].to(self.device, dtype), **gen)
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts[0] if single else texts
+
+    @torch.no_grad()
+    def no_speech_prob(self, audio: Tensor | np.ndarray, sampling_rate: int = 16000) -> float:
+        """Whisper's probability that a (mono, <= 30 s) clip holds no speech: P(``<|nocaptions|>``) after the start
+        token. Whisper transcribes hums and tones as words ("Beeping"); callers should drop text above ~0.6."""
+        from emollm.encoders.audio import SAMPLE_RATE, resample
+
+        wave = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+        if wave.dim() != 1:
+            raise ValueError(f"expected a mono 1-D waveform, got shape {tuple(wave.shape)}")
+        wave = resample(wave, sampling_rate, SAMPLE_RATE).numpy()
+        tok = self.tokenizer
+        ids = [tok.convert_tokens_to_ids(t) for t in ("<|nocaptions|>", "<|nospeech|>")]
+        token = next((i for i in ids if i is not None and i != tok.unk_token_id), None)
+        start = getattr(self.model.generation_config, "decoder_start_token_id", None)
+        if token is None or start is None:
+            raise ValueError("this Whisper tokenizer/generation config has no no-speech token or start token")
+        feats = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        param = next(self.model.parameters())
+        logits = self.model(
+            input_features=feats.to(param.device, param.dtype),
+            decoder_input_ids=torch.tensor([[start]], device=param.device),
+        ).logits  # (1, 1, V)
+        return float(logits[0, -1].float().softmax(-1)[token])

@@ -56,6 +56,11 @@ def test_whisper_transcribes_synthetic_speech(tmp_path):
     with wave.open(str(wav)) as w:
         rate = w.getframerate()
         audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
-    text = WhisperTranscriber()(audio, sampling_rate=rate)  # espeak-ng writes 22.05 kHz: resampled to 16 kHz
+    asr = WhisperTranscriber()
+    text = asr(audio, sampling_rate=rate)  # espeak-ng writes 22.05 kHz: resampled to 16 kHz
     words = text.lower()
     assert "passed" in words and "exam" in words, text
+    # Whisper writes words for a plain tone too; its no-speech probability tells them apart.
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * 16000) / 16000)).astype(np.float32)
+    p_speech, p_tone = asr.no_speech_prob(audio, sampling_rate=rate), asr.no_speech_prob(tone)
+    assert 0 <= p_speech < 0.6 <= p_tone <= 1, (p_speech, p_tone)
