@@ -186,15 +186,8 @@ def modality_ablation(
         "note": "reporting only: no variant is selected on this split",
     }
     md = _ablation_markdown(summary)
-    atomic_write_json(out / "ablation.json", summary)
-    atomic_write_text(out / "ablation.md", md)
-    key = primary[0]
-    plot_bars(
-        [r["variant"] for r in rows],
-        [100 * r[key] for r in rows],
-        out / "ablation.png",
-        f"{METRIC_NAMES[key]} (%)",
-        f"Modality ablation: {config.dataset} {config.resolved_split()}",
+    _write_outputs(
+        out, "ablation", summary, md, rows, primary[0], f"Modality ablation: {config.dataset} {config.resolved_split()}"
     )
     return AblationResult(rows, summary, md, out)
 
@@ -343,14 +336,13 @@ def label_order_sensitivity(
     else:
         summary["note"] = "reporting only: no order is selected (select on a validation split with --select)"
     md = _orders_markdown(summary)
-    atomic_write_json(out / "label_order.json", summary)
-    atomic_write_text(out / "label_order.md", md)
-    key = primary[0]
-    plot_bars(
-        [r["variant"] for r in rows],
-        [100 * r[key] for r in rows],
-        out / "label_order.png",
-        f"{METRIC_NAMES[key]} (%)",
+    _write_outputs(
+        out,
+        "label_order",
+        summary,
+        md,
+        rows,
+        primary[0],
         f"Label-order sensitivity: {config.dataset} {config.resolved_split()}",
     )
     return AblationResult(rows, summary, md, out)
@@ -383,3 +375,16 @@ def _orders_markdown(s: dict[str, Any]) -> str:
         lines += [s["note"].capitalize() + ".", ""]
     lines += ["![label orders](label_order.png)", ""]
     return "\n".join(lines)
+
+
+def _write_outputs(out: Path, stem: str, summary: dict, md: str, rows: list[dict], key: str, title: str) -> None:
+    """``<stem>.json``, ``<stem>.md`` and a bar plot of ``key`` per variant, written atomically."""
+    atomic_write_json(out / f"{stem}.json", summary)
+    atomic_write_text(out / f"{stem}.md", md)
+    plot_bars(
+        [r["variant"] for r in rows],
+        [100 * r[key] for r in rows],
+        out / f"{stem}.png",
+        f"{METRIC_NAMES[key]} (%)",
+        title,
+    )
