@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eval.compare import CompareConfig, compare, format_table  # noqa: E402
+from emollm_eval.compare import CompareConfig, compare, format_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

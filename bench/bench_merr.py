@@ -30,8 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from merr.config import BuildConfig  # noqa: E402
-from merr.pipeline import MERRBuilder  # noqa: E402
+from emollm_merr.config import BuildConfig  # noqa: E402
+from emollm_merr.pipeline import MERRBuilder  # noqa: E402
+
 from tests.merr.openface_gen import Plant, write_openface_csv  # noqa: E402
 
 EMOTIONS = [
@@ -44,8 +45,8 @@ SENTENCES = ["I passed the exam", "Why would you do that", "I lost my keys again
 
 
 def make_clips(root: Path, n: int) -> tuple[Path, Path, Path]:
+    from emollm.data.merr_files import write_transcriptions_csv
     from emollm.media.fixtures import make_face_clip
-    from merr.formats import write_transcriptions_csv
 
     videos, openface = root / "videos", root / "openface"
     videos.mkdir(parents=True)

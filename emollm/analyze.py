@@ -19,15 +19,11 @@ from pathlib import Path
 
 import torch
 
-from emollm.data.synthetic import MER2023_LABELS
+from emollm.labels import MER2023_LABELS
 from emollm.modeling import EmoLLMForCausalLM
 from emollm.processing import EmoProcessor, Sample
-
-#: Emotion-LLaMA's prompts (REFERENCE.md §1.4): the classification task and the first reasoning prompt.
-EMOTION_PROMPT = "Please determine which emotion label in the video represents: {labels}."
-REASON_PROMPT = (
-    "Please analyze all the clues in the video and reason out the emotional label of the person in the video."
-)
+from emollm.prompts import EMOTION_INSTRUCTION as EMOTION_PROMPT
+from emollm.prompts import REASON_INSTRUCTION as REASON_PROMPT
 
 
 @dataclass

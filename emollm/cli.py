@@ -16,11 +16,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "analyze": ("emollm.analyze", "main", "emotion probabilities and reasoning for a raw clip, from a checkpoint"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
-    "score": ("eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
-    "eval": ("eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
-    "bench": ("eval.compare", "main", "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table"),
-    "merr": ("merr.cli", "main", "MERR construction: build, review export|import, au-label"),
-    "train": ("train.sft", "main", "train a model from a YAML config: stage 1 pretrain, stage 2 instruct, fine-tune"),
+    "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
+    "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
+    "bench": (
+        "emollm_eval.compare",
+        "main",
+        "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table",
+    ),
+    "merr": ("emollm_merr.cli", "main", "MERR construction: build, review export|import, au-label"),
+    "train": (
+        "emollm_train.sft",
+        "main",
+        "train a model from a YAML config: stage 1 pretrain, stage 2 instruct, fine-tune",
+    ),
     "validate": ("emollm.runconfig", "validate_main", "check a training config without building a model"),
 }
 

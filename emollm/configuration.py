@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Modality = Literal["audio", "face", "video"]
 MODALITIES: tuple[str, ...] = ("audio", "face", "video")
+"""The model's modalities, in canonical order (type-embedding rows, feature order)."""
+MARKERS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}
+"""The text marker that refers to each modality in a user turn (``<audio>``, ``<face>``, ``<video>``)."""
+MARKER_RE = re.compile(r"<(audio|face|video)>")
+"""Matches any marker; group 1 is the modality."""
 
 #: Emotion-LLaMA's released feature folders (REFERENCE.md §1.6): utterance-level 1024-d .npy per sample.
 EMOTION_LLAMA_FEATURE_DIRS: dict[str, str] = {"face": "mae_340_UTT", "video": "maeV_399_UTT", "audio": "HL-UTT"}

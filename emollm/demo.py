@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from emollm.data.synthetic import MER2023_LABELS, SyntheticEmotionData
+from emollm.data.synthetic import SyntheticEmotionData
+from emollm.labels import MER2023_LABELS
 
 
 def _parse_label(answer: str, labels: tuple[str, ...]) -> str | None:

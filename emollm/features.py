@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from emollm.configuration import ModalityConfig
+from emollm.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -117,26 +117,13 @@ def cache_folder_name(manifest: dict[str, Any]) -> str:
     return f"{manifest['encoder']}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_features(path: Path, features: np.ndarray) -> None:
     """Write a (T, D) float32 array as .npy, atomically."""
     import io
 
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(features, dtype=np.float32), allow_pickle=False)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def open_cache_folder(root: Path, manifest: dict[str, Any], name: str | None = None) -> Path:
@@ -153,7 +140,7 @@ def open_cache_folder(root: Path, manifest: dict[str, Any], name: str | None = N
                 "use another --out or --name, or delete the folder to re-extract"
             )
     else:
-        _atomic_write_bytes(mfile, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(mfile, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return folder
 
 
@@ -264,7 +251,7 @@ def extract(
         elif not sample_has(modality, result):
             reason = result.missing.get(modality) or f"{path}: no {modality} (for text: no subtitle for {stem!r})"
             summary.missing[stem] = reason
-            _atomic_write_bytes(folder / "_missing" / f"{stem}.json", json.dumps({"reason": reason}).encode())
+            atomic_write_bytes(folder / "_missing" / f"{stem}.json", json.dumps({"reason": reason}).encode())
         else:
             try:
                 save_features(folder / f"{stem}.npy", encode_sample(encoder, modality, result))
@@ -275,7 +262,7 @@ def extract(
         bar.update(1)
     bar.close()
     lines = "".join(json.dumps(f) + "\n" for f in failures)
-    _atomic_write_bytes(folder / "failed.jsonl", lines.encode())
+    atomic_write_bytes(folder / "failed.jsonl", lines.encode())
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -385,7 +372,7 @@ def main(argv: list[str]) -> int:
                 options.setdefault(enc, {})[opt] = value
         subtitles = None
         if args.subtitles:
-            from merr.formats import read_transcriptions_csv
+            from emollm.data.merr_files import read_transcriptions_csv
 
             subtitles = dict(read_transcriptions_csv(args.subtitles))
         specs = [

@@ -1,51 +1,16 @@
-"""peft glue: LoRA / QLoRA on the language model, and the declarative trainable spec.
+"""peft glue: LoRA / QLoRA on the language model, and ``set_trainable`` applying the declarative trainable spec.
 
-Which parts train is data, not code paths: ``TrainableSpec(encoders=False, projectors=True, llm="lora")`` is stage 2
-of Emotion-LLaMA/LLaVA, ``TrainableSpec(llm="frozen")`` is the projector-only alignment stage, and one function,
-``set_trainable``, applies either.
+The settings themselves (:class:`LoraSettings`, :class:`TrainableSpec`) are torch-free and live in
+:mod:`emollm.settings`, shared with the YAML schema; one function, :func:`set_trainable`, applies any spec.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 from torch import nn
 
-LLMMode = Literal["frozen", "lora", "full"]
+from emollm.settings import LoraSettings, TrainableSpec
 
-
-@dataclass
-class LoraSettings:
-    """LoRA hyper-parameters. Defaults follow AffectGPT (r=16, alpha=32, all linear layers of each block)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: list[str] | None = None
-    """Module-name suffixes; None takes the backbone registry's ``lora_targets``."""
-
-    def __post_init__(self) -> None:
-        if self.r < 1:
-            raise ValueError(f"lora.r must be >= 1, got {self.r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-
-
-@dataclass
-class TrainableSpec:
-    """Which parts of ``EmoLLMForCausalLM`` receive gradients."""
-
-    encoders: bool = False
-    projectors: bool = True
-    """Projectors, modality-type embeddings and the fusion block."""
-    llm: LLMMode = "lora"
-    extra: list[str] = field(default_factory=list)
-    """Additional parameter-name substrings to unfreeze (e.g. ``lm_head``)."""
-
-    def __post_init__(self) -> None:
-        if self.llm not in ("frozen", "lora", "full"):
-            raise ValueError(f"trainable.llm must be 'frozen', 'lora' or 'full', got {self.llm!r}")
+__all__ = ["LoraSettings", "TrainableSpec", "apply_lora", "count_trainable", "is_peft", "set_trainable"]
 
 
 def is_peft(module: nn.Module) -> bool:

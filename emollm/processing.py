@@ -11,7 +11,6 @@ are spent on it and nothing is filled with zeros. Labels are ``-100`` everywhere
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,11 @@ import torch
 from torch import Tensor
 
 from emollm.chat_formats import ChatFormat, get_chat_format, tokenize_chat
-from emollm.configuration import MODALITIES, EmoLLMConfig
+from emollm.configuration import MARKER_RE as _MARKER_RE
+from emollm.configuration import MARKERS, MODALITIES, EmoLLMConfig
 from emollm.modeling import ModalityInputs
 
 IGNORE_INDEX = -100
-MARKERS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}
-_MARKER_RE = re.compile("|".join(re.escape(v) for v in MARKERS.values()))
 
 
 @dataclass

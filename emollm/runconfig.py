@@ -24,7 +24,6 @@ import dataclasses
 import importlib.util
 import inspect
 import os
-import re
 import string
 import sys
 import textwrap
@@ -37,6 +36,10 @@ from typing import Any, Literal
 import yaml
 
 from emollm.configuration import EMOTION_LLAMA_FEATURE_DIRS, MODALITIES, ProjectorConfig
+from emollm.data.splits import looks_like_test_split
+from emollm.labels import EMOTION_LLAMA_LABEL_ORDER
+from emollm.prompts import DEFAULT_ANSWERS, DEFAULT_INSTRUCTIONS, TASKS
+from emollm.settings import STAGES, LoraSettings, TrainableSpec
 from emollm.utils import typed_config
 from emollm.utils.typed_config import join as _join
 from emollm.utils.typed_config import suggest as _suggest
@@ -47,15 +50,12 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "LoggingConfig",
-    "LoraConfig",
     "ModalitySettings",
     "ModelConfig",
     "RunConfig",
     "SyntheticSettings",
-    "TASKS",
     "TinyModel",
     "TrainConfig",
-    "TrainableConfig",
     "ValidationReport",
     "apply_overrides",
     "describe",
@@ -66,35 +66,8 @@ __all__ = [
     "validate_main",
 ]
 
-TASKS: tuple[str, ...] = ("emotion", "reason", "caption")
-"""The task pool of Emotion-LLaMA / MiniGPT-v2: label classification, reasoning, caption."""
-
-#: Emotion-LLaMA's nine labels (MERR), in the order its prompt lists them (REFERENCE.md §1.4).
-MERR_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt")
-
 # Kept here so that validate() needs no torch; tests/train/test_runconfig.py checks them against emollm.projectors.
 _PROJECTOR_KINDS: tuple[str, ...] = ("identity", "linear", "mlp2x_gelu", "attn_pool", "qformer")
-
-DEFAULT_INSTRUCTIONS: dict[str, list[str]] = {
-    "emotion": ["Please determine which emotion label in the video represents: {labels}."],
-    "reason": [
-        "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
-        "What is the emotional state of the person in the video? Please tell me the reason.",
-        "What are the facial expressions and vocal tone used in the video? What is the intended meaning behind his "
-        "words? Which emotion does this reflect?",
-        "Please integrate information from various modalities to infer the emotional category of the person in the "
-        "video.",
-        "Could you describe the emotion-related features of the individual in the video? What emotional category do "
-        "they fall into?",
-    ],
-    "caption": [
-        "Please describe the details of the expression and tone the video.",
-        "Describe the facial expression, the tone of voice and the words of the person in the video.",
-    ],
-}
-"""Emotion-LLaMA's instruction pools (``first_face.py``; REFERENCE.md §1.4)."""
-
-DEFAULT_ANSWERS: dict[str, str] = {"emotion": "{label}", "reason": "{target}", "caption": "{target}"}
 
 _PROMPT_FIELDS = {"media", "subtitle", "task", "instruction"}
 _INSTRUCTION_FIELDS = {"labels"}
@@ -223,7 +196,7 @@ class DataConfig:
     """Stream ``jsonl`` files instead of loading them (large pseudo-label pools); needs ``train.max_steps``."""
     shuffle_buffer: int = 10000
     """Shuffle buffer of a streamed data set."""
-    labels: list[str] = field(default_factory=lambda: list(MERR_LABELS))
+    labels: list[str] = field(default_factory=lambda: list(EMOTION_LLAMA_LABEL_ORDER))
     """Label vocabulary listed in the ``emotion`` prompt."""
     label_order: Literal["listed", "alphabetical", "shuffle"] = "listed"
     """Order of the labels in the prompt: as listed above, alphabetical, or shuffled per sample. It matters: on DFEW
@@ -266,34 +239,6 @@ class DataConfig:
 
 
 @dataclass
-class TrainableConfig:
-    """Which parts receive gradients (``emollm.lora.TrainableSpec``)."""
-
-    encoders: bool = False
-    """Live encoders (precomputed features have no weights)."""
-    projectors: bool = True
-    """Projectors, modality-type embeddings, fusion block."""
-    llm: Literal["frozen", "lora", "full"] = "lora"
-    """The language model: frozen, LoRA adapters, or every weight."""
-    extra: list[str] = field(default_factory=list)
-    """More parameter-name substrings to unfreeze (e.g. ``lm_head``)."""
-
-
-@dataclass
-class LoraConfig:
-    """LoRA hyper-parameters (``emollm.lora.LoraSettings``)."""
-
-    r: int = 16
-    """Rank."""
-    alpha: int = 32
-    """Scaling numerator (scale = alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the adapter input."""
-    targets: list[str] | None = None
-    """Module-name suffixes; None takes the backbone registry's ``lora_targets``."""
-
-
-@dataclass
 class LoggingConfig:
     """Where progress goes."""
 
@@ -317,9 +262,9 @@ class TrainConfig:
     stage: Literal["pretrain", "instruct", "finetune"] = "pretrain"
     """``pretrain``: align the projectors (LLM frozen); ``instruct`` / ``finetune``: projectors + LoRA. Sets the
     default of ``trainable``."""
-    trainable: TrainableConfig | None = None
+    trainable: TrainableSpec | None = None
     """Which parts train; None takes the stage's preset (``train/stages.py``)."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
     """LoRA settings (used when ``trainable.llm`` is ``lora``)."""
     init_from: str | None = None
     """A checkpoint (normally stage 1's ``final``) whose projectors seed this run."""
@@ -448,17 +393,6 @@ class ValidationReport:
     def raise_if_errors(self) -> None:
         if self.errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(self.errors))
-
-
-_TEST_NAME = re.compile(r"(?<![a-z])test(?!s(?![a-z]))", re.IGNORECASE)  # test, test3, set_1_test; not latest/tests
-_TEST_DIR = re.compile(r"^test(?![a-z_])|^test_?set", re.IGNORECASE)  # test/, test3/, test(single-labeled)/, testset/
-
-
-def looks_like_test_split(path: str) -> bool:
-    """True when the file name says ``test`` (``relative_test3_NCEV.txt``, ``set_1_test.csv``) or it sits in a
-    ``test`` split folder (``test/``, ``test(single-labeled)/``)."""
-    p = Path(path)
-    return bool(_TEST_NAME.search(p.stem)) or bool(_TEST_DIR.search(p.parent.name))
 
 
 def _format_fields(template: str) -> set[str]:
@@ -662,8 +596,7 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
             err(f"data.shuffle_buffer: must be >= 1, got {d.shuffle_buffer}")
 
     # ---- train
-    stage_default_llm = "frozen" if t.stage == "pretrain" else "lora"
-    trainable = t.trainable or TrainableConfig(llm=stage_default_llm)
+    trainable = t.trainable or STAGES.get(t.stage, STAGES["instruct"])
     if trainable.llm == "full" and m.quantization == "4bit":
         err("train.trainable.llm: 'full' is impossible on a 4-bit model; use 'lora' (QLoRA)")
     if m.quantization is not None and trainable.llm == "frozen" and t.stage == "pretrain":
@@ -677,10 +610,6 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         )
     if t.init_from is not None and check_paths and not (Path(t.init_from) / "checkpoint.json").is_file():
         err(f"train.init_from: {t.init_from} is not an emollm checkpoint folder (no checkpoint.json)")
-    if t.lora.r < 1:
-        err(f"train.lora.r: must be >= 1, got {t.lora.r}")
-    if not 0.0 <= t.lora.dropout < 1.0:
-        err(f"train.lora.dropout: must be in [0, 1), got {t.lora.dropout}")
     for k in ("projector_lr", "lora_lr", "llm_lr", "encoder_lr"):
         if getattr(t, k) <= 0:
             err(f"train.{k}: must be > 0, got {getattr(t, k)}")

@@ -7,5 +7,5 @@
 - ``judge``, ``emer``: LLM judges (local or OpenAI-compatible, cached) and EMER clue/label-overlap scoring;
 - ``cli``: the ``emollm eval`` command line.
 
-Submodules are imported on demand, so ``import eval`` stays light.
+Submodules are imported on demand, so ``import emollm_eval`` stays light.
 """

@@ -15,7 +15,7 @@ variant's headline metrics and their change from the full run, and a per-modalit
 labels in the prompt (the given order, reversed, alphabetical, then random permutations from a seed) and reports the
 metric per order and its spread (max - min). On DFEW the order moves UAR by 16 points (REFERENCE.md §1.8). With
 ``select=True`` it also names the best order, which is refused on a test split
-(:func:`eval.runner.check_selection_allowed`): pick the order on validation data.
+(:func:`emollm_eval.runner.check_selection_allowed`): pick the order on validation data.
 
 Every variant is a normal eval run in its own folder (the full / given-order run is the config's own
 ``output_dir``), so each is resumable and has its own report; one model is loaded once and shared.
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.report import atomic_write_json, atomic_write_text, fmt_metric, markdown_table, plot_bars
-from eval.runner import (
+from emollm_eval.report import fmt_metric, markdown_table, plot_bars
+from emollm_eval.runner import (
     METRIC_NAMES,
     PRIMARY_METRICS,
     EvalConfig,
@@ -41,6 +41,8 @@ from eval.runner import (
     resolve_modalities,
     run_eval,
 )
+
+from emollm.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["AblationResult", "label_order_sensitivity", "label_orders", "modality_ablation", "shapley_values"]
 

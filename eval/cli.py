@@ -111,8 +111,8 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Nam
 
 
 def _summary(metrics: dict) -> str:
-    from eval.report import fmt_metric
-    from eval.runner import METRIC_NAMES
+    from emollm_eval.report import fmt_metric
+    from emollm_eval.runner import METRIC_NAMES
 
     head = f"{metrics['dataset']} ({metrics['split']}): {metrics['n']} samples"
     if metrics["dataset"] == "emer":
@@ -141,7 +141,7 @@ def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
-    from eval.runner import load_config
+    from emollm_eval.runner import load_config
 
     command = argv[0] if argv[0] in _SUBCOMMANDS else "run"
     rest = argv[1:] if command != "run" else argv
@@ -149,8 +149,8 @@ def _main(argv: list[str]) -> int:
         args = _parse(_emer_parser(), rest)
         if isinstance(args, int):
             return args
-        from eval.emer import run_emer
-        from eval.judge import make_judge
+        from emollm_eval.emer import run_emer
+        from emollm_eval.judge import make_judge
 
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
         judge = make_judge(
@@ -175,7 +175,7 @@ def _main(argv: list[str]) -> int:
         if args.json:
             print(json.dumps(result.summary, indent=2))
         else:
-            from eval.emer import emer_markdown
+            from emollm_eval.emer import emer_markdown
 
             print(emer_markdown(result, gold_path=args.gold, pred_path=args.pred), end="")
         return 0
@@ -191,7 +191,7 @@ def _main(argv: list[str]) -> int:
 
             print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
             return 0
-        from eval.runner import run_eval
+        from emollm_eval.runner import run_eval
 
         result = run_eval(config, progress=progress)
         if args.json:
@@ -201,11 +201,11 @@ def _main(argv: list[str]) -> int:
             print(f"generated {result.generated}, reused {result.reused}; report: {result.output_dir / 'report.md'}")
         return 0
     if command == "ablate":
-        from eval.ablation import modality_ablation
+        from emollm_eval.ablation import modality_ablation
 
         res = modality_ablation(config, include_text_only=not args.no_text_only, progress=progress)
     else:
-        from eval.ablation import label_order_sensitivity
+        from emollm_eval.ablation import label_order_sensitivity
 
         res = label_order_sensitivity(config, args.orders, seed=args.seed, select=args.select, progress=progress)
     print(res.markdown, end="")
@@ -215,7 +215,7 @@ def _main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run ``emollm eval`` with ``argv`` (the arguments after ``eval``); return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from eval.judge import JudgeError
+    from emollm_eval.judge import JudgeError
 
     try:
         return _main(argv)

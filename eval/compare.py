@@ -1,6 +1,6 @@
 """``emollm bench backbones``: the same recipe across LLM backbones (and LoRA vs QLoRA), one comparison table.
 
-Each (run, variant) trains with ``train.sft`` in its own process — so peak memory is that run's alone — then
+Each (run, variant) trains with ``emollm_train.sft`` in its own process — so peak memory is that run's alone — then
 evaluates its final model on the recipe's validation split (never a test split): accuracy, UAR and the invalid
 rate of parsed greedy answers (an answer naming no label or several is invalid, counted as wrong), validation loss,
 train tokens/s, eval latency per sample, peak RSS and trainable parameters. On this machine the shipped config
@@ -88,12 +88,12 @@ class CompareConfig:
 def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[str, Any]:
     """Train with the shared recipe, then evaluate the final model on the validation split (in this process)."""
     import torch
+    from emollm_eval.metrics import INVALID, accuracy, uar
+    from emollm_train.sft import SFTRecipe
 
     from emollm.generation import chat
+    from emollm.labels import LabelParser
     from emollm.runconfig import load_config
-    from eval.metrics import INVALID, accuracy, uar
-    from eval.parsing import LabelParser
-    from train.sft import SFTRecipe
 
     quantized = [o for o in overrides if o.startswith("model.quantization=")]
     cfg = load_config(base_config, [o for o in overrides if o not in quantized])
@@ -155,10 +155,10 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
 def materialize_tiny_base(cfg, out: Path) -> Path:
     """Save the tiny random LLM (and its tokenizer) that ``cfg.model.tiny`` describes as a model folder."""
     import torch
+    from emollm_train.build import tiny_tokenizer
     from transformers import AutoModelForCausalLM
 
     from emollm.backbones import get_backbone
-    from train.build import tiny_tokenizer
 
     m = cfg.model
     tok = tiny_tokenizer(m.backbone, m.tiny.vocab_size)
@@ -206,7 +206,7 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
             job = {"base_config": cfg.base_config, "overrides": overrides, "eval_samples": cfg.eval_samples}
             print(f"[bench backbones] {run.name} / {variant} ...", flush=True)
             proc = subprocess.run(
-                [sys.executable, "-m", "eval.compare", "--worker", json.dumps(job)],
+                [sys.executable, "-m", "emollm_eval.compare", "--worker", json.dumps(job)],
                 capture_output=True,
                 text=True,
                 env=dict(os.environ),

@@ -27,13 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple, NoReturn
 
+from emollm.labels import DFEW_LABELS, MER2023_LABELS
+
 __all__ = [
     "DFEW_FOLDS",
-    "DFEW_LABELS",
-    "MER2023_LABELS",
     "MER2023_PROTOCOLS",
     "MER2023_VALENCE_PLACEHOLDER",
-    "MERR_LABELS",
     "DFEWSample",
     "EMERSample",
     "MER2023Protocol",
@@ -51,25 +50,9 @@ __all__ = [
     "read_predictions",
 ]
 
-DFEW_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-"""DFEW classes; the label ``i`` of a split CSV is ``DFEW_LABELS[i - 1]``."""
 DFEW_FOLDS: tuple[int, ...] = (1, 2, 3, 4, 5)
-MER2023_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 MER2023_VALENCE_PLACEHOLDER = -10.0
 """Valence written for unlabelled MER2023 samples (e.g. the V column of ``relative_test3_NCEV.txt``)."""
-MERR_LABELS: tuple[str, ...] = (
-    "neutral",
-    "angry",
-    "happy",
-    "sad",
-    "worried",
-    "surprise",
-    "fear",
-    "contempt",
-    "doubt",
-)
-"""The nine-label vocabulary of MERR / Emotion-LLaMA."""
-
 NcevFormat = Literal["auto", "ne", "nce", "ncev"]
 Mer2023Split = Literal["test1", "test2", "test3"]
 Mer2023Metric = Literal["weighted_f1", "accuracy", "valence_mse", "combined"]

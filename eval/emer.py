@@ -14,7 +14,7 @@ The score is the first number in the judge's answer (the original regex rule), a
 is 10."), which the bare rule reads as 1. An answer with no number, or a number outside 0..10, is **invalid**: it is
 counted, never replaced by a default score. The final score of each metric is the mean over valid samples, reported
 with the number of invalid answers and of gold samples that have no prediction. Every row stores the judge id and
-the prompt version; judge calls are cached on disk (:class:`eval.judge.JudgeCache`), so a rerun (or a killed run)
+the prompt version; judge calls are cached on disk (:class:`emollm_eval.judge.JudgeCache`), so a rerun (or a killed run)
 pays only for the prompts not answered yet.
 
 The original judge (``gpt-3.5-turbo-16k-0613``) is retired, so published EMER numbers cannot be reproduced exactly:
@@ -39,9 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from emollm_eval.datasets import EMERSample, read_emer
+from emollm_eval.judge import CachedJudge, Judge, JudgeCache
 
-from eval.datasets import EMERSample, read_emer
-from eval.judge import CachedJudge, Judge, JudgeCache
+from emollm.utils.io import atomic_write_text
 
 __all__ = [
     "CLUE_OVERLAP_PROMPT",
@@ -283,7 +284,7 @@ def _summarise(rows: list[EmerRow], n_resamples: int = 1000, seed: int = 0) -> d
         if r.status == "invalid":
             out["invalid_reasons"][r.parse] = out["invalid_reasons"].get(r.parse, 0) + 1
     if len(scores) >= 2:
-        from eval.metrics import bootstrap_ci
+        from emollm_eval.metrics import bootstrap_ci
 
         arr = np.asarray(scores, dtype=float)
         out["mean_ci95"] = list(bootstrap_ci(lambda t, _p: float(np.mean(t)), arr, arr, n_resamples, seed=seed))
@@ -305,10 +306,10 @@ def score_emer(
     """Score predicted reasoning against EMER ground truth with ``judge``.
 
     Args:
-        gold: Ground-truth rows (:func:`eval.datasets.read_emer`).
+        gold: Ground-truth rows (:func:`emollm_eval.datasets.read_emer`).
         predictions: name -> predicted text. A gold sample without one is counted as ``missing prediction`` (not
             judged, not in the mean); a prediction whose name is not in ``gold`` raises.
-        judge: Any :class:`eval.judge.Judge`.
+        judge: Any :class:`emollm_eval.judge.Judge`.
         cache: On-disk cache of judge calls, or None.
         metrics: Which of ``clue_overlap``, ``label_overlap`` to compute.
         chunk_size: Prompts sent to the judge per call (and written to the cache per step, so a kill loses at most
@@ -402,15 +403,6 @@ def score_emer(
 # Output
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -466,10 +458,10 @@ def write_emer_outputs(
         "metrics": out / f"{prefix}metrics.json",
         "report": out / f"{prefix}report.md",
     }
-    _atomic_write(paths["scores"], "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in result.rows))
+    atomic_write_text(paths["scores"], "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in result.rows))
     meta = {**result.summary, "gold": gold_path, "predictions": pred_path}
-    _atomic_write(paths["metrics"], json.dumps(meta, indent=2) + "\n")
-    _atomic_write(paths["report"], emer_markdown(result, gold_path=gold_path, pred_path=pred_path))
+    atomic_write_text(paths["metrics"], json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(paths["report"], emer_markdown(result, gold_path=gold_path, pred_path=pred_path))
     return paths
 
 

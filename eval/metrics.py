@@ -4,7 +4,7 @@ The definitions follow scikit-learn (``zero_division=0``) so numbers can be comp
 tests cross-check every function against scikit-learn on random data.
 
 Invalid predictions
-    An answer that names no label or several labels is *invalid* (see :mod:`eval.parsing`). It is written as
+    An answer that names no label or several labels is *invalid* (see :mod:`emollm.labels`). It is written as
     :data:`INVALID` (``None`` is accepted too) and is never mapped to a class. It is always wrong:
 
     - accuracy / WAR: it is in the denominator and never correct;

@@ -1,4 +1,4 @@
-"""Markdown tables, PNG plots and atomic file writes for evaluation reports.
+"""Markdown tables and PNG plots for evaluation reports (written with :mod:`emollm.utils.io`).
 
 Plots use matplotlib's object API with the Agg canvas (``Figure`` + ``FigureCanvasAgg``), never ``pyplot``, so no
 global backend or figure state is touched and nothing needs a display.
@@ -6,42 +6,20 @@ global backend or figure state is touched and nothing needs a display.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from emollm.utils.io import atomic_write, atomic_write_text
+
 __all__ = [
-    "atomic_write_json",
-    "atomic_write_text",
     "fmt_metric",
     "markdown_table",
     "plot_bars",
     "plot_confusion_matrix",
     "plot_per_class_recall",
 ]
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, fsync it and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """:func:`atomic_write_text` of ``data`` as indented JSON."""
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def fmt_metric(value: float | None, percent: bool = True) -> str:
@@ -65,16 +43,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     FigureCanvasAgg(fig)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
 
 
 def plot_confusion_matrix(

@@ -14,7 +14,7 @@ One run = one output folder holding:
 a prompt or a label order must use a validation split. The one command that *selects* (``emollm eval label-order
 --select``) refuses test splits (:func:`check_selection_allowed`).
 
-Answers are parsed by :class:`eval.parsing.LabelParser`: an answer naming no label or several labels is invalid,
+Answers are parsed by :class:`emollm.labels.LabelParser`: an answer naming no label or several labels is invalid,
 counted, and scored as wrong; it is never mapped to a class. A sample whose feature file is missing runs without that
 modality (its placeholder is removed, nothing is zero-filled) and is counted per modality in the report.
 
@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import types
 import typing
 import warnings
@@ -43,19 +42,15 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-
-from eval.datasets import (
-    DFEW_LABELS,
-    MER2023_LABELS,
+from emollm_eval.datasets import (
     MER2023_PROTOCOLS,
     MER2023_VALENCE_PLACEHOLDER,
-    MERR_LABELS,
     read_dfew_split,
     read_emer,
     read_mer2023_labels,
     read_ncev,
 )
-from eval.metrics import (
+from emollm_eval.metrics import (
     INVALID,
     accuracy,
     bootstrap_ci,
@@ -65,21 +60,22 @@ from eval.metrics import (
     war,
     weighted_f1,
 )
-from eval.parsing import LabelParser
+
+from emollm.configuration import MARKER_RE, MODALITIES
+from emollm.data.merr_files import read_transcriptions_csv
+from emollm.data.splits import is_test_split, looks_like_test_split
+from emollm.labels import DFEW_LABELS, MER2023_LABELS, MERR_LABELS, LabelParser, label_set
+from emollm.prompts import EVAL_PROMPTS, clean_subtitle, fill_prompt
 
 __all__ = [
     "DATASET_KINDS",
     "DEFAULT_LABEL_ORDER",
-    "DEFAULT_PROMPTS",
-    "EMOTION_LLAMA_LABEL_ORDER",
     "PRIMARY_METRICS",
     "ConfigMismatchError",
     "EvalConfig",
     "EvalResult",
-    "build_prompt",
     "check_selection_allowed",
     "classification_metrics",
-    "is_test_split",
     "load_config",
     "read_rows",
     "resolve_modalities",
@@ -91,34 +87,10 @@ log = logging.getLogger(__name__)
 DatasetKind = Literal["dfew", "mer2023", "ncev", "emer"]
 DATASET_KINDS: tuple[str, ...] = ("dfew", "mer2023", "ncev", "emer")
 
-EMOTION_LLAMA_LABEL_ORDER: tuple[str, ...] = (
-    "happy",
-    "sad",
-    "neutral",
-    "angry",
-    "worried",
-    "surprise",
-    "fear",
-    "contempt",
-    "doubt",
-)
-"""The nine labels in the order of Emotion-LLaMA's ``emotion`` task prompt (REFERENCE.md §1.4). Its maintainer found
-listing all nine better than six even on 6-class MER2023 (#66); a valid answer naming one of the extra labels is a
-wrong prediction there, not an invalid one."""
-
-DEFAULT_PROMPTS: dict[str, str] = {
-    "emotion": "<video><face><audio> The person in video says: {subtitle}. "
-    "Please determine which emotion label in the video represents: {labels}.",
-    "reason": "<video><face><audio> The person in video says: {subtitle}. "
-    "Please analyze all the clues in the video and reason out the emotional label of the person in the video.",
-}
-"""Emotion-LLaMA's ``emotion`` and first ``reason`` prompts in our marker syntax. ``{labels}`` is the label order
-joined with ``", "``; the sentence holding ``{subtitle}`` is dropped for a sample without a transcript."""
-
 DEFAULT_LABEL_ORDER: dict[str, tuple[str, ...]] = {
-    "dfew": ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"),  # Emotion-LLaMA's DFEW zero-shot
-    "mer2023": EMOTION_LLAMA_LABEL_ORDER,
-    "ncev": EMOTION_LLAMA_LABEL_ORDER,
+    "dfew": label_set("dfew").prompt_order,  # Emotion-LLaMA's DFEW zero-shot
+    "mer2023": label_set("mer2023").prompt_order,
+    "ncev": label_set("merr").prompt_order,
 }
 DEFAULT_LABELS: dict[str, tuple[str, ...]] = {"dfew": DFEW_LABELS, "mer2023": MER2023_LABELS, "ncev": MERR_LABELS}
 PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
@@ -136,9 +108,8 @@ METRIC_NAMES: dict[str, str] = {
 }
 DEFAULT_MAX_NEW_TOKENS = {"dfew": 32, "mer2023": 32, "ncev": 32, "emer": 256}
 _DTYPES = ("float32", "bfloat16", "float16")
-_MODALITIES = ("audio", "face", "video")
-_MARKER = re.compile(r"<(audio|face|video)>")
-_SUBTITLE_SENTENCE = re.compile(r"(?:[^.!?>\n\s][^.!?>\n]*)?\{subtitle\}[^.!?\n]*[.!?]?\s*")
+_MODALITIES = MODALITIES
+_MARKER = MARKER_RE
 
 # Keys that cannot change a prediction: left out of the config hash, so they may differ between resumed runs.
 _NOT_HASHED = frozenset(
@@ -301,7 +272,7 @@ class EvalConfig:
 
     def resolved_prompt(self) -> str:
         """The prompt template."""
-        return self.prompt or DEFAULT_PROMPTS["reason" if self.dataset == "emer" else "emotion"]
+        return self.prompt or EVAL_PROMPTS["reason" if self.dataset == "emer" else "emotion"]
 
     def resolved_max_new_tokens(self) -> int:
         return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.dataset]
@@ -309,7 +280,7 @@ class EvalConfig:
     def resolved_split(self) -> str:
         if self.split:
             return self.split
-        return "test" if "test" in Path(self.gold).as_posix().lower() else "unknown"
+        return "test" if looks_like_test_split(str(self.gold)) else "unknown"
 
     # ---------------------------------------------------------------- (de)serialisation
     @classmethod
@@ -390,12 +361,6 @@ def load_config(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -
 # Splits
 
 
-def is_test_split(split: str) -> bool:
-    """Whether a split name denotes held-out test data (``test``, ``test3``, ``set_1_test``, ...) or is unknown."""
-    name = split.lower()
-    return "test" in name or name in ("unknown", "")
-
-
 def check_selection_allowed(split: str, what: str) -> None:
     """Raise when ``what`` would be selected on a test split: selection on test data leaks it into the result.
 
@@ -423,23 +388,9 @@ class GoldItem(NamedTuple):
 
 
 def _read_subtitles(path: str) -> dict[str, str]:
-    import csv
-
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"subtitles: {p} not found; check the path or set subtitles: null") from None
-    reader = csv.reader(text.splitlines())
-    header = [c.strip().lower() for c in next(reader, [])]
-    if "name" not in header or "sentence" not in header:
-        raise ValueError(f"{p}:1: header is {','.join(header)!r}; expected 'name,sentence' (transcription CSV)")
-    i_name, i_sent = header.index("name"), header.index("sentence")
-    out: dict[str, str] = {}
-    for cells in reader:
-        if len(cells) > max(i_name, i_sent) and cells[i_name].strip():
-            out[cells[i_name].strip()] = cells[i_sent].strip()
-    return out
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"subtitles: {path} not found; check the path or set subtitles: null")
+    return {name: sentence.strip() for name, sentence in read_transcriptions_csv(path).items()}
 
 
 def read_gold(config: EvalConfig) -> list[GoldItem]:
@@ -465,28 +416,6 @@ def read_gold(config: EvalConfig) -> list[GoldItem]:
         subs = _read_subtitles(config.subtitles)
         items = [it._replace(subtitle=subs.get(it.name)) for it in items]
     return items
-
-
-def _clean_subtitle(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = " ".join(_MARKER.sub(" ", text).split())  # a transcript must not smuggle in modality markers
-    return text or None
-
-
-def build_prompt(template: str, label_order: Sequence[str], subtitle: str | None) -> str:
-    """Fill a prompt template: ``{labels}`` -> the labels joined with ``", "``; ``{subtitle}`` -> the transcript, or
-    the whole sentence holding it removed when there is none.
-
-    Example:
-        >>> build_prompt(DEFAULT_PROMPTS["emotion"], ["happy", "sad"], None)
-        '<video><face><audio> Please determine which emotion label in the video represents: happy, sad.'
-    """
-    text = template
-    subtitle = _clean_subtitle(subtitle)
-    if "{subtitle}" in text:
-        text = text.replace("{subtitle}", subtitle) if subtitle else _SUBTITLE_SENTENCE.sub("", text)
-    return text.replace("{labels}", ", ".join(label_order)).strip()
 
 
 def resolve_modalities(config: EvalConfig, model_modalities: Sequence[str]) -> dict[str, Any]:
@@ -627,7 +556,7 @@ def classification_metrics(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Metrics of prediction rows (``gold``, ``label`` or null, ``reason``) with :mod:`eval.metrics`.
+    """Metrics of prediction rows (``gold``, ``label`` or null, ``reason``) with :mod:`emollm_eval.metrics`.
 
     Metrics use the gold classes plus any extra label the prompt offered (a valid answer naming an extra label is a
     wrong prediction); per-class values and the confusion-matrix rows cover the gold classes. Invalid answers are
@@ -775,7 +704,7 @@ def run_eval(
     pred_file = out / "predictions.jsonl"
     previous = {r["name"]: r for r in read_rows(pred_file, repair=True)}
     if not (out / "run.json").is_file() or not previous:
-        from eval.report import atomic_write_json
+        from emollm.utils.io import atomic_write_json
 
         atomic_write_json(
             out / "run.json", {"config_hash": digest, "fingerprint": fingerprint, "config": config.to_dict()}
@@ -803,7 +732,7 @@ def run_eval(
             samples, missing = [], []
             for it in batch:
                 feats, miss = _load_features(stores, it.name)
-                prompt = build_prompt(template, label_order, it.subtitle)
+                prompt = fill_prompt(template, label_order, it.subtitle)
                 samples.append(Sample(messages=[{"role": "user", "content": prompt}], features=feats, name=it.name))
                 missing.append(miss)
             answers = chat(model, processor, samples, max_new_tokens=max_new, do_sample=False, batch_size=len(samples))
@@ -815,7 +744,7 @@ def run_eval(
                 row.update(
                     modalities=[m for m in mods["used"] if m not in miss],
                     missing_features=miss,
-                    subtitle=_clean_subtitle(it.subtitle) is not None,
+                    subtitle=clean_subtitle(it.subtitle) is not None,
                 )
                 if it.valence is not None:
                     row["valence"] = it.valence
@@ -829,7 +758,9 @@ def run_eval(
     metrics = _summarise_run(config, rows, mods, dirs, template, digest, len(gold_all), model_config)
     if config.dataset == "emer":
         metrics.update(_emer_scores(config, rows, out, judge, progress))
-    from eval.report import atomic_write_json, write_run_report
+    from emollm_eval.report import write_run_report
+
+    from emollm.utils.io import atomic_write_json
 
     atomic_write_json(out / "metrics.json", metrics)
     write_run_report(out, metrics, config)
@@ -863,7 +794,7 @@ def _summarise_run(
         "n_gold_file": n_total,
         "limit": config.limit,
         "prompt_template": template,
-        "prompt": build_prompt(template, label_order, "{subtitle}" if config.subtitles else None),
+        "prompt": fill_prompt(template, label_order, "{subtitle}" if config.subtitles else None),
         "label_order": label_order,
         "subtitles": subs,
         "samples_with_subtitle": sum(bool(r.get("subtitle")) for r in rows),
@@ -912,9 +843,9 @@ def _emer_scores(
             "score_with": f"emollm eval emer --gold {config.gold} --pred {out / 'predictions.jsonl'} "
             f"--judge smollm2 --out {out}",
         }
-    from eval.datasets import read_emer
-    from eval.emer import score_emer, write_emer_outputs
-    from eval.judge import JudgeCache, make_judge
+    from emollm_eval.datasets import read_emer
+    from emollm_eval.emer import score_emer, write_emer_outputs
+    from emollm_eval.judge import JudgeCache, make_judge
 
     if judge is None:
         judge = make_judge(
@@ -935,7 +866,7 @@ def _write_emer_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import csv
     import io
 
-    from eval.report import atomic_write_text
+    from emollm.utils.io import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -6,7 +6,7 @@ Examples::
     emollm score mer2023 --pred submission.csv --gold test1-label.csv --protocol test1 --ci
 
 Predictions are ``name,prediction`` (free text or a label) or ``name,discrete[,valence]``. Each answer is parsed by
-:class:`eval.parsing.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
+:class:`emollm.labels.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
 that has no row in the prediction file. Invalid answers count as wrong and are reported separately (``invalid``).
 A prediction row whose name is not in the gold file is an error. For DFEW a prediction may also be the 1-indexed
 class number used by the split CSVs. All metric values are fractions in [0, 1].
@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from eval.datasets import (
+from emollm_eval.datasets import (
     DFEW_LABELS,
     MER2023_LABELS,
     MER2023_PROTOCOLS,
@@ -38,7 +37,7 @@ from eval.datasets import (
     read_mer2023_labels,
     read_predictions,
 )
-from eval.metrics import (
+from emollm_eval.metrics import (
     INVALID,
     accuracy,
     bootstrap_ci,
@@ -50,7 +49,8 @@ from eval.metrics import (
     war,
     weighted_f1,
 )
-from eval.parsing import LabelParser, ParseResult
+
+from emollm.labels import LabelParser, ParseResult
 
 __all__ = ["main"]
 

@@ -1,12 +1,12 @@
 """``emollm merr ...``: MERR construction tools.
 
 ``emollm merr build --config configs/merr/build.yaml [key=value ...] [--retry-errors] [--no-progress]`` runs (or
-resumes) the whole pipeline (:mod:`merr.pipeline`) and prints a table of what it computed, reused and dropped.
+resumes) the whole pipeline (:mod:`emollm_merr.pipeline`) and prints a table of what it computed, reused and dropped.
 
 ``emollm merr review export --config CFG [--out review.csv] [--limit N]`` writes the least confident / most
 contradictory samples of the last build for a human; ``emollm merr review import FILE --config CFG [--reviewer
 NAME]`` reads the filled-in CSV (or an Emotion-LLaMA MERR JSON/TXT label file) into the corrections the next build
-uses (:mod:`merr.review`).
+uses (:mod:`emollm_merr.review`).
 
 ``emollm merr au-label OPENFACE.csv [--json] [--rule paper|sum_all] [--cues PATH] [--min-confidence X]``
 picks the peak frame of one OpenFace CSV and pseudo-labels it from its AU combination. With ``--json`` it prints
@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from merr.au import AUSequence
-from merr.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_table
-from merr.peaks import PEAK_RULES, PeakResult
+from emollm_merr.au import AUSequence
+from emollm_merr.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_table
+from emollm_merr.peaks import PEAK_RULES, PeakResult
 
 __all__ = ["au_label_payload", "build_parser", "main"]
 
@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from merr.config import load_build_config
-    from merr.pipeline import run_build
+    from emollm_merr.config import load_build_config
+    from emollm_merr.pipeline import run_build
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -115,14 +115,14 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _known_names(cfg) -> list[str]:
-    from merr.review import read_samples
+    from emollm_merr.review import read_samples
 
     return [s["name"] for s in read_samples(cfg.output_dir / "samples.jsonl")]
 
 
 def _review_export(args: argparse.Namespace) -> int:
-    from merr.config import load_build_config
-    from merr.review import export_review, load_corrections
+    from emollm_merr.config import load_build_config
+    from emollm_merr.review import export_review, load_corrections
 
     cfg = load_build_config(args.config, args.overrides)
     out = Path(args.out) if args.out else cfg.output_dir / "review" / "review.csv"
@@ -138,8 +138,8 @@ def _review_export(args: argparse.Namespace) -> int:
 
 
 def _review_import(args: argparse.Namespace) -> int:
-    from merr.config import load_build_config
-    from merr.review import import_review
+    from emollm_merr.config import load_build_config
+    from emollm_merr.review import import_review
 
     cfg = load_build_config(args.config, args.overrides)
     new, total = import_review(

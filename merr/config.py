@@ -8,12 +8,12 @@ applied before validation, e.g. ``emollm merr build --config configs/merr/build.
 Relative paths are resolved against the current directory (run the command from the repository root, as the YAML
 header says), except ``au.cues: default``, which is the packaged ``configs/merr/au_cues.yaml``.
 
-Describer specs (one per clue; see :mod:`merr.describe`):
+Describer specs (one per clue; see :mod:`emollm_merr.describe`):
 
 ==================== =====================================================================================
 ``describe.visual``  ``none`` (default: left empty and marked), ``checkpoint:<dir>`` (an emollm checkpoint with a
                      live video/face encoder), ``vlm:<path>`` (a local transformers image-text-to-text model),
-                     ``python:<module>:<factory>`` (your own :class:`~merr.describe.Describer`)
+                     ``python:<module>:<factory>`` (your own :class:`~emollm_merr.describe.Describer`)
 ``describe.audio``   ``measured`` (default: pitch / energy / speaking rate from the waveform), ``none``,
                      ``checkpoint:<dir>`` (live audio encoder), ``alm:<path>`` (a local audio LLM, e.g.
                      Qwen2-Audio), ``python:<module>:<factory>``
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from emollm.data.merr_schema import LABELS
 from emollm.utils import typed_config
-from merr.schema import LABELS
 
 __all__ = [
     "AUConfig",
@@ -122,7 +122,7 @@ class ReasonConfig:
     llm_path: str | None = None
     """Local weights (HF folder or ``.gguf``) for backbones without embedded weights."""
     client: str | None = None
-    """``python:<module>:<factory>``: your own :class:`~merr.reason.ReasoningClient` instead of ``backbone``."""
+    """``python:<module>:<factory>``: your own :class:`~emollm_merr.reason.ReasoningClient` instead of ``backbone``."""
     client_options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the ``client`` factory."""
     max_new_tokens: int = 160
@@ -132,7 +132,7 @@ class ReasonConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     prompt_version: str = "v1"
-    """Prompt template version (:data:`merr.reason.PROMPTS`); part of the cache key."""
+    """Prompt template version (:data:`emollm.prompts.REASONING_PROMPTS`); part of the cache key."""
     device: str = "cpu"
     """Torch device of the reasoning LLM."""
 
@@ -212,8 +212,9 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Cross-field checks; raises :class:`BuildConfigError`."""
-        from merr.describe import parse_spec
-        from merr.reason import PROMPTS
+        from emollm_merr.describe import parse_spec
+
+        from emollm.prompts import REASONING_PROMPTS as PROMPTS
 
         if not self.inputs.video_dir:
             raise BuildConfigError("inputs.video_dir: required (the folder of <name>.mp4/.avi clips)")

@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from merr.au import AUSequence, au_code, read_openface_csv
-from merr.peaks import PEAK_RULES, PeakResult, select_peak
+from emollm_merr.au import AUSequence, au_code, read_openface_csv
+from emollm_merr.peaks import PEAK_RULES, PeakResult, select_peak
 
 __all__ = [
     "DEFAULT_CUES_PATH",
@@ -213,7 +212,7 @@ class CueResult:
     rejected: list[Candidate]
     """Emotions that did not fire, in table order, with the reason."""
     peak_AU_list: list[str]
-    """AUs active at the peak (see :meth:`merr.au.AUSequence.active_aus`)."""
+    """AUs active at the peak (see :meth:`emollm_merr.au.AUSequence.active_aus`)."""
 
     @property
     def strength(self) -> str | None:
@@ -248,7 +247,7 @@ def label_from_peak(seq: AUSequence, peak: PeakResult | int, table: CueTable | N
 
     Args:
         seq: AUs of one clip.
-        peak: the peak (a :class:`~merr.peaks.PeakResult` or a row index).
+        peak: the peak (a :class:`~emollm_merr.peaks.PeakResult` or a row index).
         table: the cue table (default: :func:`load_cue_table`).
     """
     table = table if table is not None else load_cue_table()

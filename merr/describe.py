@@ -245,7 +245,7 @@ class CSVSubtitles:
     thread_safe = True
 
     def __init__(self, path: str | os.PathLike[str]):
-        from merr.formats import read_transcriptions_csv
+        from emollm.data.merr_files import read_transcriptions_csv
 
         self.path = Path(path)
         self.table = read_transcriptions_csv(self.path)
@@ -828,11 +828,12 @@ class FERFallbackAU:
         """Score the clip's faces.
 
         Raises:
-            merr.au.NoFaceError: no face in any scored frame.
+            emollm_merr.au.NoFaceError: no face in any scored frame.
             emollm.media.MediaError: the video cannot be decoded.
         """
+        from emollm_merr.au import NoFaceError
+
         from emollm.media import load_sample
-        from merr.au import NoFaceError
 
         sample = load_sample(
             clip.path,

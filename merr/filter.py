@@ -1,6 +1,6 @@
 """MERR step 7 filtering: contradiction check, deduplication, class balancing, neutral samples, confidence.
 
-**Contradiction check** (:func:`check_reasoning`), with ``eval.parsing.LabelParser`` over the label vocabulary
+**Contradiction check** (:func:`check_reasoning`), with ``emollm.labels.LabelParser`` over the label vocabulary
 (whole words, synonyms: ``joyful`` -> happy, ``scared`` -> fear, ...):
 
 * ``empty``: no text -> rejected;
@@ -93,7 +93,7 @@ class Consistency:
 
 
 def _parser(labels: Sequence[str]):
-    from eval.parsing import LabelParser  # lazy: the eval package is a sibling recipe package
+    from emollm.labels import LabelParser
 
     return LabelParser(list(labels))
 

@@ -4,11 +4,11 @@ Stages (REFERENCE.md §1.5), run stage by stage over every clip, each with a pro
 
 =========== ============================================================================================
 ``au``      probe the clip; AUs from ``<openface_dir>/<name>.csv`` (or the FER fallback), peak frame, AU
-            pseudo-label (``merr.au`` / ``merr.peaks`` / ``merr.cues``)
+            pseudo-label (``emollm_merr.au`` / ``emollm_merr.peaks`` / ``emollm_merr.cues``)
 ``visual``  visual objective description (``describe.visual``; offline default: unavailable, marked)
 ``audio``   audio tone (``describe.audio``; offline default: measured pitch / loudness / rate)
 ``subtitle``subtitle (``inputs.subtitles``: CSV, offline Whisper, or none)
-``reason``  fine-grained reasoning by an LLM (``merr.reason``), cached by prompt
+``reason``  fine-grained reasoning by an LLM (``emollm_merr.reason``), cached by prompt
 =========== ============================================================================================
 
 then, over the whole set (cheap, recomputed every run from the cached stages): corrections from review, label
@@ -34,7 +34,7 @@ output, so a complete set can be verified). Deterministic: same inputs + config 
 in name order, seeded choices by ``sha256(seed:name)``, greedy or per-prompt-seeded generation one prompt at a time).
 
 =============================== ==================================================================================
-``MERR_coarse_grained.json``    Emotion-LLaMA layout (``merr.formats``): every labelled clip (AU or FER label or
+``MERR_coarse_grained.json``    Emotion-LLaMA layout (``merr_files``): every labelled clip (AU or FER label or
                                 reviewer label; not the added neutral ones: MERR-coarse has no neutral) with the
                                 template caption
 ``MERR_fine_grained.json``      the clips whose reasoning passed the filters (+ added neutral), with
@@ -79,9 +79,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from merr.config import BuildConfig
-from merr.describe import FER_ADJECTIVES, ClipContext, Clue, Describer, FERFallbackAU, build_describer
-from merr.filter import (
+from emollm_merr.config import BuildConfig
+from emollm_merr.describe import FER_ADJECTIVES, ClipContext, Clue, Describer, FERFallbackAU, build_describer
+from emollm_merr.filter import (
     balance,
     check_quality,
     check_reasoning,
@@ -90,9 +90,12 @@ from merr.filter import (
     sample_confidence,
     select_neutral,
 )
-from merr.formats import VIDEO_EXTENSIONS, atomic_write_text, write_label_txt, write_merr_json
-from merr.reason import ReasoningCache, ReasoningClient, build_prompt, build_reasoning_client, coarse_caption
-from merr.schema import MERRExtras, MERRRecord
+from emollm_merr.reason import ReasoningCache, ReasoningClient, build_reasoning_client
+
+from emollm.data.merr_files import VIDEO_EXTENSIONS, write_label_txt, write_merr_json
+from emollm.data.merr_schema import MERRExtras, MERRRecord
+from emollm.prompts import build_reasoning_prompt, coarse_caption
+from emollm.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "STAGES",
@@ -118,8 +121,8 @@ _MARKERS = {"audio": "<audio>", "face": "<face>", "video": "<video>"}  # = emoll
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, fsync: bool = False) -> Path:
-    """Write JSON atomically (temp file in the same folder + ``os.replace``); ``fsync=True``: also durable."""
-    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n", fsync=fsync)
+    """Compact, key-sorted JSON written atomically (cache artifacts: no fsync unless asked)."""
+    return atomic_write_json(path, obj, indent=None, sort_keys=True, fsync=fsync)
 
 
 _FULL_HASH_LIMIT = 4 << 20
@@ -280,13 +283,13 @@ class BuildResult:
 
 
 class MERRBuilder:
-    """Runs the pipeline for a :class:`~merr.config.BuildConfig`.
+    """Runs the pipeline for a :class:`~emollm_merr.config.BuildConfig`.
 
     Args:
         cfg: The configuration.
-        reasoner: A :class:`~merr.reason.ReasoningClient` (default: from ``cfg.reason``, loaded lazily).
+        reasoner: A :class:`~emollm_merr.reason.ReasoningClient` (default: from ``cfg.reason``, loaded lazily).
         describers: Clue -> describer overrides (``visual`` / ``audio`` / ``subtitle``).
-        fer: The stage-1 fallback (default: :class:`~merr.describe.FERFallbackAU` from ``cfg.au``).
+        fer: The stage-1 fallback (default: :class:`~emollm_merr.describe.FERFallbackAU` from ``cfg.au``).
         progress: Show progress bars (None: when stderr is a terminal).
     """
 
@@ -299,7 +302,7 @@ class MERRBuilder:
         fer: FERFallbackAU | None = None,
         progress: bool | None = None,
     ):
-        from merr.cues import load_cue_table
+        from emollm_merr.cues import load_cue_table
 
         self.cfg = cfg
         self.out = cfg.output_dir
@@ -343,7 +346,7 @@ class MERRBuilder:
         """Settings id of each stage (what its cache keys depend on besides the clip)."""
         cues = self.table.source
         if self.cfg.au.run_openface:
-            from merr.au import OpenFaceRunner
+            from emollm_merr.au import OpenFaceRunner
 
             openface = str(OpenFaceRunner(binary=self.cfg.au.openface_bin).find_binary())  # fails early
         else:
@@ -457,10 +460,11 @@ class MERRBuilder:
 
     # ----------------------------------------------------------------------------------------- stage 1-3
     def _au(self, clip: ClipInput, ctx: ClipContext) -> dict[str, Any]:
+        from emollm_merr.au import read_openface_csv
+        from emollm_merr.cues import describe_aus, label_from_peak
+        from emollm_merr.peaks import select_peak
+
         from emollm.media import probe
-        from merr.au import read_openface_csv
-        from merr.cues import describe_aus, label_from_peak
-        from merr.peaks import select_peak
 
         info = probe(clip.video)
         if info.kind != "video" or info.frames < 1:
@@ -522,7 +526,7 @@ class MERRBuilder:
         """OpenFace on one clip into ``<out>/openface/<name>.csv`` (via a temp folder, so a kill leaves no half CSV)."""
         import shutil
 
-        from merr.au import OpenFaceRunner
+        from emollm_merr.au import OpenFaceRunner
 
         final = self.out / "openface" / f"{clip.name}.csv"
         if final.is_file():
@@ -545,7 +549,7 @@ class MERRBuilder:
             return self._run(retry_errors, t0)
 
     def _run(self, retry_errors: bool, t0: float) -> BuildResult:
-        from merr.review import DROP, load_corrections
+        from emollm_merr.review import DROP, load_corrections
 
         cfg = self.cfg
         names = _read_names(Path(cfg.inputs.names)) if cfg.inputs.names else None
@@ -737,7 +741,7 @@ class MERRBuilder:
         out: dict[str, str] = {}
         todo = []
         for n in chosen:
-            system, user = build_prompt(texts[n], label[n], cfg.reason.prompt_version)
+            system, user = build_reasoning_prompt(texts[n], label[n], cfg.reason.prompt_version)
             prompts[n] = (system, user)
             key = ReasoningCache.key(client.id, cfg.reason.prompt_version, system, user)
             hit = cache.get(key)
@@ -904,7 +908,7 @@ def _describe(d: Describer, ctx: ClipContext) -> dict[str, Any]:
 
 
 def _label_parser(labels: list[str]):
-    from eval.parsing import LabelParser
+    from emollm.labels import LabelParser
 
     return LabelParser(labels)
 

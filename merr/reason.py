@@ -7,9 +7,10 @@ The published recipe (REFERENCE.md §1.5 step 7) gives LLaMA-3-8B-Instruct every
     user:   <clues> + "Please sort out the correct emotional clues and infer why the person in the video feels
              {label}"
 
-:data:`PROMPTS` holds that text as prompt version ``v1``; clues are one line each (``Visual expression: ...``,
-``Visual description: ...``, ``Audio tone: ...``, ``Subtitle: "..."``) and unavailable clues are left out, never
-filled in. A new wording is a new version, so cached reasonings of the old one are not reused by mistake.
+:data:`emollm.prompts.REASONING_PROMPTS` holds that text as prompt version ``v1``; clues are one line each
+(``Visual expression: ...``, ``Visual description: ...``, ``Audio tone: ...``, ``Subtitle: "..."``) and
+unavailable clues are left out, never filled in. A new wording is a new version, so cached reasonings of the old
+one are not reused by mistake.
 
 Any LLM works through the :class:`ReasoningClient` protocol (``id`` + ``generate(system, user, seed=...)``):
 :class:`LLMReasoner` runs a text-only backbone from the registry (``emollm.backbones``; SmolLM2 offline on its
@@ -27,100 +28,16 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
-    "PROMPTS",
     "LLMReasoner",
-    "PromptTemplate",
     "ReasoningCache",
     "ReasoningClient",
-    "build_prompt",
     "build_reasoning_client",
-    "coarse_caption",
     "trim_to_sentence",
 ]
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    """One versioned reasoning prompt."""
-
-    version: str
-    system: str
-    question: str
-    """Appended after the clue lines; ``{label}`` is the pseudo-label."""
-    clue_lines: tuple[tuple[str, str], ...]
-    """(clue key, line template with ``{text}``) in prompt order."""
-
-
-PROMPTS: dict[str, PromptTemplate] = {
-    "v1": PromptTemplate(
-        version="v1",
-        system="You are an emotion analysis expert. Please infer emotion label based on the given the emotional "
-        "features.",
-        question="Please sort out the correct emotional clues and infer why the person in the video feels {label}.",
-        clue_lines=(
-            ("visual_expression", "Visual expression: {text}."),
-            ("visual", "Visual description: {text}"),
-            ("audio", "Audio tone: {text}."),
-            ("subtitle", 'Subtitle: "{text}"'),
-        ),
-    )
-}
-"""Prompt versions (the cache key includes the version and the rendered text)."""
-
-
-def build_prompt(clues: Mapping[str, str | None], label: str, version: str = "v1") -> tuple[str, str]:
-    """``(system, user)`` for one sample; clues that are None/empty are left out.
-
-    Args:
-        clues: ``visual_expression``, ``visual``, ``audio``, ``subtitle`` -> text (or None when unavailable).
-        label: The pseudo-label the reasoning must explain.
-        version: A key of :data:`PROMPTS`.
-    """
-    if version not in PROMPTS:
-        raise ValueError(f"unknown prompt version {version!r}; known: {', '.join(PROMPTS)}")
-    tpl = PROMPTS[version]
-    lines = []
-    for key, line in tpl.clue_lines:
-        text = (clues.get(key) or "").strip()
-        if text:
-            lines.append(line.format(text=text.rstrip(".") if line.endswith(".") else text))
-    lines.append(tpl.question.format(label=label))
-    return tpl.system, "\n".join(lines)
-
-
-def coarse_caption(clues: Mapping[str, str | None]) -> str:
-    """The coarse-grained caption (REFERENCE.md §1.5 step 6), character for character the published template when
-    every clue is available::
-
-        This person in the video is {visual}. The person's expression and actions include {visual_expression},
-        and the person's tone is {audio}. Saying: {subtitle}
-
-    A sentence (or clause) whose clue is unavailable is left out rather than filled with made-up text; with no clue
-    at all the caption is "".
-    """
-
-    def get(key: str) -> str:
-        return " ".join((clues.get(key) or "").split()).rstrip(".")
-
-    visual, expression, tone, subtitle = get("visual"), get("visual_expression"), get("audio"), get("subtitle")
-    parts = []
-    if visual:
-        parts.append(f"This person in the video is {visual}.")
-    if expression and tone:
-        parts.append(f"The person's expression and actions include {expression}, and the person's tone is {tone}.")
-    elif expression:
-        parts.append(f"The person's expression and actions include {expression}.")
-    elif tone:
-        parts.append(f"The person's tone is {tone}.")
-    if subtitle:
-        parts.append(f"Saying: {' '.join((clues.get('subtitle') or '').split())}")
-    return " ".join(parts)
 
 
 @runtime_checkable
@@ -266,7 +183,7 @@ class ReasoningCache:
 
     def put(self, key: str, answer: str, **meta: Any) -> None:
         """Store an answer (with ``meta`` such as the prompt, for audits)."""
-        from merr.formats import atomic_write_text
+        from emollm.utils.io import atomic_write_text
 
         entry = json.dumps({"key": key, "answer": answer, **meta}, ensure_ascii=False, sort_keys=True) + "\n"
         atomic_write_text(self.path(key), entry, fsync=False)
@@ -278,7 +195,7 @@ class ReasoningCache:
 def build_reasoning_client(cfg: Any) -> ReasoningClient:
     """The client a ``ReasonConfig`` asks for: ``client: python:<module>:<factory>`` or the registry backbone."""
     if cfg.client:
-        from merr.describe import load_python_factory
+        from emollm_merr.describe import load_python_factory
 
         factory = load_python_factory(cfg.client.removeprefix("python:"))
         client = factory(**cfg.client_options)

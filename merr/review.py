@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from merr.formats import atomic_write_text
+from emollm.utils.io import atomic_write_text
 
 __all__ = [
     "DROP",
@@ -216,7 +216,7 @@ def import_labels_file(
 
     Names not in ``known_names`` are skipped (a released file covers far more clips than one build).
     """
-    from merr.formats import read_label_txt, read_merr_json
+    from emollm.data.merr_files import read_label_txt, read_merr_json
 
     path = Path(path)
     if path.suffix.lower() == ".json":

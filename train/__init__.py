@@ -4,4 +4,4 @@
 (pretrain, instruct, finetune): the stage is config, not code (see ``train/sft.py`` and ``train/stages.py``).
 """
 
-RECIPES: dict[str, str] = {"sft": "train.sft"}
+RECIPES: dict[str, str] = {"sft": "emollm_train.sft"}

@@ -73,10 +73,16 @@ def build_run_model(cfg: RunConfig):
     if m.tiny is not None:
         spec = get_backbone(m.backbone)
         tok = tiny_tokenizer(m.backbone, m.tiny.vocab_size)
-        text_config = spec.text_config(n_layers=m.tiny.n_layers, hidden=m.tiny.hidden, vocab_size=len(tok),
-                                       initializer_range=m.tiny.init_std)
-        return build_model(m.backbone, mods, text_config=text_config, tokenizer=tok,
-                           modality_type_embeddings=m.modality_type_embeddings)
+        text_config = spec.text_config(
+            n_layers=m.tiny.n_layers, hidden=m.tiny.hidden, vocab_size=len(tok), initializer_range=m.tiny.init_std
+        )
+        return build_model(
+            m.backbone,
+            mods,
+            text_config=text_config,
+            tokenizer=tok,
+            modality_type_embeddings=m.modality_type_embeddings,
+        )
     return build_model(
         m.backbone,
         mods,
@@ -97,14 +103,19 @@ def check_compatible(model, ckpt: Path, what: str) -> dict:
         )
     saved = json.loads((ckpt / "emollm_config.json").read_text())
     ours = model.config.text_config
-    diffs = [f"{k}: {saved['text_config'].get(k)!r} vs {ours.get(k)!r}" for k in _ARCH_KEYS
-             if saved["text_config"].get(k) != ours.get(k)]
+    diffs = [
+        f"{k}: {saved['text_config'].get(k)!r} vs {ours.get(k)!r}"
+        for k in _ARCH_KEYS
+        if saved["text_config"].get(k) != ours.get(k)
+    ]
     if diffs:
         raise ValueError(f"{what} {ckpt} was trained on a different LLM ({'; '.join(diffs)})")
     for name, mod in saved.get("modalities", {}).items():
         if name in model.config.modalities and mod.get("token_id") != model.config.modalities[name].token_id:
-            raise ValueError(f"{what} {ckpt}: the {name} placeholder token id differs ({mod.get('token_id')} vs "
-                             f"{model.config.modalities[name].token_id}); was the tokenizer changed?")
+            raise ValueError(
+                f"{what} {ckpt}: the {name} placeholder token id differs ({mod.get('token_id')} vs "
+                f"{model.config.modalities[name].token_id}); was the tokenizer changed?"
+            )
     return meta
 
 
@@ -113,8 +124,10 @@ def restore_base(model, ckpt: Path) -> None:
     """Load the full LLM weights stored in ``ckpt/llm`` (before LoRA is applied)."""
     lm = model.language_model
     if getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False):
-        raise ValueError(f"{ckpt}/llm holds full LLM weights, which cannot be loaded into a quantized model; "
-                         "drop model.quantization for this run")
+        raise ValueError(
+            f"{ckpt}/llm holds full LLM weights, which cannot be loaded into a quantized model; "
+            "drop model.quantization for this run"
+        )
     state = load_file(str(ckpt / "llm" / "model.safetensors"))
     missing, unexpected = lm.load_state_dict(state, strict=False)
     tied = getattr(lm.config, "tie_word_embeddings", False)
@@ -158,15 +171,21 @@ def restore_connectors(model, ckpt: Path, *, strict: bool) -> dict[str, list[str
     expected = {f"{p}.{k}": v for p, mod in parts.items() for k, v in mod.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-           if k in state and state[k].shape != v.shape]
+    bad = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if bad:
-        raise ValueError(f"{ckpt}/projectors.safetensors has tensors of the wrong shape: {bad[:6]} (different "
-                         "feature_dim / projector kind?)")
+        raise ValueError(
+            f"{ckpt}/projectors.safetensors has tensors of the wrong shape: {bad[:6]} (different "
+            "feature_dim / projector kind?)"
+        )
     if strict and (missing or unexpected):
         raise ValueError(
-            f"{ckpt}/projectors.safetensors does not fit: missing {missing[:6]}, unexpected {unexpected[:6]}")
+            f"{ckpt}/projectors.safetensors does not fit: missing {missing[:6]}, unexpected {unexpected[:6]}"
+        )
     for prefix, module in parts.items():
-        sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".") and k in expected}
+        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".") and k in expected}
         module.load_state_dict(sub, strict=False)
     return {"loaded": sorted(set(expected) & set(state)), "missing": missing, "unexpected": unexpected}

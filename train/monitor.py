@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from emollm.runconfig import ConfigError, LoggingConfig
+from emollm.utils.io import atomic_write_text
 
 log = logging.getLogger("emollm.train")
 
@@ -32,9 +32,7 @@ def truncate_log(path: Path, step: int) -> None:
             continue
         if rec.get("step", 0) <= step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(k + "\n" for k in kept))
 
 
 def read_log(path: str | Path, kind: str | None = "train") -> list[dict[str, Any]]:
@@ -50,8 +48,9 @@ def read_log(path: str | Path, kind: str | None = "train") -> list[dict[str, Any
 class RunLogger:
     """JSON lines + TensorBoard + W&B, for the main process; a no-op elsewhere."""
 
-    def __init__(self, out_dir: Path, settings: LoggingConfig, *, enabled: bool, resume_step: int | None,
-                 config: dict[str, Any]):
+    def __init__(
+        self, out_dir: Path, settings: LoggingConfig, *, enabled: bool, resume_step: int | None, config: dict[str, Any]
+    ):
         self.enabled = enabled
         self.settings = settings
         self.path = out_dir / LOG_NAME
@@ -71,20 +70,24 @@ class RunLogger:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise ConfigError(
-                    f"train.logging.tensorboard: cannot import TensorBoard ({e}); pip install tensorboard") from None
-            self.tb = SummaryWriter(str(out_dir / "tensorboard"),
-                                    purge_step=None if resume_step is None else resume_step + 1)
+                    f"train.logging.tensorboard: cannot import TensorBoard ({e}); pip install tensorboard"
+                ) from None
+            self.tb = SummaryWriter(
+                str(out_dir / "tensorboard"), purge_step=None if resume_step is None else resume_step + 1
+            )
         if settings.wandb:
             try:
                 import wandb
             except ImportError:
                 raise ConfigError(
-                    "train.logging.wandb: wandb is not installed (pip install wandb), or set it to false") from None
+                    "train.logging.wandb: wandb is not installed (pip install wandb), or set it to false"
+                ) from None
             id_file = out_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
             id_file.write_text(run_id)
-            self.wandb = wandb.init(project=settings.wandb_project, id=run_id, resume="allow", config=config,
-                                    dir=str(out_dir))
+            self.wandb = wandb.init(
+                project=settings.wandb_project, id=run_id, resume="allow", config=config, dir=str(out_dir)
+            )
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

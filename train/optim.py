@@ -41,12 +41,14 @@ def param_groups(model: nn.Module, train: TrainConfig) -> list[dict]:
         for no_decay in (False, True):
             params = buckets.get((part, no_decay))
             if params:
-                groups.append({
-                    "name": part + ("/no_decay" if no_decay else ""),
-                    "params": params,
-                    "lr": lrs[part],
-                    "weight_decay": 0.0 if no_decay else train.weight_decay,
-                })
+                groups.append(
+                    {
+                        "name": part + ("/no_decay" if no_decay else ""),
+                        "params": params,
+                        "lr": lrs[part],
+                        "weight_decay": 0.0 if no_decay else train.weight_decay,
+                    }
+                )
     if not groups:
         raise ValueError("no trainable parameters; check train.trainable")
     return groups

@@ -46,10 +46,27 @@ log = logging.getLogger("emollm.train")
 KILL_ENV = "EMOLLM_DEBUG_KILL_AT_STEP"
 
 # Config keys that define the data order / model; a resume with other values cannot reproduce the original run.
-_ORDER_KEYS = ("train.seed", "train.batch_size", "train.grad_accum", "train.stage", "train.trainable", "train.lora",
-               "data.format", "data.train", "data.tasks", "data.labels", "data.label_order", "data.aux",
-               "data.modality_dropout", "data.balance", "data.group_by_length", "data.synthetic", "model.backbone",
-               "model.tiny", "model.modalities")
+_ORDER_KEYS = (
+    "train.seed",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.stage",
+    "train.trainable",
+    "train.lora",
+    "data.format",
+    "data.train",
+    "data.tasks",
+    "data.labels",
+    "data.label_order",
+    "data.aux",
+    "data.modality_dropout",
+    "data.balance",
+    "data.group_by_length",
+    "data.synthetic",
+    "model.backbone",
+    "model.tiny",
+    "model.modalities",
+)
 
 
 @contextlib.contextmanager
@@ -160,7 +177,7 @@ class SFTRecipe:
             base.config.use_cache = False
         self.processor = processor
         self._setup_data()
-        from train.optim import build_optimizer, build_scheduler
+        from emollm_train.optim import build_optimizer, build_scheduler
 
         optimizer = build_optimizer(model, t)
         self.scheduler = build_scheduler(optimizer, t, self.total_steps)
@@ -175,34 +192,52 @@ class SFTRecipe:
             self.load_checkpoint(self.resume_dir)
         else:
             set_seed(t.seed + acc.process_index)  # training randomness (dropout) differs per process
-        from train.monitor import RunLogger
+        from emollm_train.monitor import RunLogger
 
-        self.logger = RunLogger(self.out, t.logging, enabled=self.is_main,
-                                resume_step=self.global_step if self.resume_dir else None, config=cfg.to_dict())
+        self.logger = RunLogger(
+            self.out,
+            t.logging,
+            enabled=self.is_main,
+            resume_step=self.global_step if self.resume_dir else None,
+            config=cfg.to_dict(),
+        )
         if self.is_main:
             (self.out / "config.yaml").write_text(
-                f"# resolved config of this run (re-run: emollm train {self.out / 'config.yaml'})\n" + cfg.to_yaml())
-            self._write_record({
-                "kind": "setup", "step": self.global_step, "world_size": acc.num_processes,
-                "trainable": self.trainable_counts, "train_samples": self.train_size, "val_samples": self.val_size,
-                "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
-                "resumed_from": str(self.resume_dir) if self.resume_dir else None, **self.init_report,
-                "skipped_samples": self.skipped,
-            })
+                f"# resolved config of this run (re-run: emollm train {self.out / 'config.yaml'})\n" + cfg.to_yaml()
+            )
+            self._write_record(
+                {
+                    "kind": "setup",
+                    "step": self.global_step,
+                    "world_size": acc.num_processes,
+                    "trainable": self.trainable_counts,
+                    "train_samples": self.train_size,
+                    "val_samples": self.val_size,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "total_steps": self.total_steps,
+                    "resumed_from": str(self.resume_dir) if self.resume_dir else None,
+                    **self.init_report,
+                    "skipped_samples": self.skipped,
+                }
+            )
         log.info("trainable parameters: %s", self.trainable_counts)
 
     def _build_model(self):
         """Build the model, take weights from the resumed checkpoint or ``init_from``, apply LoRA."""
+        from emollm_train import build
+        from emollm_train.stages import lora_settings, trainable_spec
+
         from emollm.lora import apply_lora
-        from train import build
-        from train.stages import lora_settings, trainable_spec
 
         cfg, t = self.cfg, self.cfg.train
         model, processor = build.build_run_model(cfg)
         spec = trainable_spec(t)
         source = self.resume_dir or (Path(t.init_from) if t.init_from else None)
-        meta = build.check_compatible(model, source, "resume checkpoint" if self.resume_dir else "init_from") \
-            if source else None
+        meta = (
+            build.check_compatible(model, source, "resume checkpoint" if self.resume_dir else "init_from")
+            if source
+            else None
+        )
         if source is not None and (source / "llm").is_dir():
             build.restore_base(model, source)
         if spec.llm == "lora":
@@ -213,8 +248,10 @@ class SFTRecipe:
             has_adapter = bool(meta.get("lora")) and (source / "adapter_model.safetensors").is_file()
             if self.resume_dir is not None:
                 if has_adapter != (spec.llm == "lora"):
-                    raise ValueError(f"resume checkpoint {source} {'has' if has_adapter else 'has no'} LoRA adapter, "
-                                     f"but this run's trainable.llm is {spec.llm!r}")
+                    raise ValueError(
+                        f"resume checkpoint {source} {'has' if has_adapter else 'has no'} LoRA adapter, "
+                        f"but this run's trainable.llm is {spec.llm!r}"
+                    )
                 if has_adapter:
                     build.restore_adapter(model, source)
                 build.restore_connectors(model, source, strict=True)
@@ -225,11 +262,16 @@ class SFTRecipe:
                 elif has_adapter and spec.llm != "lora":
                     log.warning("init_from %s has a LoRA adapter, but this run trains no LoRA: it is not used", source)
                 loaded = build.restore_connectors(model, source, strict=False)
-                self.init_report.update(init_from=str(source), projectors_loaded=len(loaded["loaded"]),
-                                        projectors_missing=loaded["missing"])
+                self.init_report.update(
+                    init_from=str(source), projectors_loaded=len(loaded["loaded"]), projectors_missing=loaded["missing"]
+                )
                 if loaded["missing"]:
-                    log.warning("init_from %s lacks %d connector tensors (new modalities?), e.g. %s; they start "
-                                "from scratch", source, len(loaded["missing"]), loaded["missing"][:3])
+                    log.warning(
+                        "init_from %s lacks %d connector tensors (new modalities?), e.g. %s; they start from scratch",
+                        source,
+                        len(loaded["missing"]),
+                        loaded["missing"][:3],
+                    )
         return model, processor, spec
 
     def _make_accelerator(self):
@@ -253,8 +295,12 @@ class SFTRecipe:
             from accelerate.utils import InitProcessGroupKwargs
 
             handlers.append(InitProcessGroupKwargs(backend="gloo"))
-        return Accelerator(mixed_precision=mp, gradient_accumulation_steps=t.grad_accum, kwargs_handlers=handlers,
-                           cpu=not cuda and not deepspeed)
+        return Accelerator(
+            mixed_precision=mp,
+            gradient_accumulation_steps=t.grad_accum,
+            kwargs_handlers=handlers,
+            cpu=not cuda and not deepspeed,
+        )
 
     def _configure_deepspeed(self) -> None:
         plugin = self.accelerator.state.deepspeed_plugin
@@ -273,14 +319,15 @@ class SFTRecipe:
         return plugin is not None and plugin.zero_stage == 3
 
     def _find_resume(self) -> Path | None:
-        from train.state import STATE_FILE, list_step_checkpoints
+        from emollm_train.state import STATE_FILE, list_step_checkpoints
 
         r = self.cfg.train.resume
         if r == "never":
             if list_step_checkpoints(self.ckpt_root):
                 raise FileExistsError(
                     f"train.resume=never, but {self.ckpt_root} holds checkpoints of an earlier run, which a later "
-                    "resume=auto would pick up; delete them or choose another train.output_dir")
+                    "resume=auto would pick up; delete them or choose another train.output_dir"
+                )
             return None
         if r == "auto":
             found = list_step_checkpoints(self.ckpt_root)
@@ -324,8 +371,9 @@ class SFTRecipe:
             val_records, val_feats = synthetic_records(d, dims, "val") if d.synthetic.num_val else (None, None)
         else:
             if mods:
-                feats = FeatureFiles(d.feature_root, {m: s.feature_dir for m, s in mods.items()}, dims,
-                                     d.missing_features)
+                feats = FeatureFiles(
+                    d.feature_root, {m: s.feature_dir for m, s in mods.items()}, dims, d.missing_features
+                )
             else:
                 feats = NoFeatures()
             train_records = load_records(d.format, d.train, transcripts=d.transcripts, streaming=d.streaming)
@@ -334,8 +382,12 @@ class SFTRecipe:
                 missing = feats.missing_counts(list(train_records["name"]))
                 if any(missing.values()):
                     self.skipped["missing_feature_files"] = missing
-                    log.warning("feature files missing for %s of %d training samples (policy: %s)", missing,
-                                len(train_records), d.missing_features)
+                    log.warning(
+                        "feature files missing for %s of %d training samples (policy: %s)",
+                        missing,
+                        len(train_records),
+                        d.missing_features,
+                    )
                 if d.missing_features == "drop_sample":
                     drop_if = lambda name: not feats.has_all(name)  # noqa: E731
             val_records = None
@@ -346,15 +398,29 @@ class SFTRecipe:
                 val_records = train_records
         aux_parts = []
         for i, a in enumerate(d.aux):
-            recs, dropped = load_aux_records(a.path, text_field=a.text_field, label_field=a.label_field,
-                                             label_map=a.label_map, labels=d.labels, prefix=f"aux{i}")
+            recs, dropped = load_aux_records(
+                a.path,
+                text_field=a.text_field,
+                label_field=a.label_field,
+                label_map=a.label_map,
+                labels=d.labels,
+                prefix=f"aux{i}",
+            )
             if dropped:
                 self.skipped[f"aux[{i}]_unmapped_labels"] = dropped
             aux_parts.append((recs, NoFeatures()))
         if d.streaming:
             self.train_stream = StreamingInstructions(
-                train_records, train_feats, builder, dict(d.tasks), t.seed, modality_dropout=d.modality_dropout,
-                shuffle_buffer=d.shuffle_buffer, rank=acc.process_index, world_size=acc.num_processes)
+                train_records,
+                train_feats,
+                builder,
+                dict(d.tasks),
+                t.seed,
+                modality_dropout=d.modality_dropout,
+                shuffle_buffer=d.shuffle_buffer,
+                rank=acc.process_index,
+                world_size=acc.num_processes,
+            )
             self.train_ds = None
             self.train_size = None
             self.steps_per_epoch = None
@@ -362,29 +428,49 @@ class SFTRecipe:
         else:
             self.train_stream = None
             self.train_ds = InstructionDataset(
-                [(train_records, train_feats), *aux_parts], builder, tasks=dict(d.tasks), seed=t.seed, train=True,
-                modality_dropout=d.modality_dropout, balance_loss=d.balance == "loss", indices=train_idx,
-                drop_sample_if=drop_if)
+                [(train_records, train_feats), *aux_parts],
+                builder,
+                tasks=dict(d.tasks),
+                seed=t.seed,
+                train=True,
+                modality_dropout=d.modality_dropout,
+                balance_loss=d.balance == "loss",
+                indices=train_idx,
+                drop_sample_if=drop_if,
+            )
             if self.train_ds.skipped:
                 self.skipped["train"] = self.train_ds.skipped
             n = self.train_ds.num_main
-            pools = [(off, size, max(1, round(a.ratio * n)))
-                     for (off, size), a in zip(self.train_ds.pools(), d.aux, strict=True)]
+            pools = [
+                (off, size, max(1, round(a.ratio * n)))
+                for (off, size), a in zip(self.train_ds.pools(), d.aux, strict=True)
+            ]
             self.plan = BatchPlan(
-                n, batch_size=t.batch_size, grad_accum=t.grad_accum, world_size=acc.num_processes,
-                rank=acc.process_index, seed=t.seed,
-                lengths=self.train_ds.lengths() if d.group_by_length else None, group_by_length=d.group_by_length,
+                n,
+                batch_size=t.batch_size,
+                grad_accum=t.grad_accum,
+                world_size=acc.num_processes,
+                rank=acc.process_index,
+                seed=t.seed,
+                lengths=self.train_ds.lengths() if d.group_by_length else None,
+                group_by_length=d.group_by_length,
                 weights=inverse_frequency_weights(self.train_ds.labels()) if d.balance == "sampler" else None,
-                pools=pools)
+                pools=pools,
+            )
             self.train_size = n
             self.steps_per_epoch = self.plan.steps_per_epoch
             self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
         self.val_ds = None
         if val_records is not None:
             try:
-                self.val_ds = InstructionDataset([(val_records, val_feats)], builder,
-                                                 tasks={k: 1.0 for k in d.val_tasks}, seed=t.seed, train=False,
-                                                 indices=val_idx)
+                self.val_ds = InstructionDataset(
+                    [(val_records, val_feats)],
+                    builder,
+                    tasks={k: 1.0 for k in d.val_tasks},
+                    seed=t.seed,
+                    train=False,
+                    indices=val_idx,
+                )
             except ValueError as e:
                 log.warning("no usable validation samples (%s); no validation metric, no best checkpoint", e)
         self.val_size = len(self.val_ds) if self.val_ds is not None else 0
@@ -401,9 +487,13 @@ class SFTRecipe:
         while True:
             # A private generator: iterating a DataLoader draws a base seed from its generator, which would otherwise
             # be the global torch RNG and shift the dropout stream of a resumed run.
-            loader = DataLoader(self.train_ds, batch_sampler=list(self.plan.iter_epoch(epoch, start)),
-                                collate_fn=self.collator, num_workers=d.num_workers,
-                                generator=torch.Generator().manual_seed(t.seed * 1_000_003 + epoch))
+            loader = DataLoader(
+                self.train_ds,
+                batch_sampler=list(self.plan.iter_epoch(epoch, start)),
+                collate_fn=self.collator,
+                num_workers=d.num_workers,
+                generator=torch.Generator().manual_seed(t.seed * 1_000_003 + epoch),
+            )
             it = iter(loader)
             for step in range(start, self.steps_per_epoch):
                 yield epoch, step, [next(it) for _ in range(t.grad_accum)]
@@ -420,7 +510,11 @@ class SFTRecipe:
                 if len(items) == need:
                     pos += need
                     self.stream_state = {"epoch": epoch, "position": pos}
-                    yield epoch, None, [self.collator(items[i:i + t.batch_size]) for i in range(0, need, t.batch_size)]
+                    yield (
+                        epoch,
+                        None,
+                        [self.collator(items[i : i + t.batch_size]) for i in range(0, need, t.batch_size)],
+                    )
                     items = []
             if pos == 0 and not items:
                 raise ValueError("the streamed training set yields no usable samples on this process")
@@ -441,8 +535,13 @@ class SFTRecipe:
             weights = torch.zeros(1, device=device)
         else:
             weights = batch.weights.to(device)[:, None].expand_as(keep)[keep]  # (N,)
-        out = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask, modality_inputs=b.modality_inputs,
-                         logits_to_keep=keep, use_cache=False)
+        out = self.model(
+            input_ids=b.input_ids,
+            attention_mask=b.attention_mask,
+            modality_inputs=b.modality_inputs,
+            logits_to_keep=keep,
+            use_cache=False,
+        )
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()  # (N, V), row-major over (B, L)
         targets = labels[:, 1:][keep[:, :-1]]  # (N,); -100 only in the all-masked case, where its weight is 0
         ce = F.cross_entropy(logits, targets.clamp_min(0), reduction="none")  # (N,)
@@ -460,8 +559,13 @@ class SFTRecipe:
         acc = self.accelerator
         self.model.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        bar = tqdm(total=self.total_steps, initial=self.global_step, desc=f"{t.stage}", dynamic_ncols=True,
-                   disable=not (self.is_main and t.logging.progress))
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.global_step,
+            desc=f"{t.stage}",
+            dynamic_ncols=True,
+            disable=not (self.is_main and t.logging.progress),
+        )
         started = time.perf_counter()
         tokens_total = 0
         kill_at = int(os.environ.get(KILL_ENV, "0") or 0)
@@ -484,24 +588,33 @@ class SFTRecipe:
                 lrs = {g["name"]: g["lr"] for g in self.optimizer.param_groups}  # the LRs this step used
                 self.scheduler.step()
                 self.global_step += 1
-                stats = torch.tensor([torch.stack(losses).mean().item(), tokens, samples], dtype=torch.float64,
-                                     device=acc.device)
+                stats = torch.tensor(
+                    [torch.stack(losses).mean().item(), tokens, samples], dtype=torch.float64, device=acc.device
+                )
                 stats = acc.reduce(stats, reduction="sum")
                 dt = time.perf_counter() - t0
                 last_loss = stats[0].item() / acc.num_processes
                 tokens_total += int(stats[1].item())
                 record = {
-                    "kind": "train", "step": self.global_step, "epoch": epoch, "loss": last_loss,
+                    "kind": "train",
+                    "step": self.global_step,
+                    "epoch": epoch,
+                    "loss": last_loss,
                     "lr": lrs,
-                    "tokens": int(stats[1].item()), "tokens_per_s": stats[1].item() / dt,
-                    "samples_per_s": stats[2].item() / dt, "step_time_s": dt,
+                    "tokens": int(stats[1].item()),
+                    "tokens_per_s": stats[1].item() / dt,
+                    "samples_per_s": stats[2].item() / dt,
+                    "step_time_s": dt,
                 }
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
                 self._write_record(record)
                 if self.global_step % t.logging.log_every == 0:
-                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{next(iter(lrs.values())):.2e}",
-                                    tok_s=f"{record['tokens_per_s']:.0f}")
+                    bar.set_postfix(
+                        loss=f"{last_loss:.4f}",
+                        lr=f"{next(iter(lrs.values())):.2e}",
+                        tok_s=f"{record['tokens_per_s']:.0f}",
+                    )
                 bar.update(1)
                 if t.eval_every and self.global_step % t.eval_every == 0 and self.val_ds is not None:
                     self.evaluate()
@@ -520,12 +633,17 @@ class SFTRecipe:
         replicas = self.check_replicas()
         elapsed = time.perf_counter() - started
         summary = {
-            "steps": self.global_step, "last_loss": last_loss, "best": self.best, "final": str(self.out / "final"),
-            "elapsed_s": elapsed, "tokens": tokens_total,
-            "tokens_per_s": tokens_total / elapsed if elapsed > 0 else None, "replica_fingerprints": replicas,
+            "steps": self.global_step,
+            "last_loss": last_loss,
+            "best": self.best,
+            "final": str(self.out / "final"),
+            "elapsed_s": elapsed,
+            "tokens": tokens_total,
+            "tokens_per_s": tokens_total / elapsed if elapsed > 0 else None,
+            "replica_fingerprints": replicas,
         }
         if self.is_main:
-            from train.state import write_json
+            from emollm_train.state import write_json
 
             write_json(self.out / "summary.json", summary)
         return summary
@@ -536,7 +654,7 @@ class SFTRecipe:
         """Validation loss (token mean) and, for ``emotion`` samples, label accuracy of greedy answers; sharded
         over processes. Updates ``best`` (on the validation split only)."""
         from emollm.generation import chat
-        from eval.parsing import LabelParser
+        from emollm.labels import LabelParser
 
         t, acc = self.cfg.train, self.accelerator
         n = min(len(self.val_ds), t.eval_max_samples)
@@ -553,30 +671,43 @@ class SFTRecipe:
         parser = LabelParser(self.cfg.data.labels)
         bs = t.batch_size
         for s in range(0, len(keys), bs):
-            items = [self.val_ds[k] for k in keys[s:s + bs]]
-            flags = real[s:s + bs]
+            items = [self.val_ds[k] for k in keys[s : s + bs]]
+            flags = real[s : s + bs]
             batch = self.collator(items)
             batch.weights = torch.tensor([1.0 if f else 0.0 for f in flags])
             loss, wsum = self._loss(batch, reduce=False)
             loss_sum += loss.double()
             tok_sum += wsum.double()
             if not self.zero3:
-                emo = [(it, f) for it, f in zip(items, flags, strict=True)
-                       if it.task == "emotion" and it.label is not None]
+                emo = [
+                    (it, f) for it, f in zip(items, flags, strict=True) if it.task == "emotion" and it.label is not None
+                ]
                 if emo:
-                    prompts = [type(it.sample)(messages=it.sample.messages[:-1], features=it.sample.features,
-                                               name=it.sample.name) for it, _ in emo]
-                    answers = chat(self.raw_model, self.processor, prompts, max_new_tokens=t.eval_generate_tokens,
-                                   batch_size=bs)
+                    prompts = [
+                        type(it.sample)(
+                            messages=it.sample.messages[:-1], features=it.sample.features, name=it.sample.name
+                        )
+                        for it, _ in emo
+                    ]
+                    answers = chat(
+                        self.raw_model, self.processor, prompts, max_new_tokens=t.eval_generate_tokens, batch_size=bs
+                    )
                     for (it, f), ans in zip(emo, answers, strict=True):
                         if f:
                             total += 1
                             correct += int(parser.parse(ans).label == it.label)
         self.model.train()
-        sums = acc.reduce(torch.stack([loss_sum, tok_sum, torch.tensor(float(correct), dtype=torch.float64,
-                                                                        device=acc.device),
-                                       torch.tensor(float(total), dtype=torch.float64, device=acc.device)]),
-                          reduction="sum")
+        sums = acc.reduce(
+            torch.stack(
+                [
+                    loss_sum,
+                    tok_sum,
+                    torch.tensor(float(correct), dtype=torch.float64, device=acc.device),
+                    torch.tensor(float(total), dtype=torch.float64, device=acc.device),
+                ]
+            ),
+            reduction="sum",
+        )
         result = {"val_loss": (sums[0] / sums[1].clamp_min(1e-8)).item()}
         if sums[3] > 0:
             result["val_accuracy"] = (sums[2] / sums[3]).item()
@@ -605,17 +736,24 @@ class SFTRecipe:
 
     def save_model(self, path: Path, extra: dict[str, Any] | None = None) -> None:
         """A self-describing model checkpoint (``emollm.checkpoint.save_checkpoint``: atomic) at ``path``."""
+        from emollm_train.stages import lora_settings
+
         from emollm.checkpoint import save_checkpoint
-        from train.stages import lora_settings
 
         acc = self.accelerator
         acc.wait_for_everyone()
         with self._gathered(full=self.raw_model.config.llm_source is None or self.trainable.llm == "full"):
             if self.is_main:
                 lora = lora_settings(self.cfg.train) if self.trainable.llm == "lora" else None
-                save_checkpoint(self.raw_model, self.processor, path, lora=lora, trainable=self.trainable,
-                                run_config=self.cfg.to_dict())
-                from train.state import write_json
+                save_checkpoint(
+                    self.raw_model,
+                    self.processor,
+                    path,
+                    lora=lora,
+                    trainable=self.trainable,
+                    run_config=self.cfg.to_dict(),
+                )
+                from emollm_train.state import write_json
 
                 for name, data in (extra or {}).items():
                     write_json(path / name, data)
@@ -624,7 +762,7 @@ class SFTRecipe:
     def save_checkpoint(self) -> Path:
         """A resumable checkpoint ``checkpoints/step-N``: model folder + optimizer, scheduler, RNG, data position.
         Assembled under a hidden name and renamed into place when complete; old ones pruned to ``keep_last``."""
-        from train import state
+        from emollm_train import state
 
         acc, t = self.accelerator, self.cfg.train
         final = state.step_dir(self.ckpt_root, self.global_step)
@@ -634,21 +772,25 @@ class SFTRecipe:
             if acc.state.deepspeed_plugin is None:
                 state.save_optimizer(self.optimizer, tmp / "optimizer.pt")
             state.write_json(tmp / "scheduler.json", state.scheduler_state(self.scheduler))
-            state.write_json(tmp / state.STATE_FILE, {
-                "version": 1,
-                "global_step": self.global_step,
-                "total_steps": self.total_steps,
-                "steps_per_epoch": self.steps_per_epoch,
-                "world_size": acc.num_processes,
-                "best": self.best,
-                "last_eval_step": self.last_eval_step,
-                "order_config": {k: _pick(self.cfg.to_dict(), k) for k in _ORDER_KEYS},
-            })
+            state.write_json(
+                tmp / state.STATE_FILE,
+                {
+                    "version": 1,
+                    "global_step": self.global_step,
+                    "total_steps": self.total_steps,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "world_size": acc.num_processes,
+                    "best": self.best,
+                    "last_eval_step": self.last_eval_step,
+                    "order_config": {k: _pick(self.cfg.to_dict(), k) for k in _ORDER_KEYS},
+                },
+            )
         acc.wait_for_everyone()
         if acc.state.deepspeed_plugin is not None:  # ZeRO shards optimizer state over processes: DeepSpeed's format
             self.model.save_checkpoint(str(tmp / "deepspeed"), tag="state", exclude_frozen_parameters=True)
-        state.write_json(tmp / f"rng_state_rank{acc.process_index}.json",
-                         {**state.capture_rng(), "stream": self.stream_state})
+        state.write_json(
+            tmp / f"rng_state_rank{acc.process_index}.json", {**state.capture_rng(), "stream": self.stream_state}
+        )
         acc.wait_for_everyone()
         if self.is_main:
             if final.exists():
@@ -664,22 +806,34 @@ class SFTRecipe:
     def load_checkpoint(self, path: Path) -> None:
         """Restore optimizer, scheduler, step, best metric, data position and RNG from ``path`` (model weights were
         restored in ``setup``)."""
-        from train import state
+        from emollm_train import state
 
         acc = self.accelerator
         info = json.loads((path / state.STATE_FILE).read_text())
         if info["world_size"] != acc.num_processes:
-            log.warning("resuming a %d-process run with %d processes: the data order differs from the original run",
-                        info["world_size"], acc.num_processes)
+            log.warning(
+                "resuming a %d-process run with %d processes: the data order differs from the original run",
+                info["world_size"],
+                acc.num_processes,
+            )
         current = {k: _pick(self.cfg.to_dict(), k) for k in _ORDER_KEYS}
-        changed = [k for k in _ORDER_KEYS if json.dumps(current[k], sort_keys=True)
-                   != json.dumps(info["order_config"].get(k), sort_keys=True)]
+        changed = [
+            k
+            for k in _ORDER_KEYS
+            if json.dumps(current[k], sort_keys=True) != json.dumps(info["order_config"].get(k), sort_keys=True)
+        ]
         if changed:
-            log.warning("config keys %s changed since %s: the resumed run will not reproduce the original", changed,
-                        path)
+            log.warning(
+                "config keys %s changed since %s: the resumed run will not reproduce the original", changed, path
+            )
         if acc.state.deepspeed_plugin is not None:
-            self.model.load_checkpoint(str(path / "deepspeed"), tag="state", load_module_strict=False,
-                                       load_optimizer_states=True, load_lr_scheduler_states=False)
+            self.model.load_checkpoint(
+                str(path / "deepspeed"),
+                tag="state",
+                load_module_strict=False,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+            )
         else:
             state.load_optimizer(self.optimizer, path / "optimizer.pt")
         state.load_scheduler(self.scheduler, json.loads((path / "scheduler.json").read_text()))
@@ -711,7 +865,7 @@ class SFTRecipe:
 
         prints = gather_object([self.fingerprint()])
         if self.is_main:
-            from train.state import write_json
+            from emollm_train.state import write_json
 
             write_json(self.out / "replicas.json", {"fingerprints": prints})
         if len(set(prints)) > 1:
@@ -754,8 +908,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="less logging (warnings only)")
     args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         cfg = load_config(args.config, args.overrides)
         if args.print_config:

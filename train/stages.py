@@ -1,28 +1,19 @@
-"""Named stages: which parts train in each, as data (``TrainableSpec`` presets), plus the LoRA settings glue.
+"""The training recipe's glue to the shared settings: a run's trainable spec and LoRA settings.
 
-``pretrain`` is LLaVA / Emotion-LLaMA stage 1 (align the projectors; the LLM is frozen), ``instruct`` is stage 2
-(projectors + LoRA), ``finetune`` is the per-dataset fine-tune (same parts as ``instruct``). A config may set
-``train.trainable`` to anything else (e.g. stage 1 with LoRA: ``train.trainable.llm=lora``).
+The named stages themselves are data in :data:`emollm.settings.STAGES`.
 """
 
 from __future__ import annotations
 
-from emollm.lora import LoraSettings, TrainableSpec
-from emollm.runconfig import TrainableConfig, TrainConfig
-
-STAGES: dict[str, TrainableConfig] = {
-    "pretrain": TrainableConfig(encoders=False, projectors=True, llm="frozen"),
-    "instruct": TrainableConfig(encoders=False, projectors=True, llm="lora"),
-    "finetune": TrainableConfig(encoders=False, projectors=True, llm="lora"),
-}
+from emollm.runconfig import TrainConfig
+from emollm.settings import STAGES, LoraSettings, TrainableSpec
 
 
 def trainable_spec(train: TrainConfig) -> TrainableSpec:
-    """The config's ``trainable`` section, or its stage's preset, as the core's ``TrainableSpec``."""
-    t = train.trainable or STAGES[train.stage]
-    return TrainableSpec(encoders=t.encoders, projectors=t.projectors, llm=t.llm, extra=list(t.extra))
+    """The config's ``trainable`` section, or its stage's preset."""
+    return train.trainable or STAGES[train.stage]
 
 
 def lora_settings(train: TrainConfig) -> LoraSettings:
-    lo = train.lora
-    return LoraSettings(r=lo.r, alpha=lo.alpha, dropout=lo.dropout, targets=list(lo.targets) if lo.targets else None)
+    """The config's LoRA settings."""
+    return train.lora

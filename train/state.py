@@ -13,8 +13,6 @@ never leaves a half-written checkpoint that looks valid.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import shutil
@@ -23,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from emollm.utils.io import atomic_write, atomic_write_json
 
 STEP_RE = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -53,12 +53,7 @@ def prune(root: Path, keep_last: int) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -86,9 +81,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(optimizer.state_dict(), tmp)
-    os.replace(tmp, path)
+    state = optimizer.state_dict()
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
@@ -96,8 +90,10 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
     ours = [(g.get("name"), len(g["params"])) for g in optimizer.param_groups]
     saved = [(g.get("name"), len(g["params"])) for g in state["param_groups"]]
     if ours != saved:
-        raise ValueError(f"{path}: optimizer groups {saved} do not match this run's {ours}; was train.trainable or "
-                         "the model changed since the checkpoint?")
+        raise ValueError(
+            f"{path}: optimizer groups {saved} do not match this run's {ours}; was train.trainable or "
+            "the model changed since the checkpoint?"
+        )
     optimizer.load_state_dict(state)
 
 

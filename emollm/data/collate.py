@@ -36,8 +36,9 @@ class TrainBatch:
     num_tokens: int
 
     def to(self, device) -> TrainBatch:
-        return TrainBatch(self.batch.to(device), self.weights.to(device), self.labels, self.tasks, self.names,
-                          self.num_tokens)
+        return TrainBatch(
+            self.batch.to(device), self.weights.to(device), self.labels, self.tasks, self.names, self.num_tokens
+        )
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -6,9 +6,9 @@ normalised to the columns ``name, label, text, reason, caption`` (any may be Non
 ============  =======================================================================================================
 format        source
 ============  =======================================================================================================
-merr_json     ``MERR_{coarse,fine}_grained.json`` (``merr.formats.read_merr_json``): label = ``pseu_emotion``,
+merr_json     ``MERR_{coarse,fine}_grained.json`` (``emollm.data.merr_files.read_merr_json``): label = ``pseu_emotion``,
               text = ``text``, reason = ``smp_reason_caption`` or else ``caption``, caption = ``caption``
-ncev          whitespace ``N [C] E [V]`` lists (``merr.formats.read_label_txt``): name + label only
+ncev          whitespace ``N [C] E [V]`` lists (``emollm.data.merr_files.read_label_txt``): name + label only
 jsonl         ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` with ``name`` and any of ``label`` (alias
               ``emotion``, ``pseu_emotion``), ``text`` (``subtitle``, ``sentence``), ``reason``
               (``smp_reason_caption``), ``caption``
@@ -91,7 +91,7 @@ def _normalise(row: dict[str, Any], where: str) -> dict[str, str | None]:
 def _read_transcripts(path: str | None) -> dict[str, str]:
     if not path:
         return {}
-    from merr.formats import read_transcriptions_csv
+    from emollm.data.merr_files import read_transcriptions_csv
 
     return read_transcriptions_csv(path)
 
@@ -105,9 +105,7 @@ def _hf_builder(path: str) -> str:
     raise ValueError(f"{path}: unsupported extension {suffix!r}; use .jsonl, .json, .csv or .parquet")
 
 
-def load_records(
-    fmt: str, path: str, *, transcripts: str | None = None, streaming: bool = False
-):
+def load_records(fmt: str, path: str, *, transcripts: str | None = None, streaming: bool = False):
     """Read a training/validation file as a ``datasets.Dataset`` (``IterableDataset`` when streaming) whose columns
     are ``RECORD_COLUMNS``. Subtitles missing from the file are joined from ``transcripts`` by name."""
     import datasets
@@ -118,21 +116,25 @@ def load_records(
             raise ValueError(f"{fmt} files are read whole; streaming needs data.format=jsonl")
         rows = []
         if fmt == "merr_json":
-            from merr.formats import read_merr_json
+            from emollm.data.merr_files import read_merr_json
 
             for rec in read_merr_json(path, "auto"):
-                rows.append({
-                    "name": rec.name,
-                    "label": rec.pseu_emotion,
-                    "text": _str_or_none(rec.text),
-                    "reason": _str_or_none(rec.smp_reason_caption) or _str_or_none(rec.caption),
-                    "caption": _str_or_none(rec.caption),
-                })
+                rows.append(
+                    {
+                        "name": rec.name,
+                        "label": rec.pseu_emotion,
+                        "text": _str_or_none(rec.text),
+                        "reason": _str_or_none(rec.smp_reason_caption) or _str_or_none(rec.caption),
+                        "caption": _str_or_none(rec.caption),
+                    }
+                )
         else:
-            from merr.formats import read_label_txt
+            from emollm.data.merr_files import read_label_txt
 
-            rows = [{"name": r.name, "label": r.label, "text": None, "reason": None, "caption": None}
-                    for r in read_label_txt(path, "auto")]
+            rows = [
+                {"name": r.name, "label": r.label, "text": None, "reason": None, "caption": None}
+                for r in read_label_txt(path, "auto")
+            ]
         for r in rows:
             if r["text"] is None and r["name"] in subtitles:
                 r["text"] = _str_or_none(subtitles[r["name"]])
@@ -159,8 +161,9 @@ def _features():
     return datasets.Features({c: datasets.Value("string") for c in RECORD_COLUMNS})
 
 
-def load_aux_records(path: str, *, text_field: str, label_field: str, label_map: dict[str, str],
-                     labels: Sequence[str], prefix: str) -> tuple[Any, int]:
+def load_aux_records(
+    path: str, *, text_field: str, label_field: str, label_map: dict[str, str], labels: Sequence[str], prefix: str
+) -> tuple[Any, int]:
     """Text-emotion rows (e.g. GoEmotions, EmpatheticDialogues) -> records with ``text`` and a label of ``labels``.
 
     Returns ``(dataset, dropped)``: rows whose label maps to none of ``labels`` are dropped and counted."""
@@ -169,8 +172,9 @@ def load_aux_records(path: str, *, text_field: str, label_field: str, label_map:
     ds = datasets.load_dataset(_hf_builder(path), data_files=str(path), split="train")
     for col in (text_field, label_field):
         if col not in ds.column_names:
-            raise ValueError(f"{path}: no column {col!r}; columns are {ds.column_names} (set data.aux[i].text_field / "
-                             "label_field)")
+            raise ValueError(
+                f"{path}: no column {col!r}; columns are {ds.column_names} (set data.aux[i].text_field / label_field)"
+            )
     known = set(labels)
     rows = []
     dropped = 0
@@ -282,13 +286,15 @@ def synthetic_records(cfg: DataConfig, feature_dims: dict[str, int], split: str)
         if s.subtitle_words:
             rnd = random.Random(f"filler:{split}:{i}")
             text += " " + " ".join(rnd.choice(_FILLER) for _ in range(s.subtitle_words))
-        rows.append({
-            "name": sample.name,
-            "label": label,
-            "text": text,
-            "reason": f"The face, the voice and the words all point to {label}. The person feels {label}.",
-            "caption": f"A person speaks; the expression and the tone of voice look {label}.",
-        })
+        rows.append(
+            {
+                "name": sample.name,
+                "label": label,
+                "text": text,
+                "reason": f"The face, the voice and the words all point to {label}. The person feels {label}.",
+                "caption": f"A person speaks; the expression and the tone of voice look {label}.",
+            }
+        )
         table[sample.name] = dict(sample.features)
     return datasets.Dataset.from_list(rows, features=_features()), InMemoryFeatures(table)
 
@@ -341,8 +347,15 @@ class PromptBuilder:
             return labels
         return list(self.labels)
 
-    def build(self, record: dict[str, Any], features: dict[str, Tensor | None], task: str,
-              rng: random.Random, *, with_answer: bool = True) -> Sample:
+    def build(
+        self,
+        record: dict[str, Any],
+        features: dict[str, Tensor | None],
+        task: str,
+        rng: random.Random,
+        *,
+        with_answer: bool = True,
+    ) -> Sample:
         cfg = self.cfg
         instruction = rng.choice(cfg.instructions[task]).format(labels=", ".join(self.label_list(rng)))
         text = (record.get("text") or "").strip().rstrip(".")

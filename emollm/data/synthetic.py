@@ -12,15 +12,11 @@ from collections.abc import Sequence
 
 import torch
 
+from emollm.labels import MER2023_LABELS
 from emollm.processing import Sample
+from emollm.prompts import EVAL_PROMPTS
 
-#: MER2023's six classes in the order Emotion-LLaMA's prompt lists them.
-MER2023_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
-
-PROMPT = (
-    "<video><face><audio> The person in video says: {subtitle}. "
-    "Please determine which emotion label in the video represents: {labels}."
-)
+PROMPT = EVAL_PROMPTS["emotion"]
 SUBTITLES = ("I see", "Let me think about it", "That is what he told me", "We will talk tomorrow", "Okay")
 
 

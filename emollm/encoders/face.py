@@ -38,8 +38,9 @@ from emollm.encoders._common import (
     resolve_dtype,
     to_frames,
 )
+from emollm.labels import FER2013_LABELS
 
-FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER_LABELS = FER2013_LABELS
 """FER2013 class order of the mini-Xception's outputs."""
 
 __all__ = [

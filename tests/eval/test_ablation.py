@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from emollm_eval.ablation import label_order_sensitivity, label_orders, modality_ablation, shapley_values
+from emollm_eval.cli import main
+from emollm_eval.runner import load_config
 
 import emollm.generation
-from eval.ablation import label_order_sensitivity, label_orders, modality_ablation, shapley_values
-from eval.cli import main
-from eval.runner import load_config
 
 from .test_runner import DFEW_ORDER, CountingChat, dfew_data, dfew_overrides, tiny_checkpoint, write_yaml  # noqa: F401
 
@@ -40,7 +40,7 @@ def test_modality_ablation_with_the_tiny_model(tiny_checkpoint, dfew_data, tmp_p
 
 def test_ablation_numbers_with_a_scripted_model(tiny_checkpoint, dfew_data, tmp_path, monkeypatch):  # noqa: F811
     """Right iff audio and face are both present; else right iff audio is present for even samples."""
-    from eval.runner import read_gold
+    from emollm_eval.runner import read_gold
 
     cfg = load_config(None, dfew_overrides(tiny_checkpoint, dfew_data, tmp_path / "o", "n_bootstrap=0"))
     gold = {g.name: g.gold for g in read_gold(cfg)}

@@ -6,8 +6,7 @@ import json
 import math
 
 import pytest
-
-from eval.compare import CompareConfig, RunSpec, compare, format_table, main
+from emollm_eval.compare import CompareConfig, RunSpec, compare, format_table, main
 
 
 def test_compare_two_variants(tmp_path):

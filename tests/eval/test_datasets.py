@@ -1,10 +1,9 @@
-"""eval.datasets: loaders on generated files in the released formats, and on malformed ones."""
+"""emollm_eval.datasets: loaders on generated files in the released formats, and on malformed ones."""
 
 from pathlib import Path
 
 import pytest
-
-from eval.datasets import (
+from emollm_eval.datasets import (
     DFEW_LABELS,
     MER2023_PROTOCOLS,
     MERR_LABELS,

@@ -9,10 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from eval.cli import main
-from eval.datasets import read_emer
-from eval.emer import (
+from emollm_eval.cli import main
+from emollm_eval.datasets import read_emer
+from emollm_eval.emer import (
     CLUE_OVERLAP_PROMPT,
     EMER_PROMPTS_VERSION,
     LABEL_EXTRACT_PROMPT,
@@ -21,7 +20,7 @@ from eval.emer import (
     run_emer,
     score_emer,
 )
-from eval.judge import Judge, JudgeCache, JudgeError, LocalJudge, OpenAICompatibleJudge, make_judge
+from emollm_eval.judge import Judge, JudgeCache, JudgeError, LocalJudge, OpenAICompatibleJudge, make_judge
 
 GT = (
     "names,emotions,subtitles,reasons\n"
@@ -251,9 +250,9 @@ def test_make_judge_rejects_unknown_specs(tmp_path):
 def test_emer_eval_run_with_judge(tmp_path, emer_files):
     """dataset: emer generates reasoning with the checkpoint, then scores it (here with the fake judge)."""
     import torch
+    from emollm_eval.runner import load_config, run_eval
 
     from emollm.checkpoint import save_checkpoint
-    from eval.runner import load_config, run_eval
     from tests.emollm.conftest import make_tiny
 
     from .test_runner import write_features

@@ -1,10 +1,9 @@
-"""eval.metrics: cross-checks against scikit-learn, golden values, invalid-prediction accounting, bootstrap."""
+"""emollm_eval.metrics: cross-checks against scikit-learn, golden values, invalid-prediction accounting, bootstrap."""
 
 import numpy as np
 import pytest
-
-from eval import metrics as M
-from eval.metrics import INVALID
+from emollm_eval import metrics as M
+from emollm_eval.metrics import INVALID
 
 sk = pytest.importorskip("sklearn.metrics")
 

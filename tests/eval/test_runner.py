@@ -8,21 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import emollm.checkpoint as emollm_checkpoint
-import emollm.generation
-from eval import metrics as M
-from eval.cli import main
-from eval.runner import (
-    DEFAULT_PROMPTS,
+from emollm_eval import metrics as M
+from emollm_eval.cli import main
+from emollm_eval.runner import (
     ConfigMismatchError,
     EvalConfig,
-    build_prompt,
     check_selection_allowed,
     load_config,
     read_rows,
     run_eval,
 )
+
+import emollm.checkpoint as emollm_checkpoint
+import emollm.generation
+from emollm.prompts import EVAL_PROMPTS as DEFAULT_PROMPTS
+from emollm.prompts import fill_prompt as build_prompt
 
 REPO = Path(__file__).resolve().parents[2]
 DIMS = {"audio": 24, "face": 16, "video": 20}  # tests/emollm/conftest.py tiny_modalities()
@@ -123,7 +123,7 @@ def test_end_to_end_cli(tiny_checkpoint, dfew_data, tmp_path, capsys):
     rows = read_rows(out / "predictions.jsonl")
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["name"] for r in rows] == [f"{i:05d}" for i in range(1, 11)]
-    # metrics.json is what eval.metrics says about predictions.jsonl
+    # metrics.json is what emollm_eval.metrics says about predictions.jsonl
     gold = [r["gold"] for r in rows]
     pred = [r["label"] for r in rows]
     assert metrics["uar"] == pytest.approx(M.uar(gold, pred, DFEW_ORDER))

@@ -1,4 +1,4 @@
-"""``emollm score``: eval.score.main on generated CSVs, checked against hand-computed values."""
+"""``emollm score``: emollm_eval.score.main on generated CSVs, checked against hand-computed values."""
 
 import json
 import os
@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from eval.score import main
+from emollm_eval.score import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -194,6 +193,9 @@ def test_console_script(tmp_path: Path) -> None:
 
 
 def test_eval_package_does_not_import_torch() -> None:
-    code = "import sys, eval.score, eval.metrics, eval.parsing, eval.datasets; sys.exit('torch' in sys.modules)"
+    code = (
+        "import sys, emollm_eval.score, emollm_eval.metrics, emollm.labels, emollm_eval.datasets; "
+        "sys.exit('torch' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr or "eval imported torch"

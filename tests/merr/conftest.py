@@ -40,7 +40,7 @@ def build_dict(clip_set: dict[str, Path], out: Path, **extra: Any) -> dict[str, 
 @pytest.fixture
 def make_cfg(clip_set):
     """``make_cfg(out_dir, **nested_overrides) -> BuildConfig``."""
-    from merr.config import BuildConfig
+    from emollm_merr.config import BuildConfig
 
     def make(out: Path, **extra: Any) -> BuildConfig:
         return BuildConfig.from_dict(build_dict(clip_set, out, **extra))

@@ -12,7 +12,7 @@ import re
 import time
 from pathlib import Path
 
-from merr.describe import ClipContext, Clue, MeasuredAudioDescriber
+from emollm_merr.describe import ClipContext, Clue, MeasuredAudioDescriber
 
 from .openface_gen import Plant, write_openface_csv
 

@@ -1,12 +1,11 @@
-"""merr.describe: measured audio tone on synthetic signals, subtitles (CSV / ASR stand-in), unavailable clues,
+"""emollm_merr.describe: measured audio tone on synthetic signals, subtitles (CSV / ASR stand-in), unavailable clues,
 the FER fallback's decision rule, describer specs."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from merr.describe import (
+from emollm_merr.describe import (
     ASRSubtitleDescriber,
     CheckpointDescriber,
     ClipContext,

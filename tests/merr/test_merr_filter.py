@@ -1,10 +1,9 @@
-"""merr.filter: contradiction check, dedup, seeded balancing / neutral choice, confidence scores."""
+"""emollm_merr.filter: contradiction check, dedup, seeded balancing / neutral choice, confidence scores."""
 
 from __future__ import annotations
 
 import pytest
-
-from merr.filter import (
+from emollm_merr.filter import (
     balance,
     check_reasoning,
     dedup_key,
@@ -12,7 +11,8 @@ from merr.filter import (
     sample_confidence,
     select_neutral,
 )
-from merr.schema import LABELS
+
+from emollm.data.merr_schema import LABELS
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_confidence_formulas():
 
 
 def test_check_quality_flags_loops_and_cut_text():
-    from merr.filter import check_quality
+    from emollm_merr.filter import check_quality
 
     loop = "Inner brow raiser: surprise - Outer brow raiser: surprise. " * 3
     assert check_quality(loop) == "repetitive"

@@ -1,4 +1,4 @@
-"""merr.schema / merr.formats: Emotion-LLaMA MERR JSON, TXT lists, transcription CSV, video lookup."""
+"""emollm.data.merr_schema / merr_files: Emotion-LLaMA MERR JSON, TXT lists, transcription CSV, video lookup."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import textwrap
 
 import pytest
 
-from merr.formats import (
-    atomic_write_text,
+from emollm.data.merr_files import (
     find_video,
     read_label_txt,
     read_merr_json,
@@ -18,7 +17,8 @@ from merr.formats import (
     write_merr_json,
     write_transcriptions_csv,
 )
-from merr.schema import EXTRAS_KEY, LABELS, LabelRow, MERRExtras, MERRRecord
+from emollm.data.merr_schema import EXTRAS_KEY, LABELS, LabelRow, MERRExtras, MERRRecord
+from emollm.utils.io import atomic_write_text
 
 # Hand-written in Emotion-LLaMA's released layout (peak_index as a string, 4-space indent, non-ASCII kept).
 EL_COARSE = textwrap.dedent(

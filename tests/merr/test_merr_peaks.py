@@ -1,12 +1,11 @@
-"""merr.peaks: the paper's and MER-Factory's peak rules, ties, invalid frames, chronological peaks."""
+"""emollm_merr.peaks: the paper's and MER-Factory's peak rules, ties, invalid frames, chronological peaks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from merr.au import NoFaceError, read_openface_csv
-from merr.peaks import find_peaks, find_peaks_chronological, select_peak
+from emollm_merr.au import NoFaceError, read_openface_csv
+from emollm_merr.peaks import find_peaks, find_peaks_chronological, select_peak
 
 from .openface_gen import Plant, write_openface_csv
 

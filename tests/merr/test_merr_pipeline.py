@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from emollm_merr.pipeline import file_fingerprint, run_build
 
-from merr.formats import read_label_txt, read_merr_json, write_label_txt, write_merr_json
-from merr.pipeline import file_fingerprint, run_build
-from merr.schema import EL_KEYS
+from emollm.data.merr_files import read_label_txt, read_merr_json, write_label_txt, write_merr_json
+from emollm.data.merr_schema import EL_KEYS
 
 from .conftest import build_dict
 from .fakes import CORRUPT, prompt_hash
@@ -45,7 +45,7 @@ def _bytes(out: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def built(clip_set, tmp_path_factory):
     """One offline-default build (fake reasoner), shared by the read-only checks below."""
-    from merr.config import BuildConfig
+    from emollm_merr.config import BuildConfig
 
     out = tmp_path_factory.mktemp("merr_build") / "out"
     cfg = BuildConfig.from_dict(build_dict(clip_set, out))
@@ -245,7 +245,7 @@ def test_kill_at_any_stage_and_resume(clip_set, tmp_path):
             reason={"client_options": {"contradict": {"sad": "angry"}, "calls_file": str(reason_log), "sleep": sleep}},
         )
 
-    from merr.config import BuildConfig
+    from emollm_merr.config import BuildConfig
 
     ref = run_build(BuildConfig.from_dict(settings(tmp_path / "ref", 0.0)), progress=False)
     audio_log.unlink()
@@ -253,7 +253,7 @@ def test_kill_at_any_stage_and_resume(clip_set, tmp_path):
     out = tmp_path / "out"
     cfg_file = tmp_path / "build.yaml"
     cfg_file.write_text(yaml.safe_dump(settings(out, 0.15)))
-    cmd = [sys.executable, "-m", "merr.cli", "build", "--config", str(cfg_file), "--no-progress"]
+    cmd = [sys.executable, "-m", "emollm_merr.cli", "build", "--config", str(cfg_file), "--no-progress"]
     env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
     kills = [  # (folder watched, pattern, new files before the kill): inside stage au, audio, then reason

@@ -1,21 +1,21 @@
-"""merr.reason: the published prompt, the coarse template, the cache, pluggable clients; one slow SmolLM2 run."""
+"""emollm_merr.reason: the published prompt, the coarse template, the cache, pluggable clients; one slow SmolLM2 run."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
-from merr.reason import (
-    PROMPTS,
+from emollm_merr.reason import (
     LLMReasoner,
     ReasoningCache,
-    build_prompt,
     build_reasoning_client,
-    coarse_caption,
     prompt_seed,
     trim_to_sentence,
 )
+
+from emollm.prompts import REASONING_PROMPTS as PROMPTS
+from emollm.prompts import build_reasoning_prompt as build_prompt
+from emollm.prompts import coarse_caption
 
 CLUES = {
     "visual_expression": "cheek raiser, lip corner puller (smile)",
@@ -77,7 +77,7 @@ def test_cache_round_trip_and_corrupt_entry(tmp_path):
 
 
 def test_client_factory_and_ids():
-    from merr.config import ReasonConfig
+    from emollm_merr.config import ReasonConfig
 
     client = build_reasoning_client(
         ReasonConfig(client="python:tests.merr.fakes:fake_reasoner", client_options={"contradict": {"sad": "angry"}})
@@ -96,7 +96,7 @@ def test_client_factory_and_ids():
 @pytest.mark.slow
 def test_smollm2_reasons_two_samples(make_cfg, tmp_path):
     """The real offline default LLM (SmolLM2-135M, embedded weights) through the pipeline, on 2 clips."""
-    from merr.pipeline import MERRBuilder
+    from emollm_merr.pipeline import MERRBuilder
 
     cfg = make_cfg(
         tmp_path / "out",

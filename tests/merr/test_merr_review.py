@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from merr.cli import main
-from merr.config import BuildConfigError, load_build_config
-from merr.review import REVIEW_COLUMNS, export_review, import_review, load_corrections
+from emollm_merr.cli import main
+from emollm_merr.config import BuildConfigError, load_build_config
+from emollm_merr.review import REVIEW_COLUMNS, export_review, import_review, load_corrections
 
 from .conftest import build_dict
 

@@ -24,8 +24,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment of a child training process: offline, 1 thread, repo on the path."""
     env = dict(os.environ)
     env.update(
-        OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false", DS_ACCELERATOR="cpu", PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        DS_ACCELERATOR="cpu",
+        PYTHONPATH=str(REPO),
     )
     env.update(extra)
     return env
@@ -35,8 +40,9 @@ def python_bin() -> str:
     return sys.executable
 
 
-def write_merr_dataset(root: Path, n: int = 48, dim: int = 16, *, seed: int = 0, missing_audio: int = 0,
-                       name_prefix: str = "sample") -> dict[str, Path]:
+def write_merr_dataset(
+    root: Path, n: int = 48, dim: int = 16, *, seed: int = 0, missing_audio: int = 0, name_prefix: str = "sample"
+) -> dict[str, Path]:
     """A MERR-format data set: coarse + fine JSON, an NCEV list, a transcription CSV, a JSONL export, and
     class-dependent ``.npy`` features (1-D, like Emotion-LLaMA's) in the three feature folders.
 
@@ -55,17 +61,31 @@ def write_merr_dataset(root: Path, n: int = 48, dim: int = 16, *, seed: int = 0,
                 continue
             np.save(root / d / f"{name}.npy", (protos[m][k] + 0.3 * rng.normal(size=dim)).astype(np.float32))
         subtitle = f"I told you about it {i}"
-        base = {"AU_list": ["AU06", "AU12"], "visual_prior_list": ["smiling"], "audio_prior_list": "calm",
-                "peak_index": "3", "peak_AU_list": ["AU06"], "pseu_emotion": label}
+        base = {
+            "AU_list": ["AU06", "AU12"],
+            "visual_prior_list": ["smiling"],
+            "audio_prior_list": "calm",
+            "peak_index": "3",
+            "peak_AU_list": ["AU06"],
+            "pseu_emotion": label,
+        }
         coarse[name] = {**base, "caption": f"The person looks {label}; the tone is calm."}
-        fine[name] = {**base, "smp_reason_caption": f"The cues all indicate {label}, so the person feels {label}.",
-                      "text": subtitle}
+        fine[name] = {
+            **base,
+            "smp_reason_caption": f"The cues all indicate {label}, so the person feels {label}.",
+            "text": subtitle,
+        }
         ncev.append(f"{name} {20 + i} {label} {0.1 * k:.3f}")
         # the layout `emollm merr build` exports (merr_train.jsonl): a ready `messages` column is ignored, the task
         # pool builds the conversations; `emotion` / `subtitle` are accepted aliases of `label` / `text`
-        row = {"name": name, "emotion": label, "subtitle": subtitle if i % 5 else None,
-               "reason": f"Because of the cues, {label}.", "caption": None,
-               "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+        row = {
+            "name": name,
+            "emotion": label,
+            "subtitle": subtitle if i % 5 else None,
+            "reason": f"Because of the cues, {label}.",
+            "caption": None,
+            "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+        }
         jsonl.append(json.dumps(row))
         csv_rows.append(f"{name},{subtitle}")
     out = {
@@ -86,8 +106,11 @@ def write_merr_dataset(root: Path, n: int = 48, dim: int = 16, *, seed: int = 0,
 def merr_overrides(data: dict[str, Path], root: Path, fmt: str = "merr_json", which: str = "coarse") -> list[str]:
     """Overrides that point the tiny config at generated data."""
     return [
-        f"data.format={fmt}", f"data.train={data[which]}", f"data.feature_root={root}",
-        f"data.transcripts={data['transcripts']}", "data.val_fraction=0.2",
+        f"data.format={fmt}",
+        f"data.train={data[which]}",
+        f"data.feature_root={root}",
+        f"data.transcripts={data['transcripts']}",
+        "data.val_fraction=0.2",
         *(f"model.modalities.{m}.feature_dir={d}" for m, d in FEATURE_DIRS.items()),
     ]
 
@@ -95,8 +118,9 @@ def merr_overrides(data: dict[str, Path], root: Path, fmt: str = "merr_json", wh
 @pytest.fixture
 def run_tiny(tmp_path):
     """Train the tiny config in-process: ``run_tiny(overrides, config=TINY) -> (summary, output_dir)``."""
+    from emollm_train.sft import run
+
     from emollm.runconfig import load_config
-    from train.sft import run
 
     def _run(overrides=(), config=TINY, out: Path | None = None):
         out = out or tmp_path / "run"

@@ -80,8 +80,12 @@ def test_streamed_jsonl_is_lazy_and_sharded(merr):
     _, files = merr
     ds = load_records("jsonl", str(files["jsonl"]), streaming=True)
     builder = PromptBuilder(_cfg(), list(FEATURE_DIRS))
-    shards = [StreamingInstructions(ds, NoFeatures(), builder, {"emotion": 1.0}, seed=0, shuffle_buffer=8, rank=r,
-                                    world_size=2) for r in (0, 1)]
+    shards = [
+        StreamingInstructions(
+            ds, NoFeatures(), builder, {"emotion": 1.0}, seed=0, shuffle_buffer=8, rank=r, world_size=2
+        )
+        for r in (0, 1)
+    ]
     names = [[it.sample.name for it in s.iterate(epoch=0)] for s in shards]
     assert len(names[0]) == len(names[1]) == 12 and not set(names[0]) & set(names[1])
     again = [it.sample.name for it in shards[0].iterate(epoch=0)]
@@ -113,12 +117,19 @@ def test_held_out_split_is_by_name(merr):
 def test_aux_text_data_maps_labels(tmp_path):
     path = tmp_path / "goemotions.csv"
     path.write_text("text,label\nI passed!,joy\nSo unfair,anger\nHmm,confusion\n,joy\n")
-    recs, dropped = load_aux_records(str(path), text_field="text", label_field="label",
-                                     label_map={"joy": "happy", "anger": "angry"}, labels=LABELS, prefix="aux0")
+    recs, dropped = load_aux_records(
+        str(path),
+        text_field="text",
+        label_field="label",
+        label_map={"joy": "happy", "anger": "angry"},
+        labels=LABELS,
+        prefix="aux0",
+    )
     assert [r["label"] for r in recs] == ["happy", "angry"] and dropped == 2
     with pytest.raises(ValueError, match="no column 'utterance'"):
-        load_aux_records(str(path), text_field="utterance", label_field="label", label_map={}, labels=LABELS,
-                         prefix="a")
+        load_aux_records(
+            str(path), text_field="utterance", label_field="label", label_map={}, labels=LABELS, prefix="a"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ prompts
@@ -130,26 +141,32 @@ def _dataset(merr, **kw):
     opts = dict(tasks={"emotion": 1.0, "reason": 1.0}, seed=0, train=True)
     cfg = kw.pop("cfg", _cfg())
     opts.update(kw)
-    return InstructionDataset([(recs, FeatureFiles(root, FEATURE_DIRS, DIMS))], PromptBuilder(cfg, list(FEATURE_DIRS)),
-                              **opts)
+    return InstructionDataset(
+        [(recs, FeatureFiles(root, FEATURE_DIRS, DIMS))], PromptBuilder(cfg, list(FEATURE_DIRS)), **opts
+    )
 
 
 def test_prompt_layout_follows_emotion_llama(merr):
     ds = _dataset(merr, tasks={"emotion": 1.0})
     item = ds[(4, 0)]
     user, answer = item.sample.messages[0]["content"], item.sample.messages[1]["content"]
-    assert user == ("<face><video><audio> The person in video says: I told you about it 4. [emotion] Please determine "
-                    "which emotion label in the video represents: neutral, angry, happy, sad, worried, surprise.")
+    assert user == (
+        "<face><video><audio> The person in video says: I told you about it 4. [emotion] Please determine "
+        "which emotion label in the video represents: neutral, angry, happy, sad, worried, surprise."
+    )
     assert answer == "worried" and item.label == "worried" and item.task == "emotion"
     reason = _dataset(merr, tasks={"reason": 1.0})[(4, 0)]
     assert "[reason]" in reason.sample.messages[0]["content"]
     assert reason.sample.messages[1]["content"].startswith("The cues all indicate worried")
 
 
-@pytest.mark.parametrize(("order", "check"), [
-    ("alphabetical", lambda labels: labels == sorted(labels)),
-    ("shuffle", lambda labels: sorted(labels) == sorted(LABELS)),
-])
+@pytest.mark.parametrize(
+    ("order", "check"),
+    [
+        ("alphabetical", lambda labels: labels == sorted(labels)),
+        ("shuffle", lambda labels: sorted(labels) == sorted(LABELS)),
+    ],
+)
 def test_label_order_is_configurable(merr, order, check):
     ds = _dataset(merr, tasks={"emotion": 1.0}, cfg=_cfg(label_order=order))
     lists = set()
@@ -210,7 +227,7 @@ def test_plan_shards_cover_each_step_once():
     order = plans[0].epoch_order(0)
     for step in range(plans[0].steps_per_epoch):
         got = [i for p in plans for b in p.step_batches(order, step) for i in b]
-        assert sorted(got) == sorted(order[step * 12:(step + 1) * 12])
+        assert sorted(got) == sorted(order[step * 12 : (step + 1) * 12])
     assert plans[0].epoch_order(0) == order and plans[0].epoch_order(1) != order
 
 
@@ -262,8 +279,9 @@ def test_plan_refuses_an_epoch_smaller_than_a_step():
 def test_collator_pads_and_keeps_bookkeeping(merr):
     from tests.emollm.conftest import make_tiny
 
-    model, processor = make_tiny("smollm2", modalities={
-        m: {"feature_dim": 16, "projector": {"kind": "linear"}} for m in FEATURE_DIRS})
+    model, processor = make_tiny(
+        "smollm2", modalities={m: {"feature_dim": 16, "projector": {"kind": "linear"}} for m in FEATURE_DIRS}
+    )
     ds = _dataset(merr, balance_loss=True)
     items = [ds[(i, 0)] for i in range(4)]
     batch = TrainCollator(processor, max_length=512)(items)

@@ -24,8 +24,11 @@ from emollm.runconfig import (
 
 from .conftest import REPO, TINY
 
-SHIPPED = sorted((REPO / "configs").glob("pretrain/*.yaml")) + sorted((REPO / "configs").glob("instruct/*.yaml")) \
+SHIPPED = (
+    sorted((REPO / "configs").glob("pretrain/*.yaml"))
+    + sorted((REPO / "configs").glob("instruct/*.yaml"))
     + sorted((REPO / "configs").glob("debug/*.yaml"))
+)
 
 
 # ------------------------------------------------------------------------------------------------ shipped configs
@@ -43,8 +46,9 @@ def test_every_shipped_config_starts_with_the_command(path):
     head = path.read_text().splitlines()[:6]
     assert head[0].startswith("# "), f"{path} must start with a comment"
     rel = path.relative_to(REPO).as_posix()
-    assert any(("emollm train" in line or "-m emollm.cli train" in line) and rel in line for line in head), \
+    assert any(("emollm train" in line or "-m emollm.cli train" in line) and rel in line for line in head), (
         f"{path}: the header must give the exact command running it"
+    )
 
 
 @pytest.mark.parametrize("backbone", list_backbones())
@@ -78,8 +82,18 @@ def test_accelerate_and_deepspeed_configs_parse():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(TINY, ["train.lora_lr=1e-4", "train.lora.r=4", "model.tiny.hidden=32", "data.labels=[a, b]",
-                             "train.max_steps=null", "train.trainable.llm=full", "data.tasks.reason=0.5"])
+    cfg = load_config(
+        TINY,
+        [
+            "train.lora_lr=1e-4",
+            "train.lora.r=4",
+            "model.tiny.hidden=32",
+            "data.labels=[a, b]",
+            "train.max_steps=null",
+            "train.trainable.llm=full",
+            "data.tasks.reason=0.5",
+        ],
+    )
     assert cfg.train.lora_lr == 1e-4 and isinstance(cfg.train.lora_lr, float)  # PyYAML reads 1e-4 as a string
     assert cfg.train.lora.r == 4 and cfg.model.tiny.hidden == 32 and cfg.data.labels == ["a", "b"]
     assert cfg.train.max_steps is None and cfg.train.trainable.llm == "full"
@@ -137,11 +151,19 @@ def _errors(overrides, path=TINY):
     return validate(load_config(path, overrides)).errors
 
 
-@pytest.mark.parametrize("val", ["data/MER2023/relative_test3_NCEV.txt", "dfew/set_1_test.csv", "split/test/x.jsonl",
-                                 "Test.jsonl"])
+@pytest.mark.parametrize(
+    "val", ["data/MER2023/relative_test3_NCEV.txt", "dfew/set_1_test.csv", "split/test/x.jsonl", "Test.jsonl"]
+)
 def test_a_test_split_is_refused_for_model_selection(val):
-    errs = _errors(["data.format=jsonl", "data.train=train.jsonl", f"data.val={val}", "data.feature_root=f",
-                    *(f"model.modalities.{m}.feature_dir={m}" for m in ("face", "video", "audio"))])
+    errs = _errors(
+        [
+            "data.format=jsonl",
+            "data.train=train.jsonl",
+            f"data.val={val}",
+            "data.feature_root=f",
+            *(f"model.modalities.{m}.feature_dir={m}" for m in ("face", "video", "audio")),
+        ]
+    )
     assert any(e.startswith("data.val:") and "test split" in e for e in errs), errs
 
 
@@ -166,8 +188,16 @@ def test_test_detection_has_no_false_positives():
         (["data.format=ncev", "data.train=x.txt", "data.feature_root=f"], "need text targets"),
         (["data.format=jsonl", "data.train=x.jsonl"], "data.feature_root: required"),
         (["data.streaming=true"], "data.streaming: only for data.format=jsonl"),
-        (["data.format=jsonl", "data.train=x.jsonl", "data.feature_root=f", "data.streaming=true",
-          "train.max_steps=null"], "train.max_steps: a streamed data set has no known length"),
+        (
+            [
+                "data.format=jsonl",
+                "data.train=x.jsonl",
+                "data.feature_root=f",
+                "data.streaming=true",
+                "train.max_steps=null",
+            ],
+            "train.max_steps: a streamed data set has no known length",
+        ),
         (["data.modality_dropout=1.0"], "data.modality_dropout: must be in [0, 1)"),
         (["model.modalities.face.projector.kind=mlp3x"], "unknown projector 'mlp3x'"),
         (["train.best_metric=val_accuracy", "data.val_tasks=[reason]"], "needs 'emotion' in data.val_tasks"),
@@ -203,9 +233,11 @@ def test_projector_kinds_match_the_core():
 
 
 def test_validate_does_not_import_torch():
-    code = ("import sys; from emollm.runconfig import load_config, validate; "
-            f"r = validate(load_config({str(TINY)!r})); assert r.ok, r.errors; "
-            "assert 'torch' not in sys.modules, 'validate imported torch'")
+    code = (
+        "import sys; from emollm.runconfig import load_config, validate; "
+        f"r = validate(load_config({str(TINY)!r})); assert r.ok, r.errors; "
+        "assert 'torch' not in sys.modules, 'validate imported torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -223,8 +255,14 @@ def test_validate_cli(capsys):
 def test_schema_lists_every_key_with_its_doc(capsys):
     assert validate_main(["--schema"]) == 0
     out = capsys.readouterr().out
-    for key in ("train.projector_lr (float, default 0.001)", "data.label_order", "model.modalities.<name>.feature_dir",
-                "data.aux[i].ratio", "train.lora.r", "train.logging.tensorboard"):
+    for key in (
+        "train.projector_lr (float, default 0.001)",
+        "data.label_order",
+        "model.modalities.<name>.feature_dir",
+        "data.aux[i].ratio",
+        "train.lora.r",
+        "train.logging.tensorboard",
+    ):
         assert key in out
     lines = describe()
     assert all(": " in line for line in lines)
@@ -240,5 +278,5 @@ def test_schema_lists_every_key_with_its_doc(capsys):
 def test_cli_dispatch_has_train_and_validate():
     from emollm.cli import COMMANDS
 
-    assert COMMANDS["train"][:2] == ("train.sft", "main")
+    assert COMMANDS["train"][:2] == ("emollm_train.sft", "main")
     assert COMMANDS["validate"][:2] == ("emollm.runconfig", "validate_main")

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 import torch
+from emollm_train.monitor import read_log
+from emollm_train.sft import KILL_ENV, SFTRecipe
 from safetensors.torch import load_file
 
 from emollm.runconfig import load_config
-from train.monitor import read_log
-from train.sft import KILL_ENV, SFTRecipe
 
 from .conftest import QUICK, REPO, TINY, TINY_INSTRUCT, merr_overrides, python_bin, subprocess_env, write_merr_dataset
 
@@ -23,7 +23,7 @@ def _mean(xs):
 @pytest.fixture(scope="module")
 def two_stages(tmp_path_factory):
     """Stage 1 then stage 2 of the shipped debug configs (24 steps each), as `emollm train` would run them."""
-    from train.sft import run
+    from emollm_train.sft import run
 
     root = tmp_path_factory.mktemp("stages")
     pre, ins = root / "pretrain", root / "instruct"
@@ -46,8 +46,9 @@ def test_stage_2_starts_from_stage_1_weights(two_stages):
     setup = read_log(ins / "train_log.jsonl", "setup")[0]
     assert setup["init_from"] == str(pre / "final") and setup["projectors_missing"] == [] and setup["adapter"]
     # Rebuild stage 2's model exactly as its run did (no training): its projectors are stage 1's final ones.
-    recipe = SFTRecipe(load_config(TINY_INSTRUCT, [*QUICK, f"train.output_dir={ins}-probe",
-                                                   f"train.init_from={pre}/final"]))
+    recipe = SFTRecipe(
+        load_config(TINY_INSTRUCT, [*QUICK, f"train.output_dir={ins}-probe", f"train.init_from={pre}/final"])
+    )
     recipe.setup()
     stage1 = load_file(str(pre / "final" / "projectors.safetensors"))
     for prefix, module in recipe.raw_model.connector_modules().items():
@@ -64,8 +65,17 @@ def test_checkpoint_folders(two_stages):
     steps = sorted(p.name for p in (ins / "checkpoints").iterdir())
     assert steps == ["step-00000016", "step-00000024"]  # save_every 8, keep_last 2
     ck = ins / "checkpoints" / "step-00000024"
-    for name in ("checkpoint.json", "projectors.safetensors", "adapter_model.safetensors", "trainer_state.json",
-                 "optimizer.pt", "scheduler.json", "rng_state_rank0.json", "run_config.json", "llm"):
+    for name in (
+        "checkpoint.json",
+        "projectors.safetensors",
+        "adapter_model.safetensors",
+        "trainer_state.json",
+        "optimizer.pt",
+        "scheduler.json",
+        "rng_state_rank0.json",
+        "run_config.json",
+        "llm",
+    ):
         assert (ck / name).exists(), name
     assert not list((ins / "checkpoints").glob(".*"))  # no partial leftovers
     best = json.loads((ins / "best" / "best.json").read_text())
@@ -83,8 +93,11 @@ def test_final_checkpoint_answers_a_prompt(two_stages):
 
     _, ins, _, _ = two_stages
     model, processor = load_model(ins / "final")
-    data = SyntheticEmotionData({m: 16 for m in ("face", "video", "audio")},
-                                labels=["neutral", "angry", "happy", "sad", "worried", "surprise"], noise=0.3)
+    data = SyntheticEmotionData(
+        {m: 16 for m in ("face", "video", "audio")},
+        labels=["neutral", "angry", "happy", "sad", "worried", "surprise"],
+        noise=0.3,
+    )
     samples, _ = data.split(4, split_seed=2, with_answer=False)
     answers = chat(model, processor, samples, max_new_tokens=8)
     assert len(answers) == 4 and all(isinstance(a, str) and a for a in answers)
@@ -92,13 +105,19 @@ def test_final_checkpoint_answers_a_prompt(two_stages):
 
 def test_kill_and_resume_reproduces_an_uninterrupted_run(tmp_path, run_tiny):
     """SIGKILL right after the step-5 checkpoint (mid-epoch), resume, and compare with an uninterrupted run."""
-    common = ["train.max_steps=12", "train.save_every=5", "train.eval_every=6", "train.keep_last=3",
-              "data.synthetic.num_train=96"]
+    common = [
+        "train.max_steps=12",
+        "train.save_every=5",
+        "train.eval_every=6",
+        "train.keep_last=3",
+        "data.synthetic.num_train=96",
+    ]
     ref, ref_out = run_tiny(common, out=tmp_path / "ref")
     out = tmp_path / "killed"
     cmd = [python_bin(), "-m", "emollm.cli", "train", str(TINY), *QUICK, f"train.output_dir={out}", *common, "-q"]
-    proc = subprocess.run(cmd, cwd=REPO, env=subprocess_env(**{KILL_ENV: "5"}), capture_output=True, text=True,
-                          timeout=240)
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=subprocess_env(**{KILL_ENV: "5"}), capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]  # killed by SIGKILL, no end-of-training code ran
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000005"]
     assert not (out / "final").exists()
@@ -106,8 +125,11 @@ def test_kill_and_resume_reproduces_an_uninterrupted_run(tmp_path, run_tiny):
     assert read_log(out / "train_log.jsonl", "setup")[-1]["resumed_from"].endswith("step-00000005")
 
     def records(path):
-        return [(r["kind"], r["step"], r.get("loss"), r.get("val_loss"), r.get("lr"))
-                for r in read_log(path, None) if r["kind"] in ("train", "eval")]
+        return [
+            (r["kind"], r["step"], r.get("loss"), r.get("val_loss"), r.get("lr"))
+            for r in read_log(path, None)
+            if r["kind"] in ("train", "eval")
+        ]
 
     assert records(out / "train_log.jsonl") == records(ref_out / "train_log.jsonl")
     assert resumed["replica_fingerprints"] == ref["replica_fingerprints"]
@@ -120,25 +142,49 @@ def test_kill_and_resume_reproduces_an_uninterrupted_run(tmp_path, run_tiny):
 def test_merr_format_data_end_to_end(tmp_path, run_tiny):
     """Generated MERR JSON + .npy features (some audio missing), class-balanced loss, length grouping."""
     data = write_merr_dataset(tmp_path / "merr", n=40, missing_audio=4)
-    summary, out = run_tiny([*merr_overrides(data, tmp_path / "merr"), "train.max_steps=6", "train.save_every=0",
-                             "train.eval_every=0", "train.batch_size=4", "data.balance=loss",
-                             "data.tasks={emotion: 1.0, reason: 1.0}"])
+    summary, out = run_tiny(
+        [
+            *merr_overrides(data, tmp_path / "merr"),
+            "train.max_steps=6",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.batch_size=4",
+            "data.balance=loss",
+            "data.tasks={emotion: 1.0, reason: 1.0}",
+        ]
+    )
     setup = read_log(out / "train_log.jsonl", "setup")[0]
     assert setup["skipped_samples"]["missing_feature_files"]["audio"] == 4
     assert setup["train_samples"] + setup["val_samples"] == 40 and setup["val_samples"] > 0
     assert summary["steps"] == 6 and summary["last_loss"] == summary["last_loss"]  # finite
     # drop_sample removes the clips without audio instead of training them without it
-    summary, out = run_tiny([*merr_overrides(data, tmp_path / "merr"), "train.max_steps=2", "train.save_every=0",
-                             "train.eval_every=0", "train.batch_size=4", "data.missing_features=drop_sample"],
-                            out=tmp_path / "drop")
+    summary, out = run_tiny(
+        [
+            *merr_overrides(data, tmp_path / "merr"),
+            "train.max_steps=2",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.batch_size=4",
+            "data.missing_features=drop_sample",
+        ],
+        out=tmp_path / "drop",
+    )
     assert read_log(out / "train_log.jsonl", "setup")[0]["skipped_samples"]["train"]["missing features"] > 0
 
 
 def test_streaming_run_resumes_by_position(tmp_path, run_tiny):
     data = write_merr_dataset(tmp_path / "merr", n=32)
-    common = [*[o for o in merr_overrides(data, tmp_path / "merr", "jsonl", "jsonl") if "val_fraction" not in o],
-              "data.streaming=true", "data.group_by_length=false", "data.shuffle_buffer=8", "train.batch_size=4",
-              "train.max_steps=10", "train.save_every=4", "train.eval_every=0", "data.tasks={emotion: 1.0}"]
+    common = [
+        *[o for o in merr_overrides(data, tmp_path / "merr", "jsonl", "jsonl") if "val_fraction" not in o],
+        "data.streaming=true",
+        "data.group_by_length=false",
+        "data.shuffle_buffer=8",
+        "train.batch_size=4",
+        "train.max_steps=10",
+        "train.save_every=4",
+        "train.eval_every=0",
+        "data.tasks={emotion: 1.0}",
+    ]
     ref, ref_out = run_tiny(common, out=tmp_path / "ref")  # 10 steps x 4 = 40 > 32 samples: crosses an epoch
     # Resume from the step-8 checkpoint of the reference run in a fresh folder.
     import shutil
@@ -153,8 +199,14 @@ def test_streaming_run_resumes_by_position(tmp_path, run_tiny):
 
 def test_gradient_checkpointing_and_accumulation(tmp_path, run_tiny):
     """Checkpointing recomputes activations (same RNG for dropout): the weights match a run without it exactly."""
-    common = ["train.max_steps=3", "train.save_every=0", "train.eval_every=0", "data.synthetic.num_val=0",
-              "train.batch_size=4", "train.grad_accum=2"]
+    common = [
+        "train.max_steps=3",
+        "train.save_every=0",
+        "train.eval_every=0",
+        "data.synthetic.num_val=0",
+        "train.batch_size=4",
+        "train.grad_accum=2",
+    ]
     plain, out = run_tiny(common, out=tmp_path / "plain")
     ckpt, _ = run_tiny([*common, "train.gradient_checkpointing=true"], out=tmp_path / "ckpt")
     assert plain["replica_fingerprints"] == ckpt["replica_fingerprints"]
@@ -163,7 +215,7 @@ def test_gradient_checkpointing_and_accumulation(tmp_path, run_tiny):
 
 def test_qlora_on_a_saved_tiny_model(tmp_path, run_tiny):
     """The QLoRA path (4-bit nf4 base through bitsandbytes, which runs on CPU) on a tiny LLM saved as an HF folder."""
-    from train.build import build_run_model
+    from emollm_train.build import build_run_model
 
     cfg = load_config(TINY)
     model, processor = build_run_model(cfg)
@@ -171,10 +223,23 @@ def test_qlora_on_a_saved_tiny_model(tmp_path, run_tiny):
     model.language_model.save_pretrained(folder)
     processor.tokenizer.save_pretrained(folder)
     out = tmp_path / "qlora"
-    recipe = SFTRecipe(load_config(TINY, [*QUICK, f"train.output_dir={out}", "model.tiny=null",
-                                          f"model.llm_path={folder}", "model.quantization=4bit", "train.max_steps=3",
-                                          "train.save_every=0", "train.eval_every=0", "data.synthetic.num_val=0",
-                                          "train.batch_size=4"]))
+    recipe = SFTRecipe(
+        load_config(
+            TINY,
+            [
+                *QUICK,
+                f"train.output_dir={out}",
+                "model.tiny=null",
+                f"model.llm_path={folder}",
+                "model.quantization=4bit",
+                "train.max_steps=3",
+                "train.save_every=0",
+                "train.eval_every=0",
+                "data.synthetic.num_val=0",
+                "train.batch_size=4",
+            ],
+        )
+    )
     recipe.setup()
     base = recipe.raw_model.language_model.get_base_model()
     assert base.is_loaded_in_4bit and type(base.model.layers[0].mlp.up_proj.base_layer).__name__ == "Linear4bit"
@@ -188,11 +253,19 @@ def test_qlora_on_a_saved_tiny_model(tmp_path, run_tiny):
 def test_aux_text_data_is_mixed_in(tmp_path, run_tiny):
     data = write_merr_dataset(tmp_path / "merr", n=24)
     aux = tmp_path / "goemotions.jsonl"
-    aux.write_text("".join(json.dumps({"text": f"what a day {i}", "label": "joy" if i % 2 else "anger"}) + "\n"
-                           for i in range(40)))
-    summary, out = run_tiny([*merr_overrides(data, tmp_path / "merr"), "train.max_steps=3", "train.save_every=0",
-                             "train.eval_every=0", "train.batch_size=4",
-                             f"data.aux=[{{path: {aux}, ratio: 0.5, label_map: {{joy: happy, anger: angry}}}}]"])
+    aux.write_text(
+        "".join(json.dumps({"text": f"what a day {i}", "label": "joy" if i % 2 else "anger"}) + "\n" for i in range(40))
+    )
+    summary, out = run_tiny(
+        [
+            *merr_overrides(data, tmp_path / "merr"),
+            "train.max_steps=3",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.batch_size=4",
+            f"data.aux=[{{path: {aux}, ratio: 0.5, label_map: {{joy: happy, anger: angry}}}}]",
+        ]
+    )
     setup = read_log(out / "train_log.jsonl", "setup")[0]
     n = setup["train_samples"]
     assert setup["steps_per_epoch"] == (n + round(0.5 * n)) // 4

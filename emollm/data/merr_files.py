@@ -19,22 +19,20 @@ target, so a crash never leaves a half-written file. Readers validate and raise 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from merr.schema import LabelRow, MERRKind, MERRRecord
+from emollm.data.merr_schema import LabelRow, MERRKind, MERRRecord
+from emollm.utils.io import atomic_write_text
 
 __all__ = [
     "VIDEO_EXTENSIONS",
-    "atomic_write_text",
     "find_video",
     "read_label_txt",
     "read_merr_json",
@@ -47,56 +45,6 @@ __all__ = [
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi")
 TxtFormat = Literal["auto", "ne", "nce", "ncev"]
 _TXT_COLUMNS = {"ne": 2, "nce": 3, "ncev": 4}
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's own 0600 would hide outputs
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``).
-
-    Newlines are written as given (no translation). The parent directory is created if needed. The file gets the
-    usual permissions of a new file (``0666`` minus the umask), not the temp file's ``0600``. ``fsync=False`` keeps
-    the atomic rename but skips the two fsyncs (a crash of the process can't tear the file; a power cut can, so use
-    it only for caches whose readers treat an unparseable file as missing).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with contextlib.suppress(OSError, AttributeError):  # no os.fchmod on Windows
-            os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
-            f.write(text)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    if not fsync:
-        return path
-    try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------------- JSON
@@ -203,7 +151,7 @@ def _fmt_float(v: float) -> str:
 def write_label_txt(path: str | os.PathLike[str], rows: Iterable[LabelRow | MERRRecord], columns: str = "NCEV") -> Path:
     """Write a whitespace label list: ``columns`` is ``"NCEV"`` (default), ``"NCE"`` or ``"NE"``.
 
-    ``MERRRecord`` rows are converted with :meth:`~merr.schema.MERRRecord.label_row`.
+    ``MERRRecord`` rows are converted with :meth:`~emollm.data.merr_schema.MERRRecord.label_row`.
 
     Raises:
         ValueError: bad ``columns``, a missing C/V value, or whitespace inside a name/label.
@@ -243,7 +191,7 @@ def read_label_txt(
         path: the TXT file.
         fmt: ``"auto"`` picks per line from the column count (2 = N E, 3 = N C E, 4 = N C E V); otherwise every
             line must have exactly that layout.
-        labels: if given, every label must be one of these (e.g. :data:`merr.schema.LABELS`).
+        labels: if given, every label must be one of these (e.g. :data:`emollm.data.merr_schema.LABELS`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -330,7 +278,7 @@ def read_transcriptions_csv(path: str | os.PathLike[str]) -> dict[str, str]:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}:1: empty file; expected a 'name,sentence' header")
-        cols = [h.strip() for h in header]
+        cols = [h.strip().lower() for h in header]
         if "name" not in cols or "sentence" not in cols:
             raise ValueError(
                 f"{path}:1: header {cols} lacks 'name' and/or 'sentence'; the file needs columns name,sentence"

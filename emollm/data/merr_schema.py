@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from emollm.labels import MERR_LABELS as LABELS
+
 __all__ = ["EL_KEYS", "EXTRAS_KEY", "LABELS", "LabelRow", "MERRExtras", "MERRKind", "MERRRecord"]
 
 MERRKind = Literal["coarse", "fine"]
@@ -28,8 +30,6 @@ MERRKind = Literal["coarse", "fine"]
 EL_KEYS: tuple[str, ...] = (
     "AU_list", "visual_prior_list", "audio_prior_list", "peak_index", "peak_AU_list", "pseu_emotion",
 )  # fmt: skip
-#: Emotion-LLaMA's nine-label vocabulary (MERR / MER2023 TXT lists).
-LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
 #: Key of our extras namespace inside a record (written only with ``include_extras=True``).
 EXTRAS_KEY = "emollm"
 

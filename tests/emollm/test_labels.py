@@ -1,8 +1,8 @@
-"""eval.parsing: free-text answers -> one label, or invalid."""
+"""emollm.labels: free-text answers -> one label, or invalid; the label sets."""
 
 import pytest
 
-from eval.parsing import DEFAULT_SYNONYMS, LabelParser, ParseResult
+from emollm.labels import DEFAULT_SYNONYMS, LabelParser, ParseResult
 
 DFEW = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
 MER2023 = ["neutral", "angry", "happy", "sad", "worried", "surprise"]

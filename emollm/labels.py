@@ -1,11 +1,17 @@
-"""Free-text answer -> emotion label, with a synonym table and explicit invalid answers.
+"""The label vocabulary of the field, in one place: label sets with their prompt orders, and answer parsing.
 
-An answer is lower-cased and split into words (letters and digits; everything else, including punctuation, hyphens
-and apostrophes, separates words). Each label, and each synonym of it, matches whole words only, so ``unhappy`` never
-matches ``happy`` (it is a synonym of ``sad``). A label and its synonyms count as one label. The answer is valid when
-it names exactly one distinct label; an answer that names none or several is **invalid**: its label is ``None``
-(scored as :data:`eval.metrics.INVALID`, always wrong) and it is never mapped to a class. The old Emotion-LLaMA
-script mapped such answers to ``neutral``, which inflates the neutral class; we report them instead.
+Label sets (:data:`LABEL_SETS`, :func:`label_set`) give each corpus' classes in their **canonical** order (the
+order of the corpus' own files: DFEW's label ``i`` is ``DFEW_LABELS[i - 1]``) and the **prompt order** in which
+Emotion-LLaMA's prompts list them. The two differ, and the prompt order changes prompts and measured accuracy, so
+every command takes its order from here.
+
+Answer parsing (:class:`LabelParser`): an answer is lower-cased and split into words (letters and digits;
+everything else, including punctuation, hyphens and apostrophes, separates words). Each label, and each synonym of
+it, matches whole words only, so ``unhappy`` never matches ``happy`` (it is a synonym of ``sad``). A label and its
+synonyms count as one label. The answer is valid when it names exactly one distinct label; an answer that names
+none or several is **invalid**: its label is ``None`` (scored as an always-wrong invalid prediction) and it is never
+mapped to a class. The old Emotion-LLaMA script mapped such answers to ``neutral``, which inflates the neutral
+class; we report them instead.
 
 Negation is out of scope: ``"not happy"`` parses as ``happy``, and ``"happy, not sad"`` names two labels and is
 invalid.
@@ -16,15 +22,84 @@ Example:
     'happy'
     >>> parser.parse("Happy or sad?").reason
     'several labels: happy, sad'
+    >>> label_set("mer2023").prompt_order[:3]
+    ('happy', 'sad', 'neutral')
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["DEFAULT_SYNONYMS", "LabelParser", "ParseResult"]
+__all__ = [
+    "DEFAULT_SYNONYMS",
+    "DFEW_LABELS",
+    "EMOTION_LLAMA_LABEL_ORDER",
+    "FER2013_LABELS",
+    "LABEL_SETS",
+    "MER2023_LABELS",
+    "MERR_LABELS",
+    "LabelParser",
+    "LabelSet",
+    "ParseResult",
+    "label_set",
+]
+
+MERR_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
+"""MERR's nine labels in the order of its files (MER2023 TXT lists, ``pseu_emotion`` values)."""
+EMOTION_LLAMA_LABEL_ORDER: tuple[str, ...] = (
+    "happy", "sad", "neutral", "angry", "worried", "surprise", "fear", "contempt", "doubt",
+)  # fmt: skip
+"""The nine labels in the order of Emotion-LLaMA's ``emotion`` task prompt (REFERENCE.md §1.4). Its maintainer found
+listing all nine better than six even on 6-class MER2023 (#66); a valid answer naming one of the extra labels is a
+wrong prediction there, not an invalid one."""
+MER2023_LABELS: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise")
+"""MER2023's six discrete classes, in the challenge's order."""
+DFEW_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+"""DFEW's seven classes; the label ``i`` of a split CSV is ``DFEW_LABELS[i - 1]``. Also Emotion-LLaMA's DFEW
+zero-shot prompt order."""
+FER2013_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER2013's seven classes in the dataset's index order (the output order of FER2013-trained CNNs)."""
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """A corpus' classes: their canonical order and the order prompts list them in.
+
+    Attributes:
+        name: Registry key (``merr``, ``mer2023``, ``dfew``, ``fer2013``).
+        labels: The classes in the corpus' own order.
+        prompt_order: The order a classification prompt lists (may hold more labels than ``labels``: Emotion-LLaMA
+            lists all nine MERR labels for 6-class MER2023).
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    prompt_order: tuple[str, ...]
+
+
+LABEL_SETS: dict[str, LabelSet] = {
+    "merr": LabelSet("merr", MERR_LABELS, EMOTION_LLAMA_LABEL_ORDER),
+    "mer2023": LabelSet("mer2023", MER2023_LABELS, EMOTION_LLAMA_LABEL_ORDER),
+    "dfew": LabelSet("dfew", DFEW_LABELS, DFEW_LABELS),
+    "fer2013": LabelSet("fer2013", FER2013_LABELS, FER2013_LABELS),
+}
+"""Every label set the library knows, by name."""
+
+
+def label_set(name: str) -> LabelSet:
+    """The :class:`LabelSet` called ``name``.
+
+    Raises:
+        KeyError: Naming the known sets.
+    """
+    try:
+        return LABEL_SETS[name]
+    except KeyError:
+        raise KeyError(f"unknown label set {name!r}; known: {', '.join(LABEL_SETS)}") from None
+
 
 # Surface form -> label. Covers the 9 Emotion-LLaMA/MERR labels (neutral, angry, happy, sad, worried, surprise, fear,
 # contempt, doubt) and DFEW's 7 (adds disgust). Entries whose label is not in a parser's label set are ignored by that

@@ -1,0 +1,94 @@
+"""Atomic file writes: the one implementation every writer of the project uses.
+
+A file is written to a temporary sibling in the same folder, flushed and (by default) fsynced, then renamed over
+the target with ``os.replace``, so a reader or a killed process never sees half a file; the rename is made durable
+by fsyncing the folder. The new file gets the usual permissions of a new file (``0666`` minus the umask), not the
+temporary file's ``0600``. ``fsync=False`` keeps the atomic rename but skips the fsyncs: a crash of the process
+cannot tear the file, a power cut can, so use it only for caches whose readers treat an unparseable file as
+missing.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "out" / "m.json"
+    >>> atomic_write_json(p, {"a": 1}).read_text()
+    '{\\n  "a": 1\\n}\\n'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's own 0600 would hide outputs
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, fsync: bool = True) -> Path:
+    """Create ``path`` atomically from ``write(binary_file)``; the parent folder is created if needed.
+
+    ``write`` gets an open binary file (``torch.save``, ``np.save`` and ``savefig`` accept one). If it raises, the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with contextlib.suppress(OSError, AttributeError):  # no os.fchmod on Windows
+            os.fchmod(fd, _FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda f: f.write(data), fsync=fsync)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8", fsync: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically; newlines are written as given (no translation)."""
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync)
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str], data: Any, *, indent: int | None = 2, sort_keys: bool = False, fsync: bool = True
+) -> Path:
+    """Write ``data`` as JSON (UTF-8, not ASCII-escaped, newline-terminated) to ``path`` atomically."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=sort_keys) + "\n"
+    return atomic_write_text(path, text, fsync=fsync)
