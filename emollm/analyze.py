@@ -43,8 +43,8 @@ def clip_features(
     model: EmoLLMForCausalLM, path: str | Path, feature_files: dict[str, str] | None = None
 ) -> tuple[dict[str, torch.Tensor | None], dict[str, str]]:
     """Per-modality inputs for the model's branches from a clip, and the reasons for missing ones."""
-    from emollm.encoders import load_feature_file
-    from emollm.features import ENCODER_INPUT, build_live_encoder, encode_sample, sample_has, spec_from_manifest
+    from emollm.encoders import ENCODERS, load_feature_file
+    from emollm.features import build_live_encoder, encode_sample, sample_has, spec_from_manifest
     from emollm.media import load_sample
 
     feature_files = feature_files or {}
@@ -62,7 +62,8 @@ def clip_features(
                 f"pass --{modality} FILE.npy"
             )
             continue
-        source = ENCODER_INPUT[manifest["encoder"]] if manifest else ENCODER_INPUT.get(cfg.encoder, modality)
+        entry = ENCODERS.get(manifest["encoder"] if manifest else cfg.encoder)
+        source = entry.input if entry is not None and entry.input != "features" else modality
         media_kwargs = spec_from_manifest(manifest).media_kwargs() if manifest else {}
         media = load_sample(path, modalities=[source], **media_kwargs)
         if not sample_has(source, media):

@@ -6,9 +6,14 @@ Subcommand modules are imported lazily, so ``emollm backbones`` does not pay for
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+import warnings
 
-# name -> (module, function, one-line help). Modules outside ``emollm`` (merr, eval) are the recipe packages.
+from emollm import __version__
+
+# name -> (module, function, one-line help). Modules outside ``emollm`` (emollm_merr, emollm_eval, emollm_train) are
+# the recipe packages (repo folders merr/, eval/, train/).
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "backbones": ("emollm.backbones", "cli_main", "list the registered LLM backbones (--json for machine output)"),
     "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
@@ -33,9 +38,45 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Top-level module -> the extra that installs it, for "pip install 'emollm[extra]'" hints.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "deepspeed": "train",
+    "datasets": "train",
+    "tensorboard": "train",
+    "decord": "media",
+    "av": "media",
+    "cv2": "media",
+    "soundfile": "media",
+    "PIL": "media",
+    "scipy": "media",
+    "h5py": "media",
+    "open_clip": "media",
+    "timm": "media",
+    "mediapipe": "clues",
+    "parselmouth": "clues",
+    "opensmile": "clues",
+    "matplotlib": "eval",
+}
+
+
+class _DropKernelsCommunity(logging.Filter):
+    """bitsandbytes logs a harmless "Failed to load CPU gemm_4bit_forward from kernels-community" at import."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+def quiet_third_party() -> None:
+    """Keep third-party noise out of a user's terminal: bitsandbytes' kernels-community line and transformers'
+    deprecation warnings (they concern transformers' own internals, not anything a user can change)."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelsCommunity())
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch)(\.|$)")
+
+
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: emollm <command> [options]", "", "commands:"]
+    lines = ["usage: emollm [--version] <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "Run 'emollm <command> --help' for the options of one command."]
     return "\n".join(lines)
@@ -47,14 +88,28 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0
+    if argv[0] in {"-V", "--version", "version"}:
+        print(f"emollm {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"emollm: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    quiet_third_party()
     module_name, func_name, _ = COMMANDS[name]
-    func = getattr(importlib.import_module(module_name), func_name)
     try:
+        func = getattr(importlib.import_module(module_name), func_name)
         return int(func(rest) or 0)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in EXTRA_OF_MODULE:
+            raise
+        print(
+            f"emollm {name}: needs the '{missing}' package; install it with: "
+            f"pip install 'emollm[{EXTRA_OF_MODULE[missing]}]'",
+            file=sys.stderr,
+        )
+        return 1
     except BrokenPipeError:  # `emollm backbones --json | head`
         sys.stderr.close()
         return 0

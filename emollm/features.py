@@ -32,23 +32,12 @@ import numpy as np
 import torch
 
 from emollm.configuration import ModalityConfig
+from emollm.encoders import ENCODERS, encoder_input
 from emollm.utils.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-#: What each live encoder consumes from a MediaSample.
-ENCODER_INPUT: dict[str, str] = {
-    "whisper": "audio",
-    "hubert": "audio",
-    "wav2vec2": "audio",
-    "wavlm": "audio",
-    "fer": "face",
-    "vit_face": "face",
-    "clip": "video",
-    "open_clip": "video",
-    "videomae": "video",
-    "minilm": "text",
-}
+_LIVE_ENCODERS = [n for n, e in ENCODERS.items() if e.input != "features"]
 MEDIA_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".wav", ".mp3", ".flac", ".m4a", ".jpg", ".jpeg", ".png"}
 FORMAT_VERSION = 1
 
@@ -65,12 +54,11 @@ class ExtractSpec:
     min_audio_duration: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODER_INPUT:
-            raise ValueError(f"encoder {self.encoder!r} cannot extract from media; choose from {sorted(ENCODER_INPUT)}")
+        encoder_input(self.encoder)  # raises for an encoder that cannot extract from media
 
     @property
     def modality(self) -> str:
-        return ENCODER_INPUT[self.encoder]
+        return encoder_input(self.encoder)
 
     def media_kwargs(self) -> dict[str, Any]:
         """Arguments for ``emollm.media.load_sample`` that reproduce this spec's inputs."""
@@ -334,7 +322,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract", help="extract features of media files into a cache")
     ex.add_argument("--input", required=True, help="a folder of media files or a text file listing paths")
-    ex.add_argument("--encoders", required=True, help=f"comma-separated: {', '.join(sorted(ENCODER_INPUT))}")
+    ex.add_argument("--encoders", required=True, help=f"comma-separated: {', '.join(sorted(_LIVE_ENCODERS))}")
     ex.add_argument("--out", required=True, help="cache root")
     ex.add_argument("--encoder-path", action="append", default=[], metavar="ENC=PATH", help="local weights per encoder")
     ex.add_argument(

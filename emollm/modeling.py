@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from emollm.configuration import MODALITIES, EmoLLMConfig
 from emollm.encoders import build_encoder
 from emollm.projectors import CrossModalFusion, ModalityTypeEmbedding, build_projector
+from emollm.utils.tensors import valid_mask
 
 
 @dataclass
@@ -41,11 +42,6 @@ class ModalityInputs:
     def to(self, device=None, dtype=None) -> ModalityInputs:
         feats = self.features.to(device=device, dtype=dtype) if dtype else self.features.to(device)
         return ModalityInputs(feats, self.lengths.to(device), self.sample_index.to(device))
-
-
-def valid_mask(lengths: Tensor, width: int) -> Tensor:
-    """(B,) lengths -> (B, width) bool mask of valid positions."""
-    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
 
 
 class EmoLLMForCausalLM(nn.Module):

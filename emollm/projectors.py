@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emollm.utils.tensors import valid_mask
+
 __all__ = [
     "PROJECTOR_KINDS",
     "CrossModalFusion",
@@ -48,11 +50,6 @@ def _check_int(name: str, value: object, minimum: int = 1) -> int:
     if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
-
-
-def _valid_mask(lengths: Tensor, size: int) -> Tensor:
-    """(B,) lengths -> (B, size) bool mask, True on valid positions."""
-    return torch.arange(size, device=lengths.device) < lengths[:, None]
 
 
 def _check_lengths(lengths: Tensor, batch: int, size: int, name: str = "lengths") -> int:
@@ -137,7 +134,7 @@ class Projector(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.in_dim:
             raise ValueError(f"x must have shape (B, T, in_dim={self.in_dim}), got {tuple(x.shape)}")
         longest = _check_lengths(lengths, x.shape[0], x.shape[1])
-        return _valid_mask(lengths.to(x.device), x.shape[1]), longest
+        return valid_mask(lengths.to(x.device), x.shape[1]), longest
 
 
 class _FrameProjector(Projector):
@@ -160,7 +157,7 @@ class _FrameProjector(Projector):
         x = x.reshape(B, -1, m * D)  # (B, ceil(T/m)*m, D_in) -> (B, K, m*D_in)
         tokens = self.proj(x)  # (B, K, m*D_in) -> (B, K, D_out)
         token_lengths = (lengths.to(x.device) + m - 1) // m
-        tokens = tokens.masked_fill(~_valid_mask(token_lengths, tokens.shape[1])[..., None], 0.0)
+        tokens = tokens.masked_fill(~valid_mask(token_lengths, tokens.shape[1])[..., None], 0.0)
         return tokens, token_lengths
 
 
@@ -437,7 +434,7 @@ class CrossModalFusion(nn.Module):
             idx = sample_index[m]
             if idx.shape != (x.shape[0],) or idx.unique().numel() != idx.numel():
                 raise ValueError(f"sample_index[{m!r}] must hold {x.shape[0]} distinct rows, got {idx.tolist()}")
-            masks[m] = _valid_mask(lengths[m].to(x.device), x.shape[1])
+            masks[m] = valid_mask(lengths[m].to(x.device), x.shape[1])
 
         rows = {}  # pair -> (rows in a, rows in b) of the samples that have both
         for a, b in self.pairs:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from emollm.utils.tensors import valid_mask
+
 Pooling = Literal["frame", "utterance"]
 POOLINGS: tuple[str, ...] = ("frame", "utterance")
 
@@ -27,11 +29,6 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
 _PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def valid_mask(lengths: Tensor, width: int) -> Tensor:
-    """(B,) lengths -> (B, width) bool mask of valid positions."""
-    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
