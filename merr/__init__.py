@@ -2,10 +2,12 @@
 
 The repo folder ``merr/`` installs as ``emollm_merr``. Importing it needs numpy + pyyaml only; torch/transformers
 load lazily when a model stage runs. Modules: ``au`` (read/run OpenFace), ``peaks`` (peak frame), ``cues`` (AU
-combination -> pseudo-label, AU phrases), ``describe`` (clue describers, FER fallback), ``reason`` (LLM reasoning,
-cache), ``filter`` (contradiction, dedup, balance, neutral, confidence), ``review`` (human-in-the-loop CSV),
-``pipeline`` (the cached, resumable ``emollm merr build``), ``config`` (its typed YAML config), ``cli``
-(``emollm merr``). The MERR record schema and Emotion-LLaMA's JSON/TXT/CSV files are library code
+combination -> pseudo-label, AU phrases), ``fer`` (FER fallback of stage 1), ``describe`` (clue describer registry;
+the describers in ``clue``, ``describe_offline``, ``describe_models``, the audio measurement in
+``audio_measures``), ``reason`` (LLM reasoning, cache), ``filter`` (contradiction, dedup, balance, neutral,
+confidence), ``review`` (human-in-the-loop CSV), ``pipeline`` (the cached, resumable ``emollm merr build``; its steps
+in ``stages``, its files in ``export``, its cache in :mod:`emollm.utils.stage_cache`), ``config`` (its typed YAML
+config), ``cli`` (``emollm merr``). The MERR record schema and Emotion-LLaMA's JSON/TXT/CSV files are library code
 (:mod:`emollm.data.merr_schema`, :mod:`emollm.data.merr_files`), as are the prompts (:mod:`emollm.prompts`).
 
 Example:
@@ -14,15 +16,9 @@ Example:
     >>> print(result.table())  # doctest: +SKIP
 """
 
-from emollm_merr.au import AUSequence, NoFaceError, OpenFaceRunner, read_openface_csv
-from emollm_merr.config import BuildConfig, BuildConfigError, load_build_config
-from emollm_merr.cues import CueResult, CueTable, describe_aus, label_csv, label_from_peak, load_cue_table
-from emollm_merr.describe import ClipContext, Clue, Describer, FERFallbackAU, MeasuredAudioDescriber, build_describer
-from emollm_merr.peaks import PeakResult, find_peaks_chronological, select_peak
-from emollm_merr.pipeline import BuildResult, MERRBuilder, run_build
-from emollm_merr.reason import LLMReasoner, ReasoningClient
-from emollm_merr.review import export_review, import_review
-
+from emollm.aus.cues import CueResult, CueTable, describe_aus, label_csv, label_from_peak, load_cue_table
+from emollm.aus.openface import AUSequence, NoFaceError, OpenFaceRunner, read_openface_csv
+from emollm.aus.peaks import PeakResult, find_peaks_chronological, select_peak
 from emollm.data.merr_files import (
     find_video,
     read_label_txt,
@@ -33,6 +29,11 @@ from emollm.data.merr_files import (
     write_transcriptions_csv,
 )
 from emollm.data.merr_schema import LABELS, LabelRow, MERRExtras, MERRRecord
+from emollm.reasoning import LLMReasoner, ReasoningClient
+from emollm_merr.config import BuildConfig, BuildConfigError, load_build_config
+from emollm_merr.describe import ClipContext, Clue, Describer, FERFallbackAU, MeasuredAudioDescriber, build_describer
+from emollm_merr.pipeline import BuildResult, MERRBuilder, run_build
+from emollm_merr.review import export_review, import_review
 
 __all__ = [
     "LABELS",

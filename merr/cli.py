@@ -26,9 +26,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emollm_merr.au import AUSequence
-from emollm_merr.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_table
-from emollm_merr.peaks import PEAK_RULES, PeakResult
+from emollm.aus.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_table
+from emollm.aus.openface import AUSequence
+from emollm.aus.peaks import PEAK_RULES, PeakResult
 
 __all__ = ["au_label_payload", "build_parser", "main"]
 
@@ -45,16 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         "au-label",
         help="peak frame + AU pseudo-label of one OpenFace CSV",
         description="Choose the peak frame of an OpenFace 2 FeatureExtraction CSV and pseudo-label it from its AU "
-        "combination (table: configs/merr/au_cues.yaml).",
+        "combination (table: emollm/aus/au_cues.yaml).",
     )
     p.add_argument("csv", metavar="OPENFACE.csv", help="OpenFace 2 FeatureExtraction output (run with -aus)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument(
         "--rule", choices=PEAK_RULES, default=None, help="peak rule (default: the cue table's peak.rule, 'paper')"
     )
-    p.add_argument(
-        "--cues", metavar="PATH", default=None, help="AU cue table YAML (default: configs/merr/au_cues.yaml)"
-    )
+    p.add_argument("--cues", metavar="PATH", default=None, help="AU cue table YAML (default: emollm/aus/au_cues.yaml)")
     p.add_argument(
         "--min-confidence",
         type=float,
@@ -102,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    merr_log = logging.getLogger("merr")
+    merr_log = logging.getLogger("emollm_merr")
     merr_log.addHandler(handler)
     merr_log.setLevel(logging.INFO)
     try:

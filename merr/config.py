@@ -6,7 +6,7 @@ wrong type names the key, the expected type and the value. ``key.sub=value`` ove
 applied before validation, e.g. ``emollm merr build --config configs/merr/build.yaml reason.max_new_tokens=64``.
 
 Relative paths are resolved against the current directory (run the command from the repository root, as the YAML
-header says), except ``au.cues: default``, which is the packaged ``configs/merr/au_cues.yaml``.
+header says), except ``au.cues: default``, which is the packaged ``emollm/aus/au_cues.yaml``.
 
 Describer specs (one per clue; see :mod:`emollm_merr.describe`):
 
@@ -75,7 +75,7 @@ class AUConfig:
     """Stage 1-3: action units, peak frame, pseudo-label."""
 
     cues: str = "default"
-    """AU cue table YAML; ``default`` is the packaged ``configs/merr/au_cues.yaml``."""
+    """AU cue table YAML; ``default`` is the packaged ``emollm/aus/au_cues.yaml``."""
     peak_rule: Literal["paper", "sum_all"] | None = None
     """Peak rule; null: the cue table's ``peak.rule``."""
     min_confidence: float | None = None
@@ -212,9 +212,8 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Cross-field checks; raises :class:`BuildConfigError`."""
-        from emollm_merr.describe import parse_spec
-
         from emollm.prompts import REASONING_PROMPTS as PROMPTS
+        from emollm_merr.describe import parse_spec
 
         if not self.inputs.video_dir:
             raise BuildConfigError("inputs.video_dir: required (the folder of <name>.mp4/.avi clips)")

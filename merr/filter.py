@@ -1,19 +1,7 @@
-"""MERR step 7 filtering: contradiction check, deduplication, class balancing, neutral samples, confidence.
+"""MERR step 7 filtering: deduplication, class balancing, neutral samples, confidence.
 
-**Contradiction check** (:func:`check_reasoning`), with ``emollm.labels.LabelParser`` over the label vocabulary
-(whole words, synonyms: ``joyful`` -> happy, ``scared`` -> fear, ...):
-
-* ``empty``: no text -> rejected;
-* ``missing_label``: the label (or a synonym) is never named -> rejected;
-* ``contradiction``: the *concluding* sentence (the last sentence naming any label) names other labels but not
-  this one -> rejected;
-* ``mixed``: the concluding sentence names this label and others (``"not angry but happy"``) -> kept, lower
-  confidence;
-* ``consistent``: otherwise.
-
-**Degenerate text** (:func:`check_quality`; small LLMs loop or stop mid-sentence): ``repetitive`` when some run of
-8 words occurs 3 or more times, ``truncated`` when the text does not end a sentence (``. ! ?`` or a closing quote /
-bracket after one) -> rejected (``filter.degenerate``).
+The contradiction and degenerate-text checks are library code (:func:`emollm.reasoning.check_reasoning`,
+:func:`emollm.reasoning.check_quality`), shared with the clue mode of ``emollm analyze``.
 
 **Deduplication** (:func:`dedup_key`): reasonings are compared after lower-casing and collapsing everything but
 letters/digits to single spaces; the first sample in name order keeps it.
@@ -43,16 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
-    "Consistency",
     "balance",
-    "check_quality",
-    "check_reasoning",
     "dedup_key",
     "label_confidence",
     "sample_confidence",
@@ -60,86 +43,7 @@ __all__ = [
     "select_neutral",
 ]
 
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _NON_WORD = re.compile(r"[^\w]+|_+")
-
-
-@dataclass(frozen=True)
-class Consistency:
-    """Outcome of :func:`check_reasoning`."""
-
-    status: str
-    """``consistent``, ``mixed``, ``missing_label``, ``contradiction`` or ``empty``."""
-    mentioned: tuple[str, ...]
-    """Labels named anywhere, in order of first mention."""
-    concluded: tuple[str, ...]
-    """Labels named in the concluding sentence."""
-
-    @property
-    def ok(self) -> bool:
-        """Kept by the contradiction filter."""
-        return self.status in ("consistent", "mixed")
-
-    @property
-    def issue(self) -> str:
-        """Short text for the review file ("" when consistent)."""
-        if self.status == "consistent":
-            return ""
-        if self.status == "contradiction":
-            return f"contradiction: concludes {', '.join(self.concluded)}"
-        if self.status == "mixed":
-            return f"mixed: concludes {', '.join(self.concluded)}"
-        return self.status
-
-
-def _parser(labels: Sequence[str]):
-    from emollm.labels import LabelParser
-
-    return LabelParser(list(labels))
-
-
-def check_reasoning(text: str | None, label: str, labels: Sequence[str], parser: Any = None) -> Consistency:
-    """Whether a reasoning supports ``label`` (see the module docstring).
-
-    Args:
-        text: The reasoning.
-        label: The label it must explain.
-        labels: The vocabulary (other labels count as contradictions).
-        parser: A prebuilt ``LabelParser(labels)`` (optional, for speed).
-    """
-    parser = parser or _parser(labels)
-    text = (text or "").strip()
-    if not text:
-        return Consistency("empty", (), ())
-    mentioned = parser.parse(text).candidates
-    concluded: tuple[str, ...] = ()
-    for sentence in reversed([s for s in _SENTENCES.split(text) if s.strip()]):
-        found = parser.parse(sentence).candidates
-        if found:
-            concluded = found
-            break
-    if label not in mentioned:
-        return Consistency("missing_label", mentioned, concluded)
-    if label not in concluded:
-        return Consistency("contradiction", mentioned, concluded)
-    if len(concluded) > 1:
-        return Consistency("mixed", mentioned, concluded)
-    return Consistency("consistent", mentioned, concluded)
-
-
-_WORDS = re.compile(r"[^\W_]+")
-
-
-def check_quality(text: str | None, ngram: int = 8, max_repeats: int = 2) -> str | None:
-    """``"repetitive"``, ``"truncated"`` or None for a usable text (see the module docstring)."""
-    text = (text or "").strip()
-    words = [w.lower() for w in _WORDS.findall(text)]
-    grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
-    if grams and max(Counter(grams).values()) > max_repeats:
-        return "repetitive"
-    if text and not re.search(r"[.!?][\"'”’)\]]*$", text):
-        return "truncated"
-    return None
 
 
 def dedup_key(text: str) -> str:

@@ -12,11 +12,9 @@ The published recipe (REFERENCE.md §1.5 step 7) gives LLaMA-3-8B-Instruct every
 unavailable clues are left out, never filled in. A new wording is a new version, so cached reasonings of the old
 one are not reused by mistake.
 
-Any LLM works through the :class:`ReasoningClient` protocol (``id`` + ``generate(system, user, seed=...)``):
-:class:`LLMReasoner` runs a text-only backbone from the registry (``emollm.backbones``; SmolLM2 offline on its
-embedded weights, or ``llm_path`` for a local LLaMA-3 / Qwen / Mistral folder) with its own chat format, greedy or
-with sampling seeded per prompt, one prompt at a time (batching would make an output depend on its batch
-neighbours, so a resumed run could differ from an uninterrupted one).
+Any LLM works through the :class:`emollm.reasoning.ReasoningClient` protocol (``id`` + ``generate(system, user,
+seed=...)``); :class:`emollm.reasoning.LLMReasoner` runs a text-only backbone of the registry (SmolLM2 offline, or
+``llm_path`` for a local LLaMA-3 / Qwen / Mistral folder).
 
 :class:`ReasoningCache` stores each answer under ``sha256(client id, prompt version, system, user)``: a finished
 sample is never generated twice, a changed clue or label (e.g. a reviewer's correction) gets a fresh answer.
@@ -27,131 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-__all__ = [
-    "LLMReasoner",
-    "ReasoningCache",
-    "ReasoningClient",
-    "build_reasoning_client",
-    "trim_to_sentence",
-]
+from emollm.reasoning import LLMReasoner, ReasoningClient
 
-
-@runtime_checkable
-class ReasoningClient(Protocol):
-    """Anything that turns a prompt into a reasoning.
-
-    Attributes:
-        id: Stable identity of the model and its generation settings (part of the cache key).
-    """
-
-    id: str
-
-    def generate(self, system: str, user: str, *, seed: int) -> str:
-        """The answer to one prompt; deterministic for the same arguments."""
-        ...
-
-
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
-
-
-def trim_to_sentence(text: str) -> str:
-    """Cut a generation stopped by the token limit back to its last complete sentence (unchanged if it has none)."""
-    text = text.strip()
-    if not text or text[-1] in ".!?\"')":
-        return text
-    ends = list(_SENTENCE_END.finditer(text))
-    return text[: ends[-1].end()].strip() if ends else text
-
-
-def prompt_seed(seed: int, system: str, user: str) -> int:
-    """A per-prompt seed: the same prompt samples the same answer whatever the order or batch it runs in."""
-    digest = hashlib.sha256(f"{seed}\0{system}\0{user}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-class LLMReasoner:
-    """A text-only LLM from the backbone registry as a :class:`ReasoningClient` (loaded lazily, on first use).
-
-    Args:
-        backbone: Registry name (``smollm2`` runs offline).
-        llm_path: Local HF folder or ``.gguf`` (needed by backbones without embedded weights).
-        max_new_tokens: Generation budget; a reasoning cut by it is trimmed to its last full sentence.
-        do_sample: False: greedy. True: sampling with ``temperature`` / ``top_p``, seeded per prompt.
-        device: Torch device.
-    """
-
-    def __init__(
-        self,
-        backbone: str = "smollm2",
-        llm_path: str | os.PathLike[str] | None = None,
-        *,
-        max_new_tokens: int = 160,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        device: str = "cpu",
-    ):
-        from emollm.backbones import get_backbone
-
-        self.spec = get_backbone(backbone)  # unknown backbone -> ValueError listing the known ones
-        self.llm_path = None if llm_path is None else str(llm_path)
-        self.max_new_tokens = max_new_tokens
-        self.do_sample = do_sample
-        self.temperature = temperature
-        self.top_p = top_p
-        self.device = device
-        source = "embedded" if self.llm_path is None else str(Path(self.llm_path).expanduser().resolve())
-        gen = f"greedy:{max_new_tokens}" if not do_sample else f"sample:{temperature}:{top_p}:{max_new_tokens}"
-        self.id = f"llm:{backbone}:{source}:{gen}"
-        self._loaded: tuple[Any, Any, Any, list[int]] | None = None
-
-    def _load(self):
-        if self._loaded is None:
-            from emollm.chat_formats import get_chat_format
-            from emollm.llm import load_language_model, load_tokenizer, resolve_llm_path
-
-            path = resolve_llm_path(self.spec, self.llm_path)
-            model = load_language_model(self.spec, path).to(self.device).eval()
-            tokenizer = load_tokenizer(path)
-            fmt = get_chat_format(self.spec.chat_format, default_system=self.spec.default_system)
-            vocab = tokenizer.get_vocab()
-            stop = {vocab[s] for s in fmt.stop_strings if s in vocab}
-            if tokenizer.eos_token_id is not None:
-                stop.add(tokenizer.eos_token_id)
-            self._loaded = (model, tokenizer, fmt, sorted(stop))
-        return self._loaded
-
-    def generate(self, system: str, user: str, *, seed: int) -> str:
-        import torch
-
-        from emollm.chat_formats import tokenize_chat
-
-        model, tokenizer, fmt, stop = self._load()
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        ids, _ = tokenize_chat(tokenizer, fmt, messages, add_generation_prompt=True)
-        input_ids = torch.tensor([ids], device=self.device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "eos_token_id": stop,
-            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
-        }
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=None)
-            torch.manual_seed(prompt_seed(seed, system, user))
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
-            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
-        new = out[0, input_ids.shape[1] :]
-        text = tokenizer.decode(new, skip_special_tokens=True).strip()
-        if len(new) >= self.max_new_tokens and (len(new) == 0 or int(new[-1]) not in stop):
-            text = trim_to_sentence(text)
-        return " ".join(text.split())
+__all__ = ["ReasoningCache", "build_reasoning_client"]
 
 
 class ReasoningCache:

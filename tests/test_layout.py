@@ -6,12 +6,13 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from emollm import cli
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {"emollm_train": "train", "emollm_eval": "eval", "emollm_merr": "merr"}

@@ -15,7 +15,7 @@ which FACS AU. An AU's intensity is the maximum over its rows, and a row's value
 3. capped by the maximum of its ``gate`` shapes when it has any (a conjunction: "this shape, but only while
    that one is active");
 4. multiplied by 5 (:data:`AU_SCALE`), giving OpenFace's ``AUxx_r`` 0-5 intensity scale, so the result plugs into
-   MERR's AU-combination table (``configs/merr/au_cues.yaml``: an AU is active above 0.8).
+   MERR's AU-combination table (``emollm/aus/au_cues.yaml``: an AU is active above 0.8).
 
 Choices worth knowing (each row's ``note`` says the same):
 
@@ -313,7 +313,7 @@ class AUArrays:
     timestamps: np.ndarray
 
     def to_au_sequence_kwargs(self, *, openface_columns: bool = True) -> dict[str, Any]:
-        """Keyword arguments of MERR's ``AUSequence`` (``emollm_merr.au`` / ``merr.au``), which this module does
+        """Keyword arguments of MERR's ``AUSequence`` (``emollm.aus.openface`` / ``merr.au``), which this module does
         not import: ``AUSequence(**arrays.to_au_sequence_kwargs())``.
 
         Args:

@@ -1,4 +1,5 @@
-"""Deterministic stand-ins for the model stages of ``emollm merr build`` (test helpers), plus a generated clip set.
+"""Deterministic stand-ins for the model stages of ``emollm merr build`` (test helpers), synthetic voiced signals,
+plus a generated clip set.
 
 Used in-process and through ``python:tests.merr.fakes:<factory>`` specs in subprocess builds (kill-and-resume).
 Every fake can log its calls to a file (one line per call, appended and flushed), so a test can count work across
@@ -12,6 +13,8 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
+
 from emollm_merr.describe import ClipContext, Clue, MeasuredAudioDescriber
 
 from .openface_gen import Plant, write_openface_csv
@@ -21,6 +24,26 @@ SURPRISE = {"AU01": 2.0, "AU02": 2.0, "AU05": 2.0, "AU26": 2.0}
 SAD = {"AU01": 2.0, "AU04": 2.0, "AU15": 2.0, "AU14": 2.0}
 ANGRY = {"AU04": 2.0, "AU05": 2.0, "AU07": 2.0, "AU23": 2.0, "AU10": 2.0, "AU17": 2.0}
 DISGUST = {"AU09": 2.2, "AU15": 2.2}
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+SR = 16000
+T = np.arange(2 * SR) / SR  # 2 s at 16 kHz
+
+
+def sine(freq: float, amp: float = 0.5) -> np.ndarray:
+    """A pure tone (voiced, no syllable structure)."""
+    return (amp * np.sin(2 * np.pi * freq * T)).astype(np.float32)
+
+
+def syllables(rate: float, freq: float = 180.0, amp: float = 0.3) -> np.ndarray:
+    """A voiced harmonic tone modulated into ``rate`` syllables per second."""
+    voice = sum(np.sin(2 * np.pi * freq * k * T) / k for k in range(1, 5))
+    return (amp * voice * 0.5 * (1 - np.cos(2 * np.pi * rate * T))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ fakes
 
 
 def _log(path: str | None, line: str) -> None:

@@ -1,4 +1,4 @@
-"""emollm_merr.au: reading OpenFace 2 CSVs and the FeatureExtraction adapter."""
+"""emollm.aus.openface: reading OpenFace 2 CSVs and the FeatureExtraction adapter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from emollm_merr.au import OPENFACE_C_AUS, OPENFACE_R_AUS, NoFaceError, OpenFaceRunner, au_code, read_openface_csv
+
+from emollm.aus.openface import OPENFACE_C_AUS, OPENFACE_R_AUS, NoFaceError, OpenFaceRunner, au_code, read_openface_csv
 
 from .openface_gen import C_AUS, HEADER, R_AUS, Plant, make_columns, write_columns, write_openface_csv
 

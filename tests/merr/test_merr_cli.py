@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from emollm.aus.cues import DEFAULT_CUES_PATH
 from emollm_merr.cli import main
-from emollm_merr.cues import DEFAULT_CUES_PATH
 
 from .openface_gen import Plant, write_openface_csv
 

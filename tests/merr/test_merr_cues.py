@@ -1,4 +1,4 @@
-"""emollm_merr.cues: the AU table, pseudo-labels for every emotion, tie-breaks, missing columns, AU phrases."""
+"""emollm.aus.cues: the AU table, pseudo-labels for every emotion, tie-breaks, missing columns, AU phrases."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 import yaml
-from emollm_merr.au import read_openface_csv
-from emollm_merr.cues import DEFAULT_CUES_PATH, describe_aus, label_csv, label_from_peak, load_cue_table
-from emollm_merr.peaks import select_peak
+
+from emollm.aus.cues import DEFAULT_CUES_PATH, describe_aus, label_csv, label_from_peak, load_cue_table
+from emollm.aus.openface import read_openface_csv
+from emollm.aus.peaks import select_peak
 
 from .openface_gen import Plant, write_openface_csv
 

@@ -1,10 +1,11 @@
-"""emollm_merr.describe: measured audio tone on synthetic signals, subtitles (CSV / ASR stand-in), unavailable clues,
-the FER fallback's decision rule, describer specs."""
+"""emollm_merr.describe: the measured describer's unavailable cases, subtitles (CSV / ASR stand-in), unavailable clues,
+the FER fallback's decision rule, describer specs (measurement itself: test_merr_audio_measures)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from emollm_merr.describe import (
     ASRSubtitleDescriber,
     CheckpointDescriber,
@@ -16,47 +17,10 @@ from emollm_merr.describe import (
     MeasuredAudioDescriber,
     UnavailableDescriber,
     build_describer,
-    describe_tone,
-    measure_audio,
     parse_spec,
 )
 
-SR = 16000
-T = np.arange(2 * SR) / SR
-
-
-def sine(freq: float, amp: float = 0.5) -> np.ndarray:
-    return (amp * np.sin(2 * np.pi * freq * T)).astype(np.float32)
-
-
-def syllables(rate: float, freq: float = 180.0, amp: float = 0.3) -> np.ndarray:
-    """A voiced harmonic tone modulated into ``rate`` syllables per second."""
-    voice = sum(np.sin(2 * np.pi * freq * k * T) / k for k in range(1, 5))
-    return (amp * voice * 0.5 * (1 - np.cos(2 * np.pi * rate * T))).astype(np.float32)
-
-
-def test_pitch_words_follow_frequency():
-    low, mid, high = (measure_audio(sine(f)) for f in (110.0, 220.0, 440.0))
-    assert [round(m.pitch_hz) for m in (low, mid, high)] == [110, 220, 440]
-    assert describe_tone(low).startswith("low-pitched")
-    assert describe_tone(mid).startswith("medium-pitched")
-    assert describe_tone(high).startswith("high-pitched")
-    assert describe_tone(high).endswith("with flat, monotone intonation")  # a pure tone does not move
-
-
-def test_loudness_and_rate_words():
-    loud, quiet = measure_audio(sine(220.0, 0.5)), measure_audio(sine(220.0, 0.01))
-    assert loud.loudness_dbfs == pytest.approx(-9.03, abs=0.1)
-    assert describe_tone(loud) == "medium-pitched and loud, with flat, monotone intonation"
-    assert describe_tone(quiet) == "medium-pitched and quiet, with flat, monotone intonation"
-    slow, normal, fast = (measure_audio(syllables(r)) for r in (2.0, 4.0, 8.0))
-    assert slow.rate_syll_per_s < 3 < normal.rate_syll_per_s < 6 < fast.rate_syll_per_s
-    assert [describe_tone(m).split(" and ")[1].split(",")[0] for m in (slow, normal, fast)] == [
-        "slow",
-        "moderately paced",
-        "fast",
-    ]
-    assert measure_audio(sine(220.0)).rate_syll_per_s is None  # no syllable structure: rate not reported
+from .fakes import SR, syllables
 
 
 def test_silence_noise_and_missing_audio_are_unavailable(tmp_path):

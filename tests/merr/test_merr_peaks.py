@@ -1,11 +1,12 @@
-"""emollm_merr.peaks: the paper's and MER-Factory's peak rules, ties, invalid frames, chronological peaks."""
+"""emollm.aus.peaks: the paper's and MER-Factory's peak rules, ties, invalid frames, chronological peaks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from emollm_merr.au import NoFaceError, read_openface_csv
-from emollm_merr.peaks import find_peaks, find_peaks_chronological, select_peak
+
+from emollm.aus.openface import NoFaceError, read_openface_csv
+from emollm.aus.peaks import find_peaks, find_peaks_chronological, select_peak
 
 from .openface_gen import Plant, write_openface_csv
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from emollm_merr.pipeline import file_fingerprint, run_build
 
 from emollm.data.merr_files import read_label_txt, read_merr_json, write_label_txt, write_merr_json
 from emollm.data.merr_schema import EL_KEYS
+from emollm.utils.stage_cache import file_fingerprint
+from emollm_merr.pipeline import run_build
 
 from .conftest import build_dict
 from .fakes import CORRUPT, prompt_hash

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from emollm_merr.reason import (
-    LLMReasoner,
-    ReasoningCache,
-    build_reasoning_client,
-    prompt_seed,
-    trim_to_sentence,
-)
 
 from emollm.prompts import REASONING_PROMPTS as PROMPTS
 from emollm.prompts import build_reasoning_prompt as build_prompt
 from emollm.prompts import coarse_caption
+from emollm.reasoning import LLMReasoner, prompt_seed, trim_to_sentence
+from emollm_merr.reason import ReasoningCache, build_reasoning_client
 
 CLUES = {
     "visual_expression": "cheek raiser, lip corner puller (smile)",

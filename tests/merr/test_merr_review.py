@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from emollm_merr.cli import main
 from emollm_merr.config import BuildConfigError, load_build_config
 from emollm_merr.review import REVIEW_COLUMNS, export_review, import_review, load_corrections

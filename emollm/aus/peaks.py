@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from emollm_merr.au import AUSequence, NoFaceError
+
+from emollm.aus.openface import AUSequence, NoFaceError
 
 __all__ = ["PEAK_RULES", "PeakResult", "PeakRule", "find_peaks", "find_peaks_chronological", "select_peak"]
 

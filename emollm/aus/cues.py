@@ -1,6 +1,6 @@
 """AU combination -> emotion pseudo-label, and AU -> visual-expression phrases.
 
-The table, thresholds and phrases are data: ``configs/merr/au_cues.yaml`` (loaded by :func:`load_cue_table`).
+The table, thresholds and phrases are data: ``emollm/aus/au_cues.yaml`` (loaded by :func:`load_cue_table`).
 
 An emotion **fires** at the peak row when (MER-Factory's rule, "logic from Emotion-LLaMA"):
 
@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from emollm_merr.au import AUSequence, au_code, read_openface_csv
-from emollm_merr.peaks import PEAK_RULES, PeakResult, select_peak
+
+from emollm.aus.openface import AUSequence, au_code, read_openface_csv
+from emollm.aus.peaks import PEAK_RULES, PeakResult, select_peak
 
 __all__ = [
     "DEFAULT_CUES_PATH",
@@ -41,7 +42,7 @@ __all__ = [
     "load_cue_table",
 ]
 
-DEFAULT_CUES_PATH = Path(__file__).resolve().parents[1] / "configs" / "merr" / "au_cues.yaml"
+DEFAULT_CUES_PATH = Path(__file__).with_name("au_cues.yaml")
 TIE_BREAKS: tuple[str, ...] = ("mean_intensity", "table_order", "abstain")
 _EPS = 1e-9
 
@@ -85,7 +86,7 @@ _TOP_KEYS = {"version", "thresholds", "strength", "tie_break", "peak", "openface
 
 
 def load_cue_table(path: str | os.PathLike[str] | None = None) -> CueTable:
-    """Load and validate an AU cue table (default: ``configs/merr/au_cues.yaml``).
+    """Load and validate an AU cue table (default: ``emollm/aus/au_cues.yaml``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -212,7 +213,7 @@ class CueResult:
     rejected: list[Candidate]
     """Emotions that did not fire, in table order, with the reason."""
     peak_AU_list: list[str]
-    """AUs active at the peak (see :meth:`emollm_merr.au.AUSequence.active_aus`)."""
+    """AUs active at the peak (see :meth:`emollm.aus.openface.AUSequence.active_aus`)."""
 
     @property
     def strength(self) -> str | None:
@@ -247,7 +248,7 @@ def label_from_peak(seq: AUSequence, peak: PeakResult | int, table: CueTable | N
 
     Args:
         seq: AUs of one clip.
-        peak: the peak (a :class:`~emollm_merr.peaks.PeakResult` or a row index).
+        peak: the peak (a :class:`~emollm.aus.peaks.PeakResult` or a row index).
         table: the cue table (default: :func:`load_cue_table`).
     """
     table = table if table is not None else load_cue_table()
