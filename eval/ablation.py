@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emollm.utils.io import atomic_write_json, atomic_write_text
 from emollm_eval.report import fmt_metric, markdown_table, plot_bars
 from emollm_eval.runner import (
     METRIC_NAMES,
@@ -41,8 +42,6 @@ from emollm_eval.runner import (
     resolve_modalities,
     run_eval,
 )
-
-from emollm.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["AblationResult", "label_order_sensitivity", "label_orders", "modality_ablation", "shapley_values"]
 

@@ -88,12 +88,12 @@ class CompareConfig:
 def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[str, Any]:
     """Train with the shared recipe, then evaluate the final model on the validation split (in this process)."""
     import torch
-    from emollm_eval.metrics import INVALID, accuracy, uar
-    from emollm_train.sft import SFTRecipe
 
     from emollm.generation import chat
     from emollm.labels import LabelParser
     from emollm.runconfig import load_config
+    from emollm_eval.metrics import INVALID, accuracy, uar
+    from emollm_train.sft import SFTRecipe
 
     quantized = [o for o in overrides if o.startswith("model.quantization=")]
     cfg = load_config(base_config, [o for o in overrides if o not in quantized])
@@ -155,10 +155,10 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
 def materialize_tiny_base(cfg, out: Path) -> Path:
     """Save the tiny random LLM (and its tokenizer) that ``cfg.model.tiny`` describes as a model folder."""
     import torch
-    from emollm_train.build import tiny_tokenizer
     from transformers import AutoModelForCausalLM
 
     from emollm.backbones import get_backbone
+    from emollm_train.build import tiny_tokenizer
 
     m = cfg.model
     tok = tiny_tokenizer(m.backbone, m.tiny.vocab_size)

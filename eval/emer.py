@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from emollm_eval.datasets import EMERSample, read_emer
-from emollm_eval.judge import CachedJudge, Judge, JudgeCache
 
 from emollm.utils.io import atomic_write_text
+from emollm_eval.datasets import EMERSample, read_emer
+from emollm_eval.judge import CachedJudge, Judge, JudgeCache
 
 __all__ = [
     "CLUE_OVERLAP_PROMPT",

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emollm.labels import LabelParser, ParseResult
+from emollm.utils.io import atomic_write_text
+from emollm_eval.classification import classification_report
 from emollm_eval.datasets import (
     DFEW_LABELS,
     MER2023_LABELS,
@@ -37,20 +42,7 @@ from emollm_eval.datasets import (
     read_mer2023_labels,
     read_predictions,
 )
-from emollm_eval.metrics import (
-    INVALID,
-    accuracy,
-    bootstrap_ci,
-    confusion_matrix,
-    mer2023_combined,
-    precision_recall_f1_support,
-    uar,
-    valence_mse,
-    war,
-    weighted_f1,
-)
-
-from emollm.labels import LabelParser, ParseResult
+from emollm_eval.metrics import ScoreFn, mer2023_combined, score_fn, valence_mse
 
 __all__ = ["main"]
 
@@ -132,27 +124,32 @@ def _parse(parser: LabelParser, answer: str, numeric: bool) -> ParseResult:
     return parser.parse(text)
 
 
-def _classification_report(
-    names: list[str], y_true: list[str], results: list[ParseResult], labels: tuple[str, ...]
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    yt = np.asarray(y_true, dtype=str)
-    yp = np.asarray([INVALID if r.label is None else r.label for r in results], dtype=str)
-    _, recall, _, support = precision_recall_f1_support(yt, yp, labels)
-    cm = confusion_matrix(yt, yp, labels, include_invalid=True)
-    n_invalid = int(np.sum(yp == INVALID))
-    report: dict[str, Any] = {
-        "n": len(names),
-        "invalid": n_invalid,
-        "invalid_rate": n_invalid / len(names),
-        "missing": sum(r is _MISSING for r in results),
-        "labels": list(labels),
-        # null for a class with no gold sample: its recall is undefined, and UAR leaves it out.
-        "per_class_recall": {lab: float(r) if s else None for lab, r, s in zip(labels, recall, support, strict=True)},
-        "support": {lab: int(s) for lab, s in zip(labels, support, strict=True)},
-        "confusion_matrix": cm[:, :-1].tolist(),
-        "invalid_by_class": {lab: int(c) for lab, c in zip(labels, cm[:, -1], strict=True)},
-    }
-    return report, yt, yp
+def _classification(
+    args: argparse.Namespace,
+    y_true: list[str],
+    results: list[ParseResult],
+    headline: Sequence[str],
+    extra_ci: Mapping[str, ScoreFn] | None = None,
+) -> dict[str, Any]:
+    """The shared classification report of the parsed answers, headline metrics first, plus ``missing``.
+
+    With ``--ci`` the headline metrics and ``extra_ci`` get intervals, all from the same bootstrap resamples.
+    """
+    labels: tuple[str, ...] = args.labels
+    ci: dict[str, ScoreFn] = {}
+    if args.ci:
+        ci = {name: score_fn(name) for name in headline} | dict(extra_ci or {})
+    report = classification_report(
+        y_true,
+        [r.label for r in results],
+        labels,
+        reasons=[r.reason for r in results],
+        ci=ci,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+    )
+    head = {"task": args.task, **{name: report[name] for name in headline}}
+    return {**head, **report, "missing": sum(r is _MISSING for r in results)}
 
 
 def _score_dfew(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
@@ -162,11 +159,7 @@ def _score_dfew(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str
     parser = LabelParser(labels)
     results = [_MISSING if g.name not in by_name else _parse(parser, by_name[g.name].prediction, True) for g in gold]
     names = [g.name for g in gold]
-    base, yt, yp = _classification_report(names, [g.label for g in gold], results, labels)
-    report: dict[str, Any] = {"task": "dfew", "uar": uar(yt, yp, labels), "war": war(yt, yp), **base}
-    if args.ci:
-        report["uar_ci"] = list(bootstrap_ci(lambda t, p: uar(t, p, labels), yt, yp, args.n_resamples, seed=args.seed))
-        report["war_ci"] = list(bootstrap_ci(war, yt, yp, args.n_resamples, seed=args.seed))
+    report = _classification(args, [g.label for g in gold], results, ("uar", "war"))
     answers = [by_name[n].prediction if n in by_name else "" for n in names]
     return report, _sample_rows(names, [g.label for g in gold], answers, results)
 
@@ -195,29 +188,25 @@ def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[
     parser = LabelParser(labels)
     names = [g.name for g in gold]
     results = [_MISSING if n not in by_name else parser.parse(by_name[n].prediction) for n in names]
-    base, yt, yp = _classification_report(names, [g.discrete for g in gold], results, labels)
-    f1 = weighted_f1(yt, yp, labels)
-    report: dict[str, Any] = {"task": "mer2023", "weighted_f1": f1, "accuracy": accuracy(yt, yp), **base}
-    if protocol:
-        report["protocol"] = protocol.split
-    ci = {"n_resamples": args.n_resamples, "seed": args.seed}
-    if args.ci:
-        report["weighted_f1_ci"] = list(bootstrap_ci(lambda t, p: weighted_f1(t, p, labels), yt, yp, **ci))
-        report["accuracy_ci"] = list(bootstrap_ci(accuracy, yt, yp, **ci))
+    extra_ci: dict[str, ScoreFn] = {}
     if score_valence:
         vt = np.asarray([g.valence for g in gold], dtype=float)
         pv = [by_name[n].valence if n in by_name else None for n in names]
         vp = np.asarray([0.0 if v is None else v for v in pv], dtype=float)
+        extra_ci = {
+            "valence_mse": lambda _s, i: valence_mse(vt[i], vp[i]),
+            "combined": lambda s, i: mer2023_combined(s.weighted_f1, valence_mse(vt[i], vp[i])),
+        }
+    report = _classification(args, [g.discrete for g in gold], results, ("weighted_f1", "accuracy"), extra_ci)
+    if protocol:
+        report["protocol"] = protocol.split
+    if score_valence:
         mse = valence_mse(vt, vp)
-        report.update(valence_mse=mse, combined=mer2023_combined(f1, mse), valence_missing=sum(v is None for v in pv))
-        if args.ci:
-            idx = np.arange(len(names))
-
-            def combined(i: np.ndarray, _: np.ndarray) -> float:
-                return mer2023_combined(weighted_f1(yt[i], yp[i], labels), valence_mse(vt[i], vp[i]))
-
-            report["valence_mse_ci"] = list(bootstrap_ci(valence_mse, vt, vp, **ci))
-            report["combined_ci"] = list(bootstrap_ci(combined, idx, idx, **ci))
+        report.update(
+            valence_mse=mse,
+            combined=mer2023_combined(report["weighted_f1"], mse),
+            valence_missing=sum(v is None for v in pv),
+        )
     answers = [by_name[n].prediction if n in by_name else "" for n in names]
     return report, _sample_rows(names, [g.discrete for g in gold], answers, results)
 
@@ -227,10 +216,11 @@ def _sample_rows(names: list[str], gold: list[str], answers: list[str], results:
 
 
 def _write_per_sample(path: Path, rows: list[list[str]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "gold", "answer", "parsed", "reason"])
-        writer.writerows(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["name", "gold", "answer", "parsed", "reason"])
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 _DISPLAY = {

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+
+import emollm.generation
 from emollm_eval.ablation import label_order_sensitivity, label_orders, modality_ablation, shapley_values
 from emollm_eval.cli import main
 from emollm_eval.runner import load_config
-
-import emollm.generation
 
 from .test_runner import DFEW_ORDER, CountingChat, dfew_data, dfew_overrides, tiny_checkpoint, write_yaml  # noqa: F401
 

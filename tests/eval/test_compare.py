@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from emollm_eval.compare import CompareConfig, RunSpec, compare, format_table, main
 
 

@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+
+from emollm.labels import DFEW_LABELS, MERR_LABELS
 from emollm_eval.datasets import (
-    DFEW_LABELS,
     MER2023_PROTOCOLS,
-    MERR_LABELS,
     DFEWSample,
     EMERSample,
     MER2023Sample,

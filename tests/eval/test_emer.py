@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from emollm_eval.cli import main
 from emollm_eval.datasets import read_emer
 from emollm_eval.emer import (
@@ -250,9 +251,9 @@ def test_make_judge_rejects_unknown_specs(tmp_path):
 def test_emer_eval_run_with_judge(tmp_path, emer_files):
     """dataset: emer generates reasoning with the checkpoint, then scores it (here with the fake judge)."""
     import torch
-    from emollm_eval.runner import load_config, run_eval
 
     from emollm.checkpoint import save_checkpoint
+    from emollm_eval.runner import load_config, run_eval
     from tests.emollm.conftest import make_tiny
 
     from .test_runner import write_features

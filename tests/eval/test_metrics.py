@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from emollm_eval import metrics as M
 from emollm_eval.metrics import INVALID
 

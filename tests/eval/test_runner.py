@@ -8,6 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import emollm.checkpoint as emollm_checkpoint
+import emollm.generation
+from emollm.prompts import EVAL_PROMPTS as DEFAULT_PROMPTS
+from emollm.prompts import fill_prompt as build_prompt
 from emollm_eval import metrics as M
 from emollm_eval.cli import main
 from emollm_eval.runner import (
@@ -18,11 +23,6 @@ from emollm_eval.runner import (
     read_rows,
     run_eval,
 )
-
-import emollm.checkpoint as emollm_checkpoint
-import emollm.generation
-from emollm.prompts import EVAL_PROMPTS as DEFAULT_PROMPTS
-from emollm.prompts import fill_prompt as build_prompt
 
 REPO = Path(__file__).resolve().parents[2]
 DIMS = {"audio": 24, "face": 16, "video": 20}  # tests/emollm/conftest.py tiny_modalities()
@@ -150,6 +150,7 @@ def test_end_to_end_cli(tiny_checkpoint, dfew_data, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert metrics["prompt"] in report and "1. happy, 2. sad" in report
     assert "audio: 1" in report and "no model selection happens here" in report
+    assert "95% CIs from 50 bootstrap resamples" in report  # metrics.json records n_bootstrap with the CIs
     assert "](confusion_matrix.png)" in report and "](per_class_recall.png)" in report
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from emollm_eval.score import main
 
 REPO = Path(__file__).resolve().parents[2]
