@@ -32,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emollm_merr.config import BuildConfig  # noqa: E402
 from emollm_merr.pipeline import MERRBuilder  # noqa: E402
-
 from tests.merr.openface_gen import Plant, write_openface_csv  # noqa: E402
 
 EMOTIONS = [

@@ -99,10 +99,9 @@ def run_one(name: str, threads: int) -> dict:
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(threads)
+    from emollm.runconfig import load_config
     from emollm_train.monitor import read_log
     from emollm_train.sft import run
-
-    from emollm.runconfig import load_config
 
     config, overrides = ROWS[name]
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,6 +11,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "Analysis": "emollm.analysis",
+    "analyze": "emollm.inference",
+    "load_analyzer": "emollm.inference",
     "BackboneSpec": "emollm.backbones",
     "get_backbone": "emollm.backbones",
     "list_backbones": "emollm.backbones",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -19,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
     "chat": ("emollm.demo", "chat_main", "ask a checkpoint a question, with optional feature files"),
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
-    "analyze": ("emollm.analyze", "main", "emotion probabilities and reasoning for a raw clip, from a checkpoint"),
+    "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
@@ -70,6 +71,9 @@ def quiet_third_party() -> None:
     """Keep third-party noise out of a user's terminal: bitsandbytes' kernels-community line and transformers'
     deprecation warnings (they concern transformers' own internals, not anything a user can change)."""
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelsCommunity())
+    # MediaPipe's C++ side (glog, TFLite) logs INFO/WARNING lines at every landmarker start.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch)(\.|$)")
 

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from emollm.analyze import analyze, main
 from emollm.checkpoint import save_checkpoint
 from emollm.configuration import ModalityConfig
 from emollm.features import ExtractSpec, extract, modality_from_cache
+from emollm.inference import analyze_checkpoint as analyze
+from emollm.inference import main
 from emollm.media import fixtures
 
 from .conftest import make_tiny

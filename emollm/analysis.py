@@ -1,0 +1,77 @@
+"""The result of analysing one clip, shared by clue mode, checkpoint mode, the batch runner and the service.
+
+Its JSON form (:meth:`Analysis.to_dict`) is what ``emollm analyze --json`` prints and ``POST /v1/analyze`` answers.
+Every result says how it was produced (``mode``, ``produced_by``: models, precision) and what it could not use
+(``missing``: modality -> reason).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Analysis"]
+
+
+@dataclass
+class Analysis:
+    """What ``analyze`` found for one file.
+
+    Attributes:
+        file: The input path.
+        label: The most probable label, or None when no modality gave evidence.
+        probabilities: Label -> probability over the requested labels (empty without a label).
+        reasoning: A written rationale.
+        modalities: Modalities that contributed.
+        missing: Modality (or stage) -> why it is absent.
+        subtitle: The transcript used (given, recognised, or the text file), if any.
+        mode: ``clues`` (zero-shot from real clue models) or ``checkpoint`` (a trained model).
+        reasoning_source: Who wrote ``reasoning`` (``llm:<backbone>``, ``checkpoint``, or ``template (...)`` with
+            the reason the LLM's text was not used).
+        evidence: Per-modality evidence (face: expression scores, AUs, peak frame, face box; audio: prosody,
+            transcript; text: distribution; fusion: weights and votes).
+        timings: Stage -> seconds.
+        produced_by: Mode, models, precision and settings behind the result.
+    """
+
+    file: str
+    label: str | None
+    probabilities: dict[str, float]
+    reasoning: str
+    modalities: list[str]
+    missing: dict[str, str] = field(default_factory=dict)
+    subtitle: str | None = None
+    mode: Literal["clues", "checkpoint"] = "checkpoint"
+    reasoning_source: str = "checkpoint"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    produced_by: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (field order as above)."""
+        return asdict(self)
+
+    def report(self) -> str:
+        """A short human-readable report."""
+        lines = [f"{self.file}: {self.label or 'no label'}   ({self.mode} mode)"]
+        for label, p in sorted(self.probabilities.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {label:<10} {p:.3f}  {'#' * round(p * 30)}")
+        lines.append(f"modalities used: {', '.join(self.modalities) or 'none'}")
+        for m, reason in self.missing.items():
+            lines.append(f"  missing {m}: {reason}")
+        face = self.evidence.get("face") or {}
+        if face.get("aus"):
+            aus = ", ".join(f"{a} {v['name']} {v['intensity']:.1f}" for a, v in face["aus"].items())
+            lines.append(f"face: peak frame {face.get('peak_frame')}, active AUs: {aus}")
+        if face.get("expression_scores"):
+            top = sorted(face["expression_scores"].items(), key=lambda kv: -kv[1])[:3]
+            lines.append("face expression: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+        audio = self.evidence.get("audio") or {}
+        if audio.get("tone"):
+            lines.append(f"voice: {audio['tone']}")
+        if self.subtitle:
+            lines.append(f'transcript: "{self.subtitle}"')
+        lines.append(f"reasoning ({self.reasoning_source}): {self.reasoning}")
+        if self.timings:
+            lines.append(f"time: {self.timings.get('total', sum(self.timings.values())):.2f} s")
+        return "\n".join(lines)
