@@ -1,4 +1,5 @@
-"""Self-describing checkpoint folders: ``save_checkpoint(model, processor, dir)`` and ``load_model(dir)``.
+"""Self-describing checkpoint folders: write (``save_checkpoint``), read (``read_checkpoint``) and load a ready
+model (``load_model``); ``emollm.restore.restore_into`` loads a folder's parts into an existing model.
 
 A checkpoint folder holds everything ``load_model`` needs besides the base LLM weights it was trained on:
 
@@ -11,6 +12,11 @@ A checkpoint folder holds everything ``load_model`` needs besides the base LLM w
     llm/                      full LLM weights, only when they cannot be found elsewhere (random-init base, full
                               fine-tune, merged export)
 
+There is one reader for the format. ``read_checkpoint(dir)`` returns a :class:`CheckpointInfo` (metadata, config,
+and the compatibility checks against a model or a base LLM); ``emollm.restore.restore_into(model, dir, parts=...)``
+loads the stored parts into an existing model with explicit key and shape checks whose errors name the file.
+``load_model`` is built on them, and so are the training recipe's ``init_from`` and resume.
+
 Folders are written to a temporary sibling and renamed into place, so a kill never leaves a half-written
 checkpoint under the final name. Everything is safetensors or JSON: loading never unpickles.
 """
@@ -21,11 +27,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+from torch import nn
 
 from emollm.backbones import get_backbone
 from emollm.configuration import EmoLLMConfig
@@ -33,18 +42,44 @@ from emollm.llm import Quantization, fit_embeddings, load_language_model, resolv
 from emollm.lora import LoraSettings, TrainableSpec, is_peft, merge_lora
 from emollm.modeling import EmoLLMForCausalLM
 from emollm.processing import EmoProcessor
+from emollm.utils.io import atomic_write_text
+
+__all__ = [
+    "ARCH_KEYS",
+    "CheckpointInfo",
+    "export_merged",
+    "load_model",
+    "read_checkpoint",
+    "read_checkpoint_meta",
+    "save_checkpoint",
+]
 
 FORMAT = "emollm-checkpoint"
 VERSION = 1
-_ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+#: Text-config keys that must agree between a checkpoint and the LLM it is restored onto. ``vocab_size`` is checked
+#: too once the model's embeddings are fitted to the tokenizer (:meth:`CheckpointInfo.check_fits`).
+ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+CONNECTORS_FILE = "projectors.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"
+BASE_FILE = "llm/model.safetensors"
+
+
+def connector_parts(model: EmoLLMForCausalLM, with_encoders: bool) -> dict[str, nn.Module]:
+    """The modules ``projectors.safetensors`` holds, by key prefix.
+
+    Args:
+        model: The model.
+        with_encoders: Include the encoder towers (saved when they were trained).
+    """
+    parts = dict(model.connector_modules())
+    if with_encoders:
+        parts["towers"] = model.towers
+    return parts
 
 
 def _connector_state(model: EmoLLMForCausalLM, with_encoders: bool) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
-    parts = dict(model.connector_modules())
-    if with_encoders:
-        parts["towers"] = model.towers
-    for prefix, module in parts.items():
+    for prefix, module in connector_parts(model, with_encoders).items():
         for key, value in module.state_dict().items():
             state[f"{prefix}.{key}"] = value.detach().to("cpu").contiguous().clone()
     return state
@@ -63,6 +98,12 @@ def _base_llm_state(lm) -> dict[str, torch.Tensor]:
     return out
 
 
+def is_quantized(lm: nn.Module) -> bool:
+    """Whether a language model was loaded in 4 or 8 bit."""
+    return bool(getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False))
+
+
+# ================================================================================================== write
 def save_checkpoint(
     model: EmoLLMForCausalLM,
     processor: EmoProcessor,
@@ -73,27 +114,35 @@ def save_checkpoint(
     run_config: dict[str, Any] | None = None,
     save_base: bool | None = None,
 ) -> Path:
-    """Write a self-describing checkpoint folder atomically; returns its path.
+    """Write a self-describing checkpoint folder atomically.
 
-    ``save_base`` defaults to True when the base weights exist nowhere else (random-init model) or were trained in
-    full; otherwise the folder records ``llm_source`` and stays small.
+    Args:
+        model: The model to save.
+        processor: Its processor (tokenizer and placeholder settings).
+        out_dir: The folder to create or replace.
+        lora: The LoRA settings, recorded in ``checkpoint.json`` when the LLM has adapters.
+        trainable: What was trained; ``trainable.encoders`` also saves the encoder towers.
+        run_config: The run's own settings, written to ``run_config.json``.
+        save_base: Store the full LLM weights in ``llm/``. Defaults to True when the base weights exist nowhere
+            else (random-init model) or were trained in full; otherwise the folder records ``llm_source`` and
+            stays small.
+
+    Returns:
+        The checkpoint folder.
     """
     out_dir = Path(out_dir)
     config = model.config
     lm = model.language_model
-    quantized = getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False)
     if save_base is None:
         save_base = config.llm_source is None or (trainable is not None and trainable.llm == "full")
-    if save_base and quantized:
+    if save_base and is_quantized(lm):
         raise ValueError("cannot save quantized base weights; the base is re-loaded from its llm_source instead")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         config.save(tmp / "emollm_config.json")
         processor.save_pretrained(tmp)
-        save_file(
-            _connector_state(model, trainable is not None and trainable.encoders), str(tmp / "projectors.safetensors")
-        )
+        save_file(_connector_state(model, trainable is not None and trainable.encoders), str(tmp / CONNECTORS_FILE))
         has_adapter = is_peft(lm)
         if has_adapter:
             # adapter_model.safetensors + adapter_config.json. Not the resized embedding matrix: its new rows are
@@ -107,7 +156,7 @@ def save_checkpoint(
             state = _base_llm_state(lm)
             if getattr(base_config, "tie_word_embeddings", False):
                 state.pop("lm_head.weight", None)
-            save_file(state, str(tmp / "llm" / "model.safetensors"), metadata={"format": "pt"})
+            save_file(state, str(tmp / BASE_FILE), metadata={"format": "pt"})
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -118,9 +167,9 @@ def save_checkpoint(
             "lora": None if lora is None or not has_adapter else vars(lora),
             "trainable": None if trainable is None else vars(trainable),
         }
-        (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(tmp / "checkpoint.json", json.dumps(meta, indent=2) + "\n")
         if run_config is not None:
-            (tmp / "run_config.json").write_text(json.dumps(run_config, indent=2, default=str) + "\n")
+            atomic_write_text(tmp / "run_config.json", json.dumps(run_config, indent=2, default=str) + "\n")
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -133,8 +182,16 @@ def save_checkpoint(
     return out_dir
 
 
+# =================================================================================================== read
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """``checkpoint.json`` of a folder, with a clear error when it is not an emollm checkpoint."""
+    """``checkpoint.json`` of a folder, with a clear error when it is not an emollm checkpoint.
+
+    Args:
+        path: The checkpoint folder.
+
+    Returns:
+        The parsed ``checkpoint.json``.
+    """
     path = Path(path)
     meta_file = path / "checkpoint.json"
     if not meta_file.is_file():
@@ -149,6 +206,122 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _arch_diffs(saved: Mapping[str, Any], ours: Mapping[str, Any], keys: Iterable[str], ours_name: str) -> list[str]:
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs {ours_name} {ours.get(k)!r}" for k in keys if saved.get(k) != ours.get(k)
+    ]
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint folder's metadata and config, read and validated once.
+
+    Attributes:
+        path: The checkpoint folder.
+        meta: ``checkpoint.json``.
+        config: ``emollm_config.json`` as an :class:`EmoLLMConfig`.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    config: EmoLLMConfig
+
+    @property
+    def backbone(self) -> str:
+        """The backbone the checkpoint was trained for."""
+        return self.config.backbone
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        """The recorded LoRA settings, or None when the checkpoint has no adapter."""
+        return LoraSettings(**self.meta["lora"]) if self.meta.get("lora") else None
+
+    @property
+    def trainable(self) -> TrainableSpec | None:
+        """What was trained, when recorded."""
+        return TrainableSpec(**self.meta["trainable"]) if self.meta.get("trainable") else None
+
+    @property
+    def has_adapter(self) -> bool:
+        """Whether ``checkpoint.json`` lists a LoRA adapter."""
+        return bool(self.meta.get("lora"))
+
+    @property
+    def has_base(self) -> bool:
+        """Whether the folder stores the full LLM weights (``llm/``)."""
+        return (self.path / "llm").is_dir()
+
+    def check_backbone(self, backbone: str, *, what: str = "checkpoint", hint: str | None = None) -> None:
+        """Raise ``ValueError`` unless the checkpoint was trained for ``backbone``.
+
+        Args:
+            backbone: The expected backbone name.
+            what: How the error names the checkpoint (``checkpoint``, ``init_from``, ...).
+            hint: What the user should do instead (default: load it with its own backbone).
+        """
+        if backbone == self.backbone:
+            return
+        hint = hint or f"Load it with backbone={self.backbone!r}, or train one for {backbone!r}"
+        raise ValueError(
+            f"{what} {self.path} was trained for backbone {self.backbone!r}, not {backbone!r}: its projectors and "
+            f"adapter only fit that LLM. {hint}"
+        )
+
+    def check_base_llm(self, lm_config: Any, base_path: str | os.PathLike) -> None:
+        """Raise ``ValueError`` unless a freshly loaded base LLM (before embedding resizing) is the checkpoint's.
+
+        Args:
+            lm_config: The loaded LLM's transformers config.
+            base_path: Where it was loaded from, for the message.
+        """
+        ours = {k: getattr(lm_config, k, None) for k in ARCH_KEYS}
+        diffs = _arch_diffs(self.config.text_config, ours, ARCH_KEYS, "base")
+        if diffs:
+            raise ValueError(
+                f"the base LLM at {base_path} is not the one checkpoint {self.path} was trained on: " + "; ".join(diffs)
+            )
+
+    def check_fits(self, model: EmoLLMForCausalLM, *, what: str = "checkpoint", hint: str | None = None) -> None:
+        """Raise ``ValueError`` unless the checkpoint was trained on ``model``'s backbone, LLM shape (vocabulary
+        included) and placeholder token ids.
+
+        Args:
+            model: A built model whose embeddings fit its tokenizer.
+            what: How the errors name the checkpoint.
+            hint: Passed to :meth:`check_backbone`.
+        """
+        self.check_backbone(model.config.backbone, what=what, hint=hint)
+        diffs = _arch_diffs(self.config.text_config, model.config.text_config, (*ARCH_KEYS, "vocab_size"), "model")
+        if diffs:
+            raise ValueError(f"{what} {self.path} was trained on a different LLM ({'; '.join(diffs)})")
+        for name, mod in self.config.modalities.items():
+            ours = model.config.modalities.get(name)
+            if ours is not None and mod.token_id != ours.token_id:
+                raise ValueError(
+                    f"{what} {self.path}: the {name} placeholder token id differs ({mod.token_id} vs "
+                    f"{ours.token_id}); was the tokenizer changed?"
+                )
+
+
+def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """Read and validate a checkpoint folder's ``checkpoint.json`` and ``emollm_config.json``.
+
+    Args:
+        path: The checkpoint folder.
+
+    Returns:
+        Its :class:`CheckpointInfo`.
+
+    Raises:
+        FileNotFoundError: The folder is not an emollm checkpoint.
+        ValueError: Another format, a newer version, or a damaged config.
+    """
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    return CheckpointInfo(path=path, meta=meta, config=EmoLLMConfig.load(path / "emollm_config.json"))
+
+
+# =================================================================================================== load
 def load_model(
     path: str | os.PathLike,
     *,
@@ -168,17 +341,17 @@ def load_model(
         dtype: LLM dtype (default: the backbone's; float32 for weights stored in the checkpoint).
         quantization: Load the base in 4/8 bit.
         device: Where to put the model.
+
+    Returns:
+        The model (in eval mode) and its processor.
     """
     path = Path(path)
-    meta = read_checkpoint_meta(path)
-    config = EmoLLMConfig.load(path / "emollm_config.json")
-    if backbone is not None and backbone != config.backbone:
-        raise ValueError(
-            f"checkpoint {path} was trained for backbone {config.backbone!r}, not {backbone!r}: its projectors and "
-            f"adapter only fit that LLM. Load it with backbone={config.backbone!r}, or train one for {backbone!r}"
-        )
+    info = read_checkpoint(path)
+    config = info.config
+    if backbone is not None:
+        info.check_backbone(backbone)
     spec = get_backbone(config.backbone)
-    if (path / "llm").is_dir():
+    if info.has_base:
         base_path = path / "llm"
         dtype = dtype or torch.float32
     elif llm_path is not None:
@@ -193,30 +366,15 @@ def load_model(
             "pass llm_path= / --llm-path with the local folder or GGUF"
         )
     lm = load_language_model(spec, base_path, dtype=dtype, quantization=quantization)
-    saved = config.text_config
-    diffs = [
-        f"{k}: checkpoint {saved.get(k)!r} vs base {getattr(lm.config, k, None)!r}"
-        for k in _ARCH_KEYS
-        if saved.get(k) != getattr(lm.config, k, None)
-    ]
-    if diffs:
-        raise ValueError(
-            f"the base LLM at {base_path} is not the one checkpoint {path} was trained on: " + "; ".join(diffs)
-        )
+    info.check_base_llm(lm.config, base_path)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     fit_embeddings(lm, tokenizer)
     model = EmoLLMForCausalLM(config, lm)
-    if meta.get("lora"):
-        from peft import PeftModel
+    from emollm.restore import restore_into
 
-        if not (path / "adapter_model.safetensors").is_file():
-            raise FileNotFoundError(f"{path}/adapter_model.safetensors is missing but checkpoint.json lists LoRA")
-        model.language_model = PeftModel.from_pretrained(lm, str(path), is_trainable=False)
-    _load_connector(
-        model, path / "projectors.safetensors", with_encoders=bool((meta.get("trainable") or {}).get("encoders"))
-    )
+    restore_into(model, info, parts=("adapter", "connectors") if info.has_adapter else ("connectors",))
     if device is not None:
         model.to(device)
     else:
@@ -228,37 +386,20 @@ def load_model(
     return model, processor
 
 
-def _load_connector(model: EmoLLMForCausalLM, file: Path, *, with_encoders: bool) -> None:
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing; the checkpoint is incomplete")
-    state = load_file(str(file))
-    expected = _connector_state(model, with_encoders)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(f"{file} does not fit this model: missing {missing[:8]}, unexpected {unexpected[:8]}")
-    bad = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if state[k].shape != v.shape
-    ]
-    if bad:
-        raise ValueError(f"{file} has tensors of the wrong shape: {bad[:8]}")
-    parts = dict(model.connector_modules())
-    if with_encoders:
-        parts["towers"] = model.towers
-    for prefix, module in parts.items():
-        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}
-        module.load_state_dict(sub, strict=True)
+def export_merged(path: str | os.PathLike, out_dir: str | os.PathLike, **load_kwargs: Any) -> Path:
+    """Load a LoRA checkpoint, fold the adapter into the base weights and save a standalone checkpoint.
 
+    Args:
+        path: The LoRA checkpoint.
+        out_dir: Where to write the merged checkpoint.
+        **load_kwargs: Passed to :func:`load_model`.
 
-def export_merged(path: str | os.PathLike, out_dir: str | os.PathLike, **load_kwargs) -> Path:
-    """Load a LoRA checkpoint, fold the adapter into the base weights and save a standalone checkpoint."""
+    Returns:
+        The merged checkpoint folder.
+    """
     model, processor = load_model(path, **load_kwargs)
-    meta = read_checkpoint_meta(path)
     merge_lora(model)
-    trainable = TrainableSpec(**meta["trainable"]) if meta.get("trainable") else None
-    return save_checkpoint(model, processor, out_dir, trainable=trainable, save_base=True)
+    return save_checkpoint(model, processor, out_dir, trainable=read_checkpoint(path).trainable, save_base=True)
 
 
 def cli_main(argv: list[str]) -> int:
@@ -277,10 +418,8 @@ def cli_main(argv: list[str]) -> int:
             out = export_merged(args.checkpoint, args.out, llm_path=args.llm_path)
         else:
             model, processor = load_model(args.checkpoint, llm_path=args.llm_path)
-            meta = read_checkpoint_meta(args.checkpoint)
-            lora = LoraSettings(**meta["lora"]) if meta.get("lora") else None
-            trainable = TrainableSpec(**meta["trainable"]) if meta.get("trainable") else None
-            out = save_checkpoint(model, processor, args.out, lora=lora, trainable=trainable)
+            info = read_checkpoint(args.checkpoint)
+            out = save_checkpoint(model, processor, args.out, lora=info.lora, trainable=info.trainable)
     except (OSError, ValueError) as e:
         print(f"emollm export: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,12 @@
 """Model set-up for the recipe: build from the run config, then restore weights from a checkpoint.
 
-Every run builds its model the same way (``build_run_model``), then takes weights from a checkpoint folder:
+Every run builds its model the same way (``build_run_model``); ``build_for_run`` then takes weights from a
+checkpoint folder with the library's one restore API (``emollm.restore.restore_into``):
 
-- ``restore_base``: the full LLM weights a checkpoint stores in ``llm/`` (random-init debug model, full fine-tune),
+- ``base``: the full LLM weights a checkpoint stores in ``llm/`` (random-init debug model, full fine-tune),
   loaded before LoRA is applied;
-- ``restore_adapter``: ``adapter_model.safetensors`` into the freshly applied LoRA (same r / targets required);
-- ``restore_connectors``: ``projectors.safetensors`` (projectors, type embeddings, fusion; strict for a resume,
+- ``adapter``: ``adapter_model.safetensors`` into the freshly applied LoRA (same r / targets required);
+- ``connectors``: ``projectors.safetensors`` (projectors, type embeddings, fusion; strict for a resume,
   lenient for ``init_from`` so that stage 2 may add a modality).
 
 So a resume and a stage-2 start are the same code path as a fresh run, plus explicit, checked loads.
@@ -13,21 +14,22 @@ So a resume and a stage-2 start are the same code path as a fresh run, plus expl
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from emollm.backbones import get_backbone
-from emollm.checkpoint import read_checkpoint_meta
 from emollm.configuration import ModalityConfig, ProjectorConfig
 from emollm.runconfig import RunConfig
+from emollm.settings import TrainableSpec
 
 log = logging.getLogger("emollm.train")
 
-_ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+#: What to do when ``init_from`` / a resume checkpoint belongs to another backbone.
+_BACKBONE_HINT = "Train a stage-1 checkpoint for this backbone (configs/pretrain/)"
 
 
 def resolve_dtype(name: str, backbone: str) -> torch.dtype:
@@ -38,6 +40,7 @@ def resolve_dtype(name: str, backbone: str) -> torch.dtype:
 
 
 def modality_configs(cfg: RunConfig) -> dict[str, ModalityConfig]:
+    """The model's modality branches from the run config's ``model.modalities``."""
     out = {}
     for name, m in cfg.model.modalities.items():
         out[name] = ModalityConfig(
@@ -93,99 +96,82 @@ def build_run_model(cfg: RunConfig):
     )
 
 
-def check_compatible(model, ckpt: Path, what: str) -> dict:
-    """Raise unless ``ckpt`` was trained on this backbone, LLM shape and placeholder ids; returns its meta."""
-    meta = read_checkpoint_meta(ckpt)
-    if meta["backbone"] != model.config.backbone:
-        raise ValueError(
-            f"{what} {ckpt} was trained for backbone {meta['backbone']!r}, not {model.config.backbone!r}: its "
-            "projectors only fit that LLM. Train a stage-1 checkpoint for this backbone (configs/pretrain/)"
-        )
-    saved = json.loads((ckpt / "emollm_config.json").read_text())
-    ours = model.config.text_config
-    diffs = [
-        f"{k}: {saved['text_config'].get(k)!r} vs {ours.get(k)!r}"
-        for k in _ARCH_KEYS
-        if saved["text_config"].get(k) != ours.get(k)
-    ]
-    if diffs:
-        raise ValueError(f"{what} {ckpt} was trained on a different LLM ({'; '.join(diffs)})")
-    for name, mod in saved.get("modalities", {}).items():
-        if name in model.config.modalities and mod.get("token_id") != model.config.modalities[name].token_id:
+@dataclass
+class RunModel:
+    """The model of a run, before accelerate wraps it.
+
+    Attributes:
+        model: The ``EmoLLMForCausalLM`` (LoRA applied when the run trains it, weights restored).
+        processor: Its ``EmoProcessor``.
+        trainable: What the run trains.
+        init_report: What ``init_from`` provided (for the setup log record); empty otherwise.
+    """
+
+    model: Any
+    processor: Any
+    trainable: TrainableSpec
+    init_report: dict[str, Any] = field(default_factory=dict)
+
+
+def build_for_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunModel:
+    """Build the run's model, take weights from the resumed checkpoint or ``train.init_from``, apply LoRA.
+
+    A resume restores everything strictly (the adapter must exist exactly when the run trains LoRA); ``init_from``
+    restores what fits: the adapter only with ``train.init_adapter`` on a LoRA run, connectors leniently so that a
+    later stage may add a modality.
+
+    Args:
+        cfg: The resolved run config.
+        resume_dir: The checkpoint to resume from, or None.
+
+    Returns:
+        The :class:`RunModel`.
+    """
+    from emollm.checkpoint import read_checkpoint
+    from emollm.lora import apply_lora
+    from emollm.restore import restore_into
+    from emollm_train.stages import lora_settings, trainable_spec
+
+    t = cfg.train
+    model, processor = build_run_model(cfg)
+    run = RunModel(model, processor, trainable_spec(t))
+    lora = run.trainable.llm == "lora"
+    source = resume_dir or (Path(t.init_from) if t.init_from else None)
+    info = None
+    if source is not None:
+        what = "resume checkpoint" if resume_dir else "init_from"
+        info = read_checkpoint(source)
+        info.check_fits(model, what=what, hint=_BACKBONE_HINT)
+        if info.has_base:
+            restore_into(model, info, parts=("base",), what=what, hint=_BACKBONE_HINT)
+    if lora:
+        apply_lora(model, lora_settings(t), get_backbone(cfg.model.backbone).lora_targets)
+    if info is None:
+        return run
+    if resume_dir is not None:
+        if info.has_adapter != lora:
             raise ValueError(
-                f"{what} {ckpt}: the {name} placeholder token id differs ({mod.get('token_id')} vs "
-                f"{model.config.modalities[name].token_id}); was the tokenizer changed?"
+                f"resume checkpoint {source} {'has' if info.has_adapter else 'has no'} LoRA adapter, "
+                f"but this run's trainable.llm is {run.trainable.llm!r}"
             )
-    return meta
-
-
-@torch.no_grad()
-def restore_base(model, ckpt: Path) -> None:
-    """Load the full LLM weights stored in ``ckpt/llm`` (before LoRA is applied)."""
-    lm = model.language_model
-    if getattr(lm, "is_loaded_in_4bit", False) or getattr(lm, "is_loaded_in_8bit", False):
-        raise ValueError(
-            f"{ckpt}/llm holds full LLM weights, which cannot be loaded into a quantized model; "
-            "drop model.quantization for this run"
+        parts = ("adapter", "connectors") if info.has_adapter else ("connectors",)
+        restore_into(model, info, parts=parts, strict=True, what="resume checkpoint", hint=_BACKBONE_HINT)
+        return run
+    use_adapter = info.has_adapter and t.init_adapter and lora
+    if info.has_adapter and not lora:
+        log.warning("init_from %s has a LoRA adapter, but this run trains no LoRA: it is not used", source)
+    parts = ("adapter", "connectors") if use_adapter else ("connectors",)
+    report = restore_into(model, info, parts=parts, strict=False, what="init_from", hint=_BACKBONE_HINT)
+    if use_adapter:
+        run.init_report["adapter"] = True
+    run.init_report.update(
+        init_from=str(source), projectors_loaded=len(report.loaded), projectors_missing=report.missing
+    )
+    if report.missing:
+        log.warning(
+            "init_from %s lacks %d connector tensors (new modalities?), e.g. %s; they start from scratch",
+            source,
+            len(report.missing),
+            report.missing[:3],
         )
-    state = load_file(str(ckpt / "llm" / "model.safetensors"))
-    missing, unexpected = lm.load_state_dict(state, strict=False)
-    tied = getattr(lm.config, "tie_word_embeddings", False)
-    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"{ckpt}/llm does not fit this LLM: missing {missing[:6]}, unexpected {unexpected[:6]}")
-    if tied:
-        lm.tie_weights()
-
-
-def restore_adapter(model, ckpt: Path) -> None:
-    """Load ``ckpt``'s LoRA adapter into the model's (freshly applied, same-shaped) adapter."""
-    from peft import set_peft_model_state_dict
-
-    file = ckpt / "adapter_model.safetensors"
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} is missing")
-    saved_cfg = json.loads((ckpt / "adapter_config.json").read_text())
-    ours = model.language_model.peft_config["default"]
-    if saved_cfg.get("r") != ours.r or set(saved_cfg.get("target_modules") or []) != set(ours.target_modules or []):
-        raise ValueError(
-            f"the adapter in {ckpt} (r={saved_cfg.get('r')}, targets={sorted(saved_cfg.get('target_modules') or [])}) "
-            f"does not match this run's LoRA (r={ours.r}, targets={sorted(ours.target_modules or [])}); use the same "
-            "train.lora settings, or train.init_adapter=false to start a new adapter"
-        )
-    state = load_file(str(file))
-    result = set_peft_model_state_dict(model.language_model, state)
-    missing = [k for k in result.missing_keys if "lora_" in k]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{file} does not fit: missing {missing[:6]}, unexpected {list(result.unexpected_keys)[:6]}")
-
-
-@torch.no_grad()
-def restore_connectors(model, ckpt: Path, *, strict: bool) -> dict[str, list[str]]:
-    """Load ``projectors.safetensors``. Strict: keys must match exactly. Lenient: load what fits, report the rest.
-    Shape mismatches always raise."""
-    state = load_file(str(ckpt / "projectors.safetensors"))
-    parts = dict(model.connector_modules())
-    if any(k.startswith("towers.") for k in state):
-        parts["towers"] = model.towers
-    expected = {f"{p}.{k}": v for p, mod in parts.items() for k, v in mod.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if bad:
-        raise ValueError(
-            f"{ckpt}/projectors.safetensors has tensors of the wrong shape: {bad[:6]} (different "
-            "feature_dim / projector kind?)"
-        )
-    if strict and (missing or unexpected):
-        raise ValueError(
-            f"{ckpt}/projectors.safetensors does not fit: missing {missing[:6]}, unexpected {unexpected[:6]}"
-        )
-    for prefix, module in parts.items():
-        sub = {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".") and k in expected}
-        module.load_state_dict(sub, strict=False)
-    return {"loaded": sorted(set(expected) & set(state)), "missing": missing, "unexpected": unexpected}
+    return run

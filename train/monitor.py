@@ -84,7 +84,7 @@ class RunLogger:
                 ) from None
             id_file = out_dir / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-            id_file.write_text(run_id)
+            atomic_write_text(id_file, run_id)
             self.wandb = wandb.init(
                 project=settings.wandb_project, id=run_id, resume="allow", config=config, dir=str(out_dir)
             )

@@ -118,9 +118,8 @@ def merr_overrides(data: dict[str, Path], root: Path, fmt: str = "merr_json", wh
 @pytest.fixture
 def run_tiny(tmp_path):
     """Train the tiny config in-process: ``run_tiny(overrides, config=TINY) -> (summary, output_dir)``."""
-    from emollm_train.sft import run
-
     from emollm.runconfig import load_config
+    from emollm_train.sft import run
 
     def _run(overrides=(), config=TINY, out: Path | None = None):
         out = out or tmp_path / "run"

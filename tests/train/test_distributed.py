@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from emollm_train.monitor import read_log
 
 from .conftest import QUICK, REPO, TINY, subprocess_env

@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 import torch
-from emollm_train.monitor import read_log
-from emollm_train.sft import KILL_ENV, SFTRecipe
 from safetensors.torch import load_file
 
 from emollm.runconfig import load_config
+from emollm_train.monitor import read_log
+from emollm_train.sft import KILL_ENV, SFTRecipe
 
 from .conftest import QUICK, REPO, TINY, TINY_INSTRUCT, merr_overrides, python_bin, subprocess_env, write_merr_dataset
 
