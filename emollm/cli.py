@@ -74,6 +74,9 @@ def quiet_third_party() -> None:
     # MediaPipe's C++ side (glog, TFLite) logs INFO/WARNING lines at every landmarker start.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # transformers' per-load "Loading weights" bars and its advisory warnings (deprecations of its own internals).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch)(\.|$)")
 

@@ -62,19 +62,14 @@ class CompareConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> CompareConfig:
-        import yaml
+        """Read a bench YAML with the project's typed-config loader (errors name the file and the key)."""
+        from emollm.utils import typed_config
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        allowed = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        runs = []
-        for i, r in enumerate(data.pop("runs", []) or []):
-            if not isinstance(r, dict) or "name" not in r or set(r) - {"name", "overrides"}:
-                raise ValueError(f"{path}: runs[{i}] must be a mapping with 'name' and optional 'overrides'")
-            runs.append(RunSpec(str(r["name"]), [str(o) for o in r.get("overrides") or []]))
-        cfg = cls(**data, runs=runs)
+        data = typed_config.load_yaml_mapping(path, error=ValueError, expected="a bench config")
+        try:
+            cfg = typed_config.convert(cls, data, "", error=ValueError)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         cfg.common_overrides = list(cfg.common_overrides) + list(overrides or [])
         bad = [v for v in cfg.variants if v not in VARIANTS]
         if bad:

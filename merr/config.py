@@ -85,13 +85,15 @@ class AUConfig:
     ``$OPENFACE_BIN``, else on PATH), writing ``<output.dir>/openface/<name>.csv``."""
     openface_bin: str | None = None
     """The FeatureExtraction binary for ``run_openface``."""
-    fallback: Literal["fer", "none"] = "fer"
-    """No OpenFace CSV for a clip: ``fer`` uses the FER2013 expression model's per-frame probabilities
-    (``au_source: fer``); ``none`` logs the clip as an error."""
+    fallback: Literal["blendshapes", "fer", "none"] = "fer"
+    """No OpenFace CSV for a clip: ``blendshapes`` estimates AUs offline from MediaPipe blendshapes on the main
+    face (``au_source: blendshapes``; needs ``emollm[clues]``), then the same peak rule and AU table as OpenFace;
+    ``fer`` uses the FER2013 expression model's per-frame probabilities (``au_source: fer``); ``none`` logs the clip
+    as an error."""
     fer_frames: str = "uniform:16"
-    """Frames scored by the FER fallback (an ``emollm.media.sample_frame_indices`` policy)."""
+    """Frames scored by the FER and blendshapes fallbacks (an ``emollm.media.sample_frame_indices`` policy)."""
     face_detector: Literal["auto", "mtcnn", "haar"] = "auto"
-    """Face detector of the FER fallback (and of face-input checkpoint describers)."""
+    """Face detector of the fallbacks (and of face-input checkpoint describers)."""
 
 
 @dataclass

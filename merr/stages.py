@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from emollm.data.merr_files import VIDEO_EXTENSIONS
 from emollm.prompts import build_reasoning_prompt
 from emollm.reasoning import ReasoningClient, check_quality, check_reasoning
-from emollm.utils.stage_cache import StageStats, file_sha256
+from emollm.utils.stage_cache import StageStats, file_sha256, stable_hash
 from emollm_merr.clue import ClipContext, Clue, Describer
 from emollm_merr.config import BuildConfig, FilterConfig
 from emollm_merr.fer import FER_ADJECTIVES, FERFallbackAU
@@ -133,6 +136,8 @@ class AUStage:
         self.rule = cfg.au.peak_rule or self.table.peak_rule
         self.min_conf = self.table.min_confidence if cfg.au.min_confidence is None else cfg.au.min_confidence
         self.fer = fer if fer is not None else FERFallbackAU(cfg.au.fer_frames, cfg.au.face_detector)
+        self._landmarker: Any = None  # MediaPipe, built on first use by the blendshapes source
+        self._lock = threading.Lock()
 
     def settings(self) -> dict[str, Any]:
         """What the stage's results depend on besides the clip (its part of the cache keys).
@@ -155,7 +160,36 @@ class AUStage:
             "min_confidence": self.min_conf,
             "fallback": self.cfg.au.fallback,
             "fer": self.fer.id if self.cfg.au.fallback == "fer" else None,
+            **({"blendshapes": self._blendshapes_id()} if self.cfg.au.fallback == "blendshapes" else {}),
         }
+
+    def _blendshapes_id(self) -> str:
+        from emollm.clues.blendshapes import AU_SOURCES, face_landmarker_path
+
+        table = stable_hash([[s.au, list(s.shapes), list(s.minus), list(s.gate)] for s in AU_SOURCES])
+        model = file_sha256(face_landmarker_path())[:12]
+        return f"blendshapes:{model}:{table[:12]}:{self.cfg.au.fer_frames}:{self.cfg.au.face_detector}"
+
+    def _blendshapes(self, clip: ClipInput) -> tuple[Any, list[int]]:
+        """AUs of the main face from MediaPipe blendshapes over the sampled frames, as an ``AUSequence``."""
+        from emollm.aus.openface import AUSequence, NoFaceError
+        from emollm.clues.blendshapes import BlendshapeAUs, au_arrays
+        from emollm.media import load_sample
+
+        sample = load_sample(
+            clip.video, modalities=("face",), frame_policy=self.cfg.au.fer_frames,
+            face_detector=self.cfg.au.face_detector, min_audio_duration=None,
+        )  # fmt: skip
+        if sample.faces is None:
+            raise NoFaceError(f"{clip.video}: no face for the blendshapes AU source ({sample.missing.get('face', '')})")
+        with self._lock:
+            if self._landmarker is None:
+                self._landmarker = BlendshapeAUs()
+            frames = self._landmarker.from_images(list(sample.faces))
+        arrays = au_arrays(frames, fps=sample.info.fps or None)
+        kwargs = arrays.to_au_sequence_kwargs()
+        kwargs["frames"] = np.asarray(sample.face_indices, dtype=np.int64) + 1  # OpenFace-style 1-based numbers
+        return AUSequence(**kwargs, min_confidence=self.min_conf), list(sample.face_indices)
 
     def __call__(self, clip: ClipInput, ctx: ClipContext) -> dict[str, Any]:
         """The AU record of ``clip`` (JSON-ready); sets ``ctx.info``.
@@ -200,6 +234,26 @@ class AUStage:
                 "visual_expression": describe_aus(cues.peak_AU_list, self.table),
                 "threshold": self.table.mean_intensity,
                 "csv_frames": int(seq.n_frames),
+            }
+        if self.cfg.au.fallback == "blendshapes":
+            seq, indices = self._blendshapes(clip)
+            peak = select_peak(seq, self.rule, self.table.active_intensity, top_k=self.table.peak_top_k)
+            cues = label_from_peak(seq, peak, self.table)
+            return base | {
+                "au_source": "blendshapes",
+                "au_file": None,
+                "AU_list": [a for a in seq.intensity if peak.counts.get(a, 0) > 0],
+                "peak_index": int(indices[peak.index]),  # the video frame, like OpenFace's CSV row
+                "peak_frame": int(indices[peak.index]) + 1,
+                "peak_rule": peak.rule,
+                "peak_AU_list": list(cues.peak_AU_list),
+                "pseu_emotion": cues.pseu_emotion,
+                "strength": cues.strength,
+                "candidates": [c.to_dict() for c in cues.candidates],
+                "visual_expression": describe_aus(cues.peak_AU_list, self.table),
+                "threshold": self.table.mean_intensity,
+                "au_frames": [int(i) for i in indices],
+                "au_note": "no OpenFace CSV: AUs estimated from MediaPipe blendshapes (emollm.clues.blendshapes)",
             }
         if self.cfg.au.fallback != "fer":
             where = (

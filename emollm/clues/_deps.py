@@ -7,8 +7,13 @@ They are imported lazily, inside the functions that need them, and a missing one
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -82,3 +87,22 @@ def package_folder(package: str, dist: str, purpose: str, fix: str = "") -> Path
     if spec is None or not spec.submodule_search_locations:
         raise MissingClueDependency(dist, purpose, fix, cause=f"no package {package!r} on the path")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2; replay it only if the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            sys.stderr.write(tmp.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emollm.clues._deps import import_optional, package_folder
+from emollm.clues._deps import import_optional, native_stderr_captured, package_folder
 from emollm.media import Box
 
 __all__ = [
@@ -447,7 +447,8 @@ class BlendshapeAUs:
             min_face_presence_confidence=min_presence_confidence,
             output_face_blendshapes=True,
         )
-        landmarker = vision.FaceLandmarker.create_from_options(options)
+        with native_stderr_captured():  # MediaPipe's C++ start-up chatter (glog, TFLite INFO lines)
+            landmarker = vision.FaceLandmarker.create_from_options(options)
         self._landmarker = landmarker
         self._finalizer = weakref.finalize(self, landmarker.close)
         self._finalizer.atexit = False  # at exit MediaPipe's executor is already gone: close before it (below)

@@ -50,7 +50,7 @@ def test_table_and_config_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown variant"):
         CompareConfig.load(bad)
     bad.write_text("runz: []\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['runz'\]"):
+    with pytest.raises(ValueError, match=r"runz: unknown key \(did you mean 'runs'\?\)"):
         CompareConfig.load(bad)
     assert main(["backbones", "--config", str(tmp_path / "missing.yaml")]) == 2
     shipped = CompareConfig.load("configs/bench/backbones.yaml")

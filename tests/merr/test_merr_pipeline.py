@@ -321,3 +321,17 @@ def test_run_openface_for_clips_without_csv(make_cfg, tmp_path):
                        "openface_bin": str(tmp_path / "nope")})  # fmt: skip
     with pytest.raises(FileNotFoundError, match="OpenFace binary .* not found"):
         run_build(missing, progress=False)
+
+
+def test_blendshapes_au_source_without_openface(make_cfg, tmp_path):
+    """``au.fallback: blendshapes``: a MERR set from raw clips with no OpenFace, AUs from MediaPipe blendshapes."""
+    pytest.importorskip("mediapipe")
+    cfg = make_cfg(tmp_path / "out", inputs={"openface_dir": None, "limit": 2}, au={"fallback": "blendshapes"})
+    r = run_build(cfg, progress=False)  # the first two names: the corrupt clip and the astronaut
+    happy = _samples(r.output_dir)["sample_01_happy"]
+    assert (happy["au_source"], happy["au_label"], happy["status"]) == ("blendshapes", "happy", "labelled")
+    rec = json.loads((r.output_dir / "MERR_coarse_grained.json").read_text())["sample_01_happy"]
+    assert rec["pseu_emotion"] == "happy" and "AU12" in rec["peak_AU_list"] and rec["peak_index"].isdigit()
+    assert r.summary["au_source"] == {"blendshapes": 1} and r.summary["errors"] == 1
+    again = run_build(cfg, progress=False)  # cached: same settings, nothing recomputed
+    assert again.summary == r.summary
