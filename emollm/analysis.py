@@ -51,6 +51,30 @@ class Analysis:
         """JSON-ready dict (field order as above)."""
         return asdict(self)
 
+    def clue_description(self) -> str:
+        """The evidence as plain lines, for an LLM's context (``emollm chat --media``) or a report."""
+        lines = []
+        face = self.evidence.get("face") or {}
+        if face.get("expression_scores"):
+            top = sorted(face["expression_scores"].items(), key=lambda kv: -kv[1])[:3]
+            lines.append(
+                "Facial expression (FER2013 CNN, mean over frames): " + ", ".join(f"{k} {v:.2f}" for k, v in top)
+            )
+        if face.get("aus"):
+            aus = ", ".join(f"{v['name']} ({a}, {v['intensity']:.1f}/5)" for a, v in face["aus"].items())
+            lines.append(f"Facial action units at the peak frame {face.get('peak_frame')}: {aus}")
+        audio = self.evidence.get("audio") or {}
+        if audio.get("tone"):
+            lines.append(f"Voice: {audio['tone']}")
+        if self.subtitle:
+            lines.append(f'Transcript: "{self.subtitle}"')
+        for m, reason in self.missing.items():
+            lines.append(f"Not available: {m} ({reason})")
+        if self.label is not None:
+            dist = ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3])
+            lines.append(f"Estimated emotion ({self.mode} mode): {self.label} ({dist})")
+        return "\n".join(lines)
+
     def report(self) -> str:
         """A short human-readable report."""
         lines = [f"{self.file}: {self.label or 'no label'}   ({self.mode} mode)"]

@@ -238,3 +238,49 @@ def test_cli_json_and_one_line_errors(media, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert fragment in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------------- chat
+class _EchoLLM:
+    def __init__(self) -> None:
+        self.seen: list[list[dict]] = []
+
+    def stream(self, messages, *, max_new_tokens=None):
+        self.seen.append(list(messages))
+        yield from ("answer ", str(len(self.seen)))
+
+
+def test_clip_chat_keeps_history_and_gives_the_evidence(media, analyzer):
+    from emollm.chat import ClipChat
+
+    analysis = analyzer(media / "happy.mp4")
+    chat = ClipChat.__new__(ClipChat)  # the real constructor loads SmolLM2; the slow test below covers it
+    chat.media, chat.max_new_tokens, chat.analysis, chat.checkpoint, chat.history = media, 16, analysis, None, []
+    from emollm.chat import SYSTEM
+
+    chat.system = SYSTEM.format(clues=analysis.clue_description())
+    chat._llm = _EchoLLM()
+    assert "".join(chat.ask("Which emotion?")) == "answer 1"
+    assert "".join(chat.ask("Why?")) == "answer 2"
+    second = chat._llm.seen[1]
+    assert second[0]["role"] == "system" and "lip corner puller" in second[0]["content"]
+    assert "Estimated emotion (clues mode): happy" in second[0]["content"]
+    assert [m["role"] for m in second[1:]] == ["user", "assistant", "user"] and second[2]["content"] == "answer 1"
+    with pytest.raises(ValueError, match="empty question"):
+        next(chat.ask("  "))
+
+
+@pytest.mark.slow
+def test_chat_cli_streams_answers_from_smollm2(media, capsys):
+    from emollm.chat import main as chat_main
+
+    assert (
+        chat_main(["--media", str(media / "note.txt"), "--ask", "What does the person say?", "--max-new-tokens", "24"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert 'Transcript: "I am so happy' in out and "you> What does the person say?" in out
+    answer = out.split("emollm> ", 1)[1].strip()
+    assert answer  # streamed text from the real model
+    assert chat_main(["--media", str(media / "missing.mp4"), "--ask", "x"]) == 2
+    assert "missing.mp4: no such file" in capsys.readouterr().err
