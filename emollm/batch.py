@@ -140,7 +140,7 @@ def run_batch(
                 if debug:
                     raise
                 failures.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
-                bar.write(f"failed: {path}: {e}")
+                bar.write(f"failed: {e}" if str(e).startswith(str(path)) else f"failed: {path}: {e}")
             else:
                 f.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
                 f.flush()

@@ -13,8 +13,13 @@ Typical use::
         if isinstance(result, MediaError):
             continue  # already logged, names the file
 
+Limits: :func:`probe` checks every declared duration, frame count and picture size against a :class:`MediaLimits`
+(defaults: 3 h, 1 M frames, 179 M pixels, 2 GiB decoded; raised by ``EMOLLM_MAX_DURATION_S``, ``EMOLLM_MAX_FRAMES``,
+``EMOLLM_MAX_PIXELS``, ``EMOLLM_MAX_BYTES`` or a ``limits=`` argument) before any decoder allocates memory.
+
 Modules: :mod:`.video` (probe, frame sampling, decoding), :mod:`.audio` (16 kHz mono, resampling, silence),
-:mod:`.faces` (detectors, main-face track, crops), :mod:`.load` (the sample contract), :mod:`.errors`, and
+:mod:`.faces` (detectors, main-face track, crops), :mod:`.load` (the sample contract), :mod:`.limits`,
+:mod:`.errors`, and
 :mod:`.fixtures` (generated test media).
 """
 
@@ -29,6 +34,7 @@ from .errors import (
     NoAudioTrack,
     NoFaceFound,
     SilentAudio,
+    UnreadableMedia,
     UnsupportedFormat,
 )
 from .faces import (
@@ -42,6 +48,7 @@ from .faces import (
     detect_faces,
     track_main_face,
 )
+from .limits import MediaLimits
 from .load import MODALITIES, MediaSample, load_many, load_sample
 from .video import MediaInfo, probe, read_frames, read_image, sample_frame_indices
 
@@ -56,6 +63,7 @@ __all__ = [
     "MTCNNFaceDetector",
     "MediaError",
     "MediaInfo",
+    "MediaLimits",
     "MediaNotFound",
     "MediaSample",
     "MediaTooLarge",
@@ -63,6 +71,7 @@ __all__ = [
     "NoAudioTrack",
     "NoFaceFound",
     "SilentAudio",
+    "UnreadableMedia",
     "UnsupportedFormat",
     "build_face_detector",
     "crop_faces",

@@ -27,7 +27,8 @@ from typing import Literal
 import numpy as np
 
 from .errors import CorruptMedia, EmptyMedia, MediaError, MediaTooLarge, NoAudioTrack, SilentAudio
-from .video import DEFAULT_MAX_BYTES, MediaInfo, probe, short_error
+from .limits import MediaLimits, resolve
+from .video import MediaInfo, probe, short_error
 
 __all__ = ["SOUNDFILE_EXTENSIONS", "is_silent", "load_audio", "resample", "rms_db"]
 
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 SOUNDFILE_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
 """Extensions read with soundfile first (PyAV handles them too, as the fallback)."""
+
+SAMPLE_RATE_RANGE = (1000, 1_000_000)
+"""Declared native sample rates outside this (Hz) are refused as corrupt: a WAV header claiming 1 Hz turns 16 KB
+into 8000 s that resample to 128 M samples (2.6 GB of RAM, 17 s of CPU) before anything could notice."""
+
+MAX_CHANNELS = 64
 
 
 def load_audio(
@@ -45,8 +52,9 @@ def load_audio(
     reject_silent: bool = False,
     silence_db: float = -50.0,
     backend: Literal["auto", "soundfile", "pyav", "decord"] = "auto",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     info: MediaInfo | None = None,
+    limits: MediaLimits | None = None,
 ) -> np.ndarray:
     """Reads the first audio track of a file as mono float32 in ``[-1, 1]`` at ``sample_rate``.
 
@@ -57,32 +65,59 @@ def load_audio(
         reject_silent: Raise :class:`SilentAudio` when the RMS level is below ``silence_db`` (checked before padding).
         silence_db: Silence threshold in dBFS for ``reject_silent``.
         backend: ``"auto"`` (soundfile for plain audio files, else PyAV; decord when PyAV is missing) or one decoder.
-        max_bytes: Refuse (``MediaTooLarge``) when the decoded wave would exceed this many bytes.
+        max_bytes: Refuse (``MediaTooLarge``) when the decoded wave would exceed this many bytes; ``None``:
+            ``limits.max_bytes``.
         info: The file's :class:`MediaInfo` if already probed.
+        limits: See :func:`emollm.media.probe`.
 
     Returns:
         ``float32`` array of shape ``(num_samples,)``.
 
     Raises:
-        NoAudioTrack: The file has no audio stream (a silent video, an image, a text file).
+        NoAudioTrack: The file has no audio stream (a silent video, an image, a text file), or a video's audio
+            stream decodes to no samples (only the audio modality is lost).
         SilentAudio: ``reject_silent`` and the audio is silent.
-        CorruptMedia: No decoder can read the audio stream.
-        EmptyMedia: The audio stream decodes to no samples.
+        CorruptMedia: No decoder can read the audio stream, or its header declares an impossible sample rate or
+            channel count.
+        EmptyMedia: An audio file's stream decodes to no samples.
         MediaTooLarge: The decoded audio would exceed ``max_bytes``.
         MediaNotFound, UnsupportedFormat: See :func:`emollm.media.probe`.
+        ValueError: ``min_duration`` is negative, not finite, or would pad past ``max_bytes``.
     """
-    info = info or probe(path)
+    limits = resolve(limits)
+    max_bytes = limits.max_bytes if max_bytes is None else max_bytes
+    if min_duration is not None and (not math.isfinite(min_duration) or min_duration < 0):
+        raise ValueError(f"min_duration {min_duration!r}: must be a number of seconds >= 0")
+    if min_duration and min_duration * sample_rate * 4 > max_bytes:
+        raise ValueError(
+            f"min_duration {min_duration:g}: would pad every wave to {min_duration * sample_rate * 4 / 2**20:,.0f} "
+            f"MiB (limit {max_bytes / 2**20:.0f} MiB); HuBERT/DFEW use 1.0"
+        )
+    info = info or probe(path, limits=limits)
     name = os.fspath(path)
     if not info.has_audio:
         kinds = {"image": "an image has no audio", "text": "a text file has no audio"}
         problem = kinds.get(info.kind, "no audio track")
         raise NoAudioTrack(name, problem, "drop the audio modality for this file, or add a soundtrack")
-    need = info.duration * sample_rate * 4
+    lo, hi = SAMPLE_RATE_RANGE
+    if info.sample_rate and not lo <= info.sample_rate <= hi:
+        raise CorruptMedia(
+            name,
+            f"the header declares an audio sample rate of {info.sample_rate} Hz (real audio: {lo}-{hi} Hz)",
+            "the header is broken; re-export the audio with ffmpeg",
+        )
+    if info.channels > MAX_CHANNELS:
+        raise CorruptMedia(
+            name, f"the header declares {info.channels} audio channels (at most {MAX_CHANNELS})", "re-export it"
+        )
+    seconds = info.audio_duration or info.duration
+    need = seconds * sample_rate * 4
     if need > max_bytes:
         raise MediaTooLarge(
             name,
-            f"{info.duration:.0f} s of audio need {need / 2**20:.0f} MiB at {sample_rate} Hz",
-            "cut the file into utterances first",
+            f"{seconds:.0f} s of audio need {need / 2**20:.0f} MiB at {sample_rate} Hz "
+            f"(limit {max_bytes / 2**20:.0f} MiB)",
+            f"cut the file into utterances first, or raise EMOLLM_MAX_BYTES above {need:.0f}",
         )
     ext = os.path.splitext(name)[1].lower()
     order = {
@@ -113,6 +148,8 @@ def load_audio(
     if wave is None:
         raise CorruptMedia(name, "cannot decode the audio (" + "; ".join(errors) + ")", "re-encode it with ffmpeg")
     if wave.size == 0:
+        if info.kind == "video":  # the pictures are still good: only the audio modality is lost
+            raise NoAudioTrack(name, "the audio track holds no samples", "drop the audio modality, or re-export it")
         raise EmptyMedia(name, "the audio stream has no samples", "re-export the file")
     if reject_silent and is_silent(wave, silence_db):
         raise SilentAudio(

@@ -5,8 +5,8 @@ so a batch loop needs a single ``except MediaError`` to log a bad file and move 
 
 Two kinds of problems are distinguished:
 
-* **File-level** problems (the file is missing, empty, corrupt, in an unsupported format, or too large) are raised by
-  :func:`emollm.media.load_sample`: there is nothing useful to return.
+* **File-level** problems (the file is missing, unreadable, empty, corrupt, in an unsupported format, or too large)
+  are raised by :func:`emollm.media.load_sample`: there is nothing useful to return.
 * **Modality-level** problems (no audio track, silent audio, no detectable face) are raised by the low-level readers
   (:func:`~emollm.media.load_audio`, :func:`~emollm.media.track_main_face`), but ``load_sample`` catches them and
   records the message in ``MediaSample.missing`` instead, so the processor simply omits that modality's tokens.
@@ -26,6 +26,7 @@ __all__ = [
     "NoAudioTrack",
     "NoFaceFound",
     "SilentAudio",
+    "UnreadableMedia",
     "UnsupportedFormat",
 ]
 
@@ -51,7 +52,11 @@ class MediaError(ValueError):
 
 
 class MediaNotFound(MediaError):
-    """The path does not exist or is not a regular file."""
+    """The path does not exist or is not a regular file (a folder, a FIFO, a broken symlink, a symlink loop)."""
+
+
+class UnreadableMedia(MediaError):
+    """The file exists but cannot be read: permission denied, or an I/O error."""
 
 
 class EmptyMedia(MediaError):
@@ -67,7 +72,8 @@ class UnsupportedFormat(MediaError):
 
 
 class MediaTooLarge(MediaError):
-    """Decoding the file as asked would need an unreasonable amount of memory."""
+    """The header declares more than a :class:`~emollm.media.MediaLimits` allows, or decoding as asked would need
+    an unreasonable amount of memory; the message names the declared value, the limit and how to raise it."""
 
 
 class MissingModality(MediaError):
@@ -75,7 +81,7 @@ class MissingModality(MediaError):
 
 
 class NoAudioTrack(MissingModality):
-    """The container has no audio stream."""
+    """The container has no audio stream, or (beside a video stream) one that holds no samples."""
 
 
 class SilentAudio(MissingModality):

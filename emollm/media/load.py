@@ -2,7 +2,8 @@
 
 Contract:
 
-* A file that cannot be used at all (missing, empty, corrupt, unsupported, absurdly large) raises the matching
+* A file that cannot be used at all (missing, unreadable, empty, corrupt, unsupported, or declaring more than the
+  :class:`~emollm.media.MediaLimits` allow, checked on the header before any decoder allocates) raises the matching
   :class:`~emollm.media.MediaError` subclass, whose message names the file and the fix.
 * A modality that is absent or unusable in an otherwise good file (no audio track, silence, no face, an audio-only
   file asked for frames, a corrupt audio stream beside good video) **never raises**: it is left ``None`` and
@@ -16,6 +17,7 @@ Contract:
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 from collections import deque
@@ -31,6 +33,7 @@ import numpy as np
 from .audio import load_audio
 from .errors import CorruptMedia, EmptyMedia, MediaError, MissingModality
 from .faces import FaceDetector, FaceTrack, cached_face_detector, crop_faces, detect_faces, track_main_face
+from .limits import MediaLimits, resolve
 from .video import MediaInfo, probe, read_frames, read_image, read_text, sample_frame_indices
 
 __all__ = ["MODALITIES", "MediaSample", "Modality", "load_many", "load_sample"]
@@ -98,6 +101,7 @@ def load_sample(
     subtitle: str | None = None,
     max_side: int | None = 1280,
     backend: Literal["auto", "decord", "pyav"] = "auto",
+    limits: MediaLimits | None = None,
 ) -> MediaSample:
     """Loads a video, audio, image or ``.txt`` file into a :class:`MediaSample`.
 
@@ -117,16 +121,19 @@ def load_sample(
         silence_db: Audio whose RMS level is below this (dBFS) is marked missing as silent; ``None``: keep it.
         subtitle: The utterance's transcript, returned as ``text``.
         max_side: Decode frames (and images) with the longer side at most this; bounds memory on 4K/8K input.
-        backend: Video decoder (``"auto"``: decord, then PyAV).
+        backend: Video decoder (``"auto"``: decord, then PyAV; PyAV only when the header was not trusted).
+        limits: Largest declared duration/frames/pixels and decoded bytes (``None``: defaults, raised by the
+            ``EMOLLM_MAX_*`` environment variables; see :class:`~emollm.media.MediaLimits`).
 
     Returns:
         The sample; absent modalities are ``None`` with a reason in ``missing``.
 
     Raises:
-        MediaNotFound, EmptyMedia, CorruptMedia, UnsupportedFormat, MediaTooLarge: The file cannot be used (for a
-            video with a corrupt stream, only when no requested modality could be loaded).
+        MediaNotFound, UnreadableMedia, EmptyMedia, CorruptMedia, UnsupportedFormat, MediaTooLarge: The file
+            cannot be used (for a video with a corrupt stream, only when no requested modality could be loaded).
         MediaError: ``scores`` do not fit the clip (``peak`` policy).
-        ValueError: Unknown modality or malformed frame policy.
+        ValueError: Unknown modality, malformed frame policy, or a ``min_audio_duration`` that is negative or
+            would pad past ``limits.max_bytes``.
         ImportError: The requested face detector is not installed.
     """
     unknown = set(modalities) - set(MODALITIES)
@@ -135,7 +142,9 @@ def load_sample(
     for policy in (frame_policy, face_policy):
         if policy is not None:
             sample_frame_indices(1, policy, scores=[0.0], fps=1.0)  # validate the string before decoding anything
-    info = probe(path)
+    limits = resolve(limits)
+    check_min_audio_duration(min_audio_duration, sample_rate, limits)
+    info = probe(path, limits=limits)
     fname = Path(path).name
     sample = MediaSample(name=Path(path).stem, info=info, sample_rate=sample_rate)
     failures: list[MediaError] = []  # modality-level decode failures; raised only if nothing else loads
@@ -164,6 +173,7 @@ def load_sample(
                     reject_silent=silence_db is not None,
                     silence_db=silence_db if silence_db is not None else -50.0,
                     info=info,
+                    limits=limits,
                 )
             except MissingModality as e:
                 sample.missing["audio"] = str(e)
@@ -186,7 +196,7 @@ def load_sample(
                 _load_visual(
                     sample, path, info, video=want_video, face=want_face, frame_policy=frame_policy,
                     face_policy=face_policy, scores=scores, max_side=max_side, backend=backend,
-                    face_detector=face_detector, face_size=face_size, face_margin=face_margin,
+                    face_detector=face_detector, face_size=face_size, face_margin=face_margin, limits=limits,
                 )  # fmt: skip
             except (CorruptMedia, EmptyMedia) as e:  # an undecodable video stream; audio may still be good
                 for m in ("video", "face"):
@@ -199,6 +209,24 @@ def load_sample(
             raise failures[0]
         raise CorruptMedia(path, "; ".join(f.problem for f in failures), failures[0].fix) from failures[-1]
     return sample
+
+
+def check_min_audio_duration(
+    seconds: float | None, sample_rate: int, limits: MediaLimits | None = None, *, name: str = "min_audio_duration"
+) -> None:
+    """Raises ``ValueError`` (naming ``name``) for a padding length that is negative, not finite, or would pad past
+    ``limits.max_bytes``."""
+    if seconds is None:
+        return
+    limits = resolve(limits)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} {seconds!r}: must be a number of seconds >= 0 (HuBERT/DFEW use 1.0)")
+    most = limits.max_bytes / (4 * sample_rate)
+    if seconds > most:
+        raise ValueError(
+            f"{name} {seconds:g}: would pad every wave past the {limits.max_bytes / 2**20:.0f} MiB limit "
+            f"(at most {most:.0f} s at {sample_rate} Hz; HuBERT/DFEW use 1.0)"
+        )
 
 
 def _load_visual(
@@ -216,10 +244,11 @@ def _load_visual(
     face_detector: str | FaceDetector,
     face_size: int,
     face_margin: float,
+    limits: MediaLimits,
 ) -> None:
     fname = Path(path).name
     if info.kind == "image":
-        image = read_image(path, max_side=max_side)[None]
+        image = read_image(path, max_side=max_side, limits=limits)[None]
         vid_idx = [0] if video else []
         face_idx = [0] if face else []
         decoded = {0: image[0]}
@@ -234,7 +263,7 @@ def _load_visual(
         except ValueError as e:
             raise MediaError(path, str(e), "give one score per frame of this clip") from e
         union = sorted(set(vid_idx) | set(face_idx))
-        arr = read_frames(path, union, max_side=max_side, backend=backend, info=info)
+        arr = read_frames(path, union, max_side=max_side, backend=backend, info=info, limits=limits)
         decoded = dict(zip(union, arr, strict=True))
     if video:
         sample.frames = np.stack([decoded[i] for i in vid_idx])

@@ -1,6 +1,10 @@
 """Probe media files, choose frames, and decode them.
 
-* :func:`probe` opens a file's header (PyAV / Pillow; nothing is decoded) and returns a :class:`MediaInfo`.
+* :func:`probe` opens a file's header (PyAV / Pillow; nothing is decoded), checks every declared size against a
+  :class:`~emollm.media.MediaLimits` before any decoder allocates, and returns a :class:`MediaInfo`. A header that
+  cannot be true for the file's size (a 30 KB file claiming 1e5 s or 2^31 frames) is not trusted: the streams are
+  measured by demuxing their packets (no decoding), and frames are then decoded with PyAV, never decord, whose
+  native code aborts the process (``std::bad_alloc``) on such headers.
 * :func:`sample_frame_indices` is a pure function from a frame count and a policy string to frame indices.
 * :func:`read_frames` decodes those frames with decord (fast random access), falling back to PyAV, scaling huge
   frames down inside the decoder so an 8K clip never materialises at full size.
@@ -24,9 +28,12 @@ Frame-sampling policies (``policy`` strings):
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +41,16 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import CorruptMedia, EmptyMedia, MediaError, MediaNotFound, MediaTooLarge, UnsupportedFormat
+from .errors import (
+    CorruptMedia,
+    EmptyMedia,
+    MediaError,
+    MediaNotFound,
+    MediaTooLarge,
+    UnreadableMedia,
+    UnsupportedFormat,
+)
+from .limits import MediaLimits, resolve
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -60,10 +76,16 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 TEXT_EXTENSIONS = frozenset({".txt"})
 
-DEFAULT_MAX_BYTES = 2 << 30
-"""Refuse to decode more than this many bytes of RGB frames at once (2 GiB); see :class:`MediaTooLarge`."""
+DEFAULT_MAX_BYTES = MediaLimits.max_bytes
+"""Default of ``MediaLimits.max_bytes`` (2 GiB): the most bytes one decode may return; see :class:`MediaTooLarge`."""
 
-_MAX_IMAGE_PIXELS = 400_000_000  # beyond this even a reduced JPEG decode is unreasonable; Pillow's own limit is 179M
+MAX_SAMPLED_FRAMES = 10_000
+"""Most frames a frame policy may ask for (``uniform:N``, ``segments:S:K``, ``fps:R``); ``all`` is bounded by
+``MediaLimits.max_frames``."""
+
+_MIN_BYTES_PER_SECOND = 50  # 400 bit/s: below any real audio or video stream; a header claiming less is not trusted
+_MIN_BYTES_PER_FRAME = 4  # a coded frame plus its index entry never takes fewer bytes
+_DECORD_MAX_FRAMES = 2**31 - 1  # decord counts frames in an int32 and aborts (std::bad_alloc) past it
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,8 @@ class MediaInfo:
         sample_rate: Native sample rate of the audio stream (0 when none).
         channels: Channels of the audio stream (0 when none).
         audio_duration: Declared duration of the audio stream in seconds (0.0 when none or unknown).
+        header_note: Why the header was not trusted and the streams were measured by demuxing instead (empty when
+            the header is plausible); such files are decoded with PyAV only.
     """
 
     path: str
@@ -95,6 +119,7 @@ class MediaInfo:
     sample_rate: int = 0
     channels: int = 0
     audio_duration: float = 0.0
+    header_note: str = ""
 
     @property
     def name(self) -> str:
@@ -104,7 +129,11 @@ class MediaInfo:
 
 # ----------------------------------------------------------------------------------------------------------- probing
 def check_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
-    """Checks that ``path`` is a non-empty regular file with a supported extension.
+    """Checks that ``path`` is a readable, non-empty regular file with a supported extension.
+
+    The reason is always the real one: ``errno`` and the file type are checked before anything is opened, so a
+    folder, a FIFO, a broken symlink, a symlink loop or a permission problem is never reported as "no such file" or
+    as a truncated file. A FIFO is never opened (that would block).
 
     Args:
         path: The file.
@@ -113,13 +142,20 @@ def check_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
         The path and its lower-case extension.
 
     Raises:
-        MediaNotFound: No such file.
+        MediaNotFound: No such file, a broken symlink, a symlink loop, or not a regular file (folder, FIFO, ...).
+        UnreadableMedia: Permission denied, or an I/O error on the first read.
         EmptyMedia: The file has 0 bytes.
         UnsupportedFormat: The extension is not a known video, audio, image or text extension.
     """
     p = Path(path)
-    if not p.is_file():
-        raise MediaNotFound(p, "no such file", "check the path and the dataset root")
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        raise _stat_error(p, e) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _file_kind(st.st_mode)
+        fix = "pass the files inside it" if kind == "folder" else "copy the data into a regular file first"
+        raise MediaNotFound(p, f"is a {kind}, not a regular file", fix)
     ext = p.suffix.lower()
     known = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS | IMAGE_EXTENSIONS | TEXT_EXTENSIONS
     if ext not in known:
@@ -128,34 +164,105 @@ def check_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
             f"unsupported file type {ext or '(no extension)'!r}",
             f"convert it with ffmpeg to .mp4/.wav/.jpg; supported: {' '.join(sorted(known))}",
         )
-    if p.stat().st_size == 0:
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # nonblocking: a FIFO swapped in cannot hang us
+        try:
+            os.read(fd, 1)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _read_error(p, e) from None
+    if st.st_size == 0:
         raise EmptyMedia(p, "the file is empty (0 bytes)", "re-download or re-export it")
     return p, ext
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _stat_error(p: Path, e: OSError) -> MediaError:
+    if e.errno == errno.ENOENT and os.path.islink(p):
+        try:
+            target = os.readlink(p)
+        except OSError:
+            target = "?"
+        return MediaNotFound(p, f"broken symlink (it points to {target!r}, which does not exist)", "fix the link")
+    if e.errno == errno.ELOOP:
+        return MediaNotFound(p, "symlink loop (the link resolves to itself)", "fix or remove the link")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return UnreadableMedia(p, "permission denied (a folder on its path cannot be searched)", "check permissions")
+    if e.errno == errno.ENOTDIR:
+        return MediaNotFound(p, "no such file (a part of its path is a file, not a folder)", "check the path")
+    if e.errno == errno.ENOENT:
+        return MediaNotFound(p, "no such file", "check the path and the dataset root")
+    return UnreadableMedia(p, f"cannot be read ({e.strerror or e})", "check the path and the disk")
+
+
+def _read_error(p: Path, e: OSError) -> MediaError:
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return UnreadableMedia(p, "permission denied", "make it readable (chmod a+r) or run as its owner")
+    return UnreadableMedia(p, f"cannot be read ({e.strerror or e})", "check the disk; copy the file elsewhere")
+
+
+def probe(path: str | os.PathLike[str], *, limits: MediaLimits | None = None) -> MediaInfo:
     """Reads a media file's header and reports what it contains, without decoding it.
+
+    Every declared size (container and stream durations, frame count, frame or image size) is checked against
+    ``limits`` first. A header that is within the limits but impossible for the file's size is not trusted: the
+    streams are measured by demuxing (reading packets, decoding nothing) and ``MediaInfo.header_note`` says so.
+    Cost: one header parse, ~1-3 ms for a short clip once PyAV is imported.
 
     Args:
         path: A video, audio, image or ``.txt`` file.
+        limits: The limits; ``None``: :meth:`MediaLimits.from_env` (defaults, raised by ``EMOLLM_MAX_*``).
 
     Returns:
         The file's :class:`MediaInfo`. A video container with no video stream (an ``.mp4`` holding only audio)
         is reported as ``kind="audio"``.
 
     Raises:
-        MediaNotFound, EmptyMedia, UnsupportedFormat: See :func:`check_file`.
+        MediaNotFound, UnreadableMedia, EmptyMedia, UnsupportedFormat: See :func:`check_file`.
         CorruptMedia: The header cannot be parsed, or the file has no usable stream.
-        MediaTooLarge: An image with an absurd pixel count.
+        MediaTooLarge: A declared duration, frame count or pixel count exceeds ``limits`` (the message names the
+            value, the limit and the environment variable that raises it).
     """
     p, ext = check_file(path)
+    limits = resolve(limits)
     if ext in TEXT_EXTENSIONS:
         read_text(p)  # validates the encoding
         return MediaInfo(str(p), "text")
     if ext in IMAGE_EXTENSIONS:
-        w, h = _image_size(p)
+        w, h = _image_size(p, limits)
         return MediaInfo(str(p), "image", frames=1, width=w, height=h)
-    return _probe_av(p, audio_only=ext in AUDIO_EXTENSIONS)
+    return _probe_av(p, audio_only=ext in AUDIO_EXTENSIONS, limits=limits)
+
+
+def _too_large(p: Path, what: str, declared: float, unit: str, field: str, limits: MediaLimits) -> MediaTooLarge:
+    limit = getattr(limits, field)
+    return MediaTooLarge(
+        p,
+        f"the header declares {what} {declared:,.0f}{unit} (limit {limit:,.0f}{unit}) in a file of "
+        f"{_human_bytes(p.stat().st_size)}",
+        limits.how_to_raise(field, declared) + "; a small file claiming this is broken: re-mux it with ffmpeg",
+    )
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -176,34 +283,68 @@ def read_text(path: str | os.PathLike[str]) -> str:
         raise CorruptMedia(path, f"not UTF-8 text ({e.reason} at byte {e.start})", "re-save it as UTF-8") from e
 
 
-def _probe_av(p: Path, *, audio_only: bool) -> MediaInfo:
+def _probe_av(p: Path, *, audio_only: bool, limits: MediaLimits) -> MediaInfo:
     import av
 
+    size = p.stat().st_size
     try:
         with av.open(str(p)) as c:
             vs = [s for s in c.streams.video if not _is_attached_picture(s)]
             aus = list(c.streams.audio)
-            cdur = c.duration / 1e6 if c.duration else 0.0
+            cdur = c.duration / 1e6 if c.duration and c.duration > 0 else 0.0
+            a = aus[0] if aus else None
+            adur = (_stream_seconds(a) or cdur) if a is not None else 0.0
+            v = None if audio_only or not vs else vs[0]
+            vdur = fps = 0.0
+            header_frames = est_frames = 0
+            if v is not None:
+                rate = v.average_rate or v.guessed_rate or v.base_rate
+                fps = float(rate) if rate and rate > 0 else 0.0
+                vdur = _stream_seconds(v) or cdur
+                header_frames = max(0, int(v.frames or 0))
+                est_frames = math.ceil(vdur * fps) if vdur > 0 and fps > 0 else 0
+            # ---- limits, on what the header claims (nothing is allocated from it before this point)
+            declared_dur = max(cdur, adur, vdur)
+            if declared_dur > limits.max_duration_s:
+                raise _too_large(p, "a duration of", declared_dur, " s", "max_duration_s", limits)
+            if v is not None:
+                declared_frames = max(header_frames, est_frames)
+                if declared_frames > limits.max_frames:
+                    raise _too_large(p, "a frame count of", declared_frames, "", "max_frames", limits)
+                width, height = int(v.codec_context.width or 0), int(v.codec_context.height or 0)
+                if width * height > limits.max_pixels:
+                    raise _too_large(p, f"{width}x{height} frames:", width * height, " pixels", "max_pixels", limits)
+            # ---- plausibility: a header that cannot be true for this file size is measured instead of trusted
+            note = ""
+            if declared_dur > max(1.0, size / _MIN_BYTES_PER_SECOND):
+                note = f"the header claims {declared_dur:g} s in {_human_bytes(size)}"
+            elif v is not None and max(header_frames, est_frames) > max(16, size // _MIN_BYTES_PER_FRAME):
+                note = f"the header claims {max(header_frames, est_frames)} frames in {_human_bytes(size)}"
+            elif v is not None and header_frames and est_frames and abs(header_frames - est_frames) > est_frames + 2:
+                note = f"the header claims {header_frames} frames but {vdur:g} s at {fps:g} fps"
+            if note:
+                streams = [s for s in (v, a) if s is not None]
+                measured = _measure_streams(c, streams)
+                note += "; measured by demuxing"
+                logger.warning("%s: %s", p, note)
+                if a is not None:
+                    adur = measured[a.index][1]
+                if v is not None:
+                    header_frames, vdur = measured[v.index]
+                    est_frames = header_frames
+                    if vdur > 0 and header_frames > 1:
+                        fps = header_frames / vdur
+                cdur = max(adur, vdur)
             a_info: dict = {}
-            if aus:
-                a = aus[0]
-                adur = float(a.duration * a.time_base) if a.duration and a.time_base else cdur
+            if a is not None:
                 a_info = dict(
                     has_audio=True, sample_rate=int(a.rate or 0), channels=int(a.channels or 0), audio_duration=adur
                 )
-            else:
-                adur = 0.0
-            if audio_only or not vs:
-                if not aus:
+            if v is None:
+                if a is None:
                     raise CorruptMedia(p, "no audio or video stream in the file", "re-export it with ffmpeg")
-                return MediaInfo(str(p), "audio", duration=adur or cdur, **a_info)
-            v = vs[0]
-            rate = v.average_rate or v.guessed_rate or v.base_rate
-            fps = float(rate) if rate else 0.0
-            vdur = float(v.duration * v.time_base) if v.duration and v.time_base else cdur
-            frames = int(v.frames or 0)
-            if frames <= 0 and vdur > 0 and fps > 0:
-                frames = max(1, round(vdur * fps))
+                return MediaInfo(str(p), "audio", duration=adur or cdur, header_note=note, **a_info)
+            frames = header_frames or est_frames
             if frames <= 0:
                 frames = sum(1 for pkt in c.demux(v) if pkt.size)
             if frames <= 0:
@@ -221,12 +362,40 @@ def _probe_av(p: Path, *, audio_only: bool) -> MediaInfo:
                 duration=max(vdur, adur),
                 width=width,
                 height=height,
+                header_note=note,
                 **a_info,
             )
     except MediaError:
         raise
     except av.error.FFmpegError as e:
+        if getattr(e, "errno", None) in (errno.EACCES, errno.EPERM):
+            raise UnreadableMedia(p, "permission denied", "make it readable (chmod a+r)") from e
         raise CorruptMedia(p, f"cannot be opened: {_av_reason(e)}", "the file is truncated or not a media file") from e
+
+
+def _stream_seconds(stream) -> float:
+    if stream.duration and stream.duration > 0 and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def _measure_streams(container, streams: list) -> dict[int, tuple[int, float]]:
+    """Stream index -> (packets with data, seconds from first to last packet end), by demuxing (no decoding)."""
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    count = dict.fromkeys((s.index for s in streams), 0)
+    for pkt in container.demux(*streams):
+        if not pkt.size or pkt.time_base is None:
+            continue
+        i = pkt.stream.index
+        count[i] += 1
+        t = pkt.pts if pkt.pts is not None else pkt.dts
+        if t is None:
+            continue
+        start = float(t * pkt.time_base)
+        first[i] = min(first.get(i, start), start)
+        last[i] = max(last.get(i, start), start + float((pkt.duration or 0) * pkt.time_base))
+    return {i: (n, max(0.0, last.get(i, 0.0) - first.get(i, 0.0))) for i, n in count.items()}
 
 
 def _is_attached_picture(stream) -> bool:
@@ -251,20 +420,35 @@ def _av_reason(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e).split(":")[0] or type(e).__name__
 
 
-def _image_size(p: Path) -> tuple[int, int]:
+def _image_size(p: Path, limits: MediaLimits | None = None) -> tuple[int, int]:
+    """(width, height) from the image header only (Pillow's lazy open decodes nothing)."""
     from PIL import Image, UnidentifiedImageError
 
+    limits = resolve(limits)
     try:
         with Image.open(p) as im:
             w, h = im.size
     except UnidentifiedImageError as e:
         raise CorruptMedia(p, "not a readable image", "the file is truncated or not an image") from e
-    except Image.DecompressionBombError as e:
-        raise MediaTooLarge(p, f"image too large to open ({e})", "downscale it before loading") from e
+    except Image.DecompressionBombError as e:  # Pillow's own limit, checked inside open() before any decoding
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        declared = int(m.group(1)) if m else 0
+        pil_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise MediaTooLarge(
+            p,
+            f"the header declares an image of {declared:,} pixels (Pillow's decompression-bomb limit {pil_limit:,})",
+            "if it really is that large, raise PIL.Image.MAX_IMAGE_PIXELS and EMOLLM_MAX_PIXELS; else re-export it",
+        ) from e
     except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise UnreadableMedia(p, "permission denied", "make it readable (chmod a+r)") from e
         raise CorruptMedia(p, f"cannot read the image header ({e})", "re-export the image") from e
-    if w * h > _MAX_IMAGE_PIXELS:
-        raise MediaTooLarge(p, f"image is {w}x{h} pixels", f"downscale it below {_MAX_IMAGE_PIXELS} pixels first")
+    if w * h > limits.max_pixels:
+        raise MediaTooLarge(
+            p,
+            f"the header declares a {w}x{h} image ({w * h:,} pixels; limit {limits.max_pixels:,})",
+            limits.how_to_raise("max_pixels", w * h),
+        )
     return w, h
 
 
@@ -305,7 +489,8 @@ def sample_frame_indices(
         Frame indices in ``[0, num_frames)``, in temporal order, possibly repeated (short clips).
 
     Raises:
-        ValueError: Unknown or malformed policy, ``num_frames < 1``, or missing/mis-sized ``scores`` for ``peak``.
+        ValueError: Unknown or malformed policy, one asking for more than :data:`MAX_SAMPLED_FRAMES` frames,
+            ``num_frames < 1``, or missing/mis-sized ``scores`` for ``peak``.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1 to sample frames with policy {policy!r}, got {num_frames}")
@@ -317,8 +502,20 @@ def sample_frame_indices(
     expected = {"uniform": 1, "first": 0, "middle": 0, "peak": 0, "segments": 2, "fps": 1, "all": 0}
     if name not in expected:
         raise ValueError(f"unknown frame policy {policy!r}; use one of: {_POLICIES}")
-    if len(nums) != expected[name] or any(n <= 0 for n in nums):
+    if len(nums) != expected[name] or any(not n > 0 or math.isinf(n) for n in nums):
         raise ValueError(f"malformed frame policy {policy!r}: expected {_POLICIES} with positive numbers")
+    asked = 0.0
+    if name == "uniform":
+        asked = nums[0]
+    elif name == "segments":
+        asked = nums[0] * nums[1]
+    elif name == "fps" and fps and fps > 0:
+        asked = num_frames / fps * nums[0]
+    if asked > MAX_SAMPLED_FRAMES:
+        raise ValueError(
+            f"frame policy {policy!r} asks for {asked:.0f} frames of one clip; at most {MAX_SAMPLED_FRAMES} "
+            "(use fewer, e.g. uniform:16)"
+        )
     c = num_frames
     if name == "first":
         return [0]
@@ -380,21 +577,26 @@ def read_frames(
     *,
     max_side: int | None = None,
     backend: Literal["auto", "decord", "pyav"] = "auto",
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int | None = None,
     info: MediaInfo | None = None,
+    limits: MediaLimits | None = None,
 ) -> np.ndarray:
     """Decodes the given frames of a video as RGB.
 
     Indices past the last decodable frame (headers sometimes over-count by a frame or two) read the last frame.
+    ``"auto"`` never hands decord a file whose header was not trusted (``MediaInfo.header_note``): decord's native
+    code aborts the whole process on some such headers, PyAV raises a Python error or reads what is there.
 
     Args:
         path: The video file.
         indices: Frame indices (any order, repeats allowed), e.g. from :func:`sample_frame_indices`.
         max_side: Scale frames inside the decoder so that the longer side is at most this (``None``: full size).
         backend: ``"decord"`` (random access), ``"pyav"`` (sequential decode), or ``"auto"``: decord, then PyAV
-            when decord is not installed or fails.
-        max_bytes: Refuse (``MediaTooLarge``) when the output would exceed this many bytes.
+            when decord is not installed or fails; PyAV only for files whose header was not trusted.
+        max_bytes: Refuse (``MediaTooLarge``) when the output would exceed this many bytes; ``None``:
+            ``limits.max_bytes``.
         info: The file's :class:`MediaInfo` if already probed.
+        limits: See :func:`probe`.
 
     Returns:
         ``uint8`` array of shape ``(len(indices), H, W, 3)``.
@@ -405,7 +607,9 @@ def read_frames(
         UnsupportedFormat: The file has no video stream.
         ValueError: Empty or negative ``indices``.
     """
-    info = info or probe(path)
+    limits = resolve(limits)
+    max_bytes = limits.max_bytes if max_bytes is None else max_bytes
+    info = info or probe(path, limits=limits)
     if info.kind != "video":
         raise UnsupportedFormat(path, f"has no video stream (it is {info.kind})", "pass a video file")
     idx = [int(i) for i in indices]
@@ -417,9 +621,12 @@ def read_frames(
         raise MediaTooLarge(
             path,
             f"{len(idx)} frames of {w}x{h} need {need / 2**20:.0f} MiB (limit {max_bytes / 2**20:.0f} MiB)",
-            "sample fewer frames or pass a smaller max_side",
+            f"sample fewer frames, pass a smaller max_side, or raise EMOLLM_MAX_BYTES above {need}",
         )
     errors: list[str] = []
+    if backend == "auto" and (info.header_note or info.frames >= _DECORD_MAX_FRAMES):
+        logger.debug("%s: header not trusted (%s); decoding with PyAV, not decord", path, info.header_note)
+        backend = "pyav"
     if backend in ("auto", "decord"):
         try:
             return _read_decord(str(path), idx, (w, h), (info.width, info.height))
@@ -486,7 +693,9 @@ def _read_pyav(path: str, idx: list[int], size: tuple[int, int], full: tuple[int
     return np.stack([got.get(i, tail) for i in idx])
 
 
-def read_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, max_side: int | None = None, limits: MediaLimits | None = None
+) -> np.ndarray:
     """Reads a still image as RGB, shrinking it while decoding when it is larger than ``max_side``.
 
     JPEGs are decoded directly at 1/2, 1/4 or 1/8 scale (Pillow's draft mode), so an 8K photo never exists at full
@@ -495,18 +704,32 @@ def read_image(path: str | os.PathLike[str], *, max_side: int | None = None) -> 
     Args:
         path: A ``.jpg``/``.png``/... file.
         max_side: Longest side of the result (``None``: full size).
+        limits: See :func:`probe`; the decode (after JPEG draft reduction) must fit ``limits.max_bytes``.
 
     Returns:
         ``uint8`` array of shape ``(H, W, 3)``.
 
     Raises:
         CorruptMedia: The image cannot be decoded (truncated, garbage).
-        MediaTooLarge: The image has an absurd pixel count.
+        MediaTooLarge: The header declares more pixels than ``limits.max_pixels``, or the decode would exceed
+            ``limits.max_bytes``.
     """
     from PIL import Image, ImageOps
 
     p = Path(path)
-    _image_size(p)
+    limits = resolve(limits)
+    w, h = _image_size(p, limits)
+    reduce = 1
+    if max_side and p.suffix.lower() in (".jpg", ".jpeg"):  # draft mode decodes at 1/2, 1/4 or 1/8 scale
+        while reduce < 8 and max(w, h) // (reduce * 2) >= max_side:
+            reduce *= 2
+    need = math.ceil(w / reduce) * math.ceil(h / reduce) * 4
+    if need > limits.max_bytes:
+        raise MediaTooLarge(
+            p,
+            f"decoding this {w}x{h} image needs {need / 2**20:.0f} MiB (limit {limits.max_bytes / 2**20:.0f} MiB)",
+            f"downscale it first, or raise EMOLLM_MAX_BYTES above {need}",
+        )
     try:
         with Image.open(p) as im:
             if max_side and max(im.size) > max_side:
