@@ -391,6 +391,8 @@ class ValidationReport:
         return not self.errors
 
     def raise_if_errors(self) -> None:
+        if len(self.errors) == 1:
+            raise ConfigError(f"invalid config: {self.errors[0]}")
         if self.errors:
             raise ConfigError("invalid config:\n  " + "\n  ".join(self.errors))
 
@@ -420,7 +422,11 @@ def _check_template(
 
 
 def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
-    """Cross-field checks that need no model. ``check_paths`` also checks that input files exist."""
+    """Cross-field checks that need no model.
+
+    ``check_paths`` also checks that input files exist and, when the config is otherwise valid, opens the data they
+    name (``emollm.data.datasets.check_data``): every record of the data files (UTF-8, JSON, a name, the label set),
+    the transcripts, the auxiliary files and the feature files of the first rows (shape, width, dtype, NaN)."""
     from emollm.backbones import get_backbone, list_backbones
 
     rep = ValidationReport()
@@ -523,7 +529,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         err(f"data.val_fraction: must be in [0, 0.5), got {d.val_fraction}")
     if d.transcripts and check_paths and not Path(d.transcripts).is_file():
         err(f"data.transcripts: {d.transcripts} does not exist")
-    if len(set(d.labels)) != len(d.labels) or any(not lab or lab != lab.strip() for lab in d.labels):
+    if not d.labels:
+        err(
+            "data.labels: empty; list the emotion labels of the data (e.g. [neutral, angry, happy, sad, worried, "
+            "surprise]): the emotion prompt names them and a sample whose label is not listed is skipped"
+        )
+    elif len(set(d.labels)) != len(d.labels) or any(not lab or lab != lab.strip() for lab in d.labels):
         err(f"data.labels: labels must be unique, non-empty words, got {d.labels}")
     if not d.tasks:
         err(f"data.tasks: the task pool is empty; use some of {', '.join(TASKS)}")
@@ -654,6 +665,12 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
         )
     if t.logging.wandb and importlib.util.find_spec("wandb") is None:
         err("train.logging.wandb: the wandb package is not installed (pip install wandb), or set it to false")
+    if check_paths and d.format != "synthetic" and rep.ok:
+        # Open what the paths name (records, labels, the first rows' feature files), so that validate refuses what
+        # train would. numpy only: still no torch.
+        from emollm.data.datasets import check_data
+
+        check_data(cfg, rep.errors, rep.warnings)
     return rep
 
 
@@ -725,7 +742,12 @@ def validate_main(argv: list[str]) -> int:
     )
     parser.add_argument("config", nargs="?", help="YAML run config (e.g. configs/pretrain/smollm2.yaml)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lora_lr=1e-4")
-    parser.add_argument("--check-paths", action="store_true", help="also check that data/model/feature paths exist")
+    parser.add_argument(
+        "--check-paths",
+        action="store_true",
+        help="also check that data/model/feature paths exist and open the data: every record of the data files "
+        "(UTF-8, JSON, names, labels) and the feature files of the first rows (shape, width, dtype, NaN)",
+    )
     parser.add_argument("--print", dest="print_config", action="store_true", help="print the resolved config as YAML")
     parser.add_argument("--schema", action="store_true", help="print every key with its type, default and meaning")
     args = parser.parse_intermixed_args(argv)

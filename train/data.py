@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,7 +19,18 @@ from emollm.runconfig import RunConfig
 
 log = logging.getLogger("emollm.train")
 
-__all__ = ["RunData", "build_run_data"]
+__all__ = ["RunData", "build_run_data", "datasets_cache_dir"]
+
+
+def datasets_cache_dir(cfg: RunConfig, rank: int) -> Path:
+    """This process's Hugging Face ``datasets`` cache of the run: ``<output_dir>/.datasets-cache/rank-N``, never the
+    user's ``~/.cache/huggingface/datasets``; the recipe deletes it at the end (``SFTRecipe.cleanup``).
+
+    Args:
+        cfg: The run config.
+        rank: This process's index (one folder per process: no locking between processes).
+    """
+    return Path(cfg.train.output_dir) / ".datasets-cache" / f"rank-{rank}"
 
 
 @dataclass
@@ -103,7 +115,15 @@ class RunData:
                     yield epoch, None, [self.collator(items[i : i + bs]) for i in range(0, need, bs)]
                     items = []
             if pos == 0 and not items:
-                raise ValueError("the streamed training set yields no usable samples on this process")
+                from emollm.data.datasets import DataError, unknown_labels_hint
+
+                stream = self.train_stream
+                unknown = ", ".join(f"{k!r} x{v}" for k, v in stream.unknown_labels.most_common(5))
+                raise DataError(
+                    f"{stream.source or 'the streamed training set'}: yields no usable samples on this process"
+                    + unknown_labels_hint(unknown)
+                    + (f"; skipped: {stream.skipped}" if stream.skipped else "")
+                )
             self.stream_state = {"epoch": epoch + 1, "position": 0}  # leftovers (< one step) are dropped
 
 
@@ -137,6 +157,7 @@ def build_run_data(
     from emollm.data.samplers import BatchPlan, inverse_frequency_weights
 
     d, t = cfg.data, cfg.train
+    cache_dir = str(datasets_cache_dir(cfg, rank))
     if not show_progress:
         import datasets
 
@@ -156,7 +177,9 @@ def build_run_data(
             feats = FeatureFiles(d.feature_root, {m: s.feature_dir for m, s in mods.items()}, dims, d.missing_features)
         else:
             feats = NoFeatures()
-        train_records = load_records(d.format, d.train, transcripts=d.transcripts, streaming=d.streaming)
+        train_records = load_records(
+            d.format, d.train, transcripts=d.transcripts, streaming=d.streaming, cache_dir=cache_dir
+        )
         train_feats = val_feats = feats
         if isinstance(feats, FeatureFiles) and not d.streaming:
             missing = feats.missing_counts(list(train_records["name"]))
@@ -172,7 +195,7 @@ def build_run_data(
                 drop_if = lambda name: not feats.has_all(name)  # noqa: E731
         val_records = None
         if d.val:
-            val_records = load_records(d.format, d.val, transcripts=d.transcripts)
+            val_records = load_records(d.format, d.val, transcripts=d.transcripts, cache_dir=cache_dir)
         elif d.val_fraction:
             train_idx, val_idx = split_by_name(train_records, d.val_fraction)
             val_records = train_records
@@ -185,6 +208,7 @@ def build_run_data(
             label_map=a.label_map,
             labels=d.labels,
             prefix=f"aux{i}",
+            cache_dir=cache_dir,
         )
         if dropped:
             skipped[f"aux[{i}]_unmapped_labels"] = dropped
@@ -202,6 +226,7 @@ def build_run_data(
             shuffle_buffer=d.shuffle_buffer,
             rank=rank,
             world_size=world_size,
+            source=d.train,
         )
         total_steps = t.max_steps
     else:
@@ -215,9 +240,24 @@ def build_run_data(
             balance_loss=d.balance == "loss",
             indices=train_idx,
             drop_sample_if=drop_if,
+            source=d.train if d.format != "synthetic" else None,
         )
         if train_ds.skipped:
             skipped["train"] = train_ds.skipped
+        if train_ds.unknown_labels:
+            n_unknown = sum(train_ds.unknown_labels.values())
+            skipped["unknown_labels"] = dict(train_ds.unknown_labels)
+            dropped = train_ds.skipped.get("label not in data.labels", 0)
+            log.warning(
+                "%s: %d of %d training samples have labels not in data.labels (%s): %d skipped%s; add the labels to "
+                "data.labels or fix the file",
+                d.train or "training data",
+                n_unknown,
+                train_ds.main_records,
+                train_ds.unknown_labels_text(),
+                dropped,
+                "" if dropped == n_unknown else f", {n_unknown - dropped} trained on other tasks only",
+            )
         n = train_ds.num_main
         pools = [
             (off, size, max(1, round(a.ratio * n))) for (off, size), a in zip(train_ds.pools(), d.aux, strict=True)

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from emollm.data.datasets import DataError
 from emollm.runconfig import ConfigError, RunConfig, load_config, validate
 
 log = logging.getLogger("emollm.train")
@@ -79,8 +80,12 @@ class SFTRecipe:
         from emollm_train.optim import build_optimizer, build_scheduler
 
         cfg, t = self.cfg, self.cfg.train
+        # check_paths: open the data (records, labels, the first rows' feature files) before building the model, so
+        # that a bad file stops the run in seconds with the same one-line message as `emollm validate --check-paths`.
+        # Its data warnings (unknown labels, missing feature files) come again, counted on the whole set, from
+        # build_run_data; print the config's own warnings only.
+        validate(cfg, check_paths=True).raise_if_errors()
         report = validate(cfg)
-        report.raise_if_errors()
         for w in report.warnings:
             log.warning(w)
         if t.threads:
@@ -426,10 +431,21 @@ class SFTRecipe:
             self.logger.write(record)
 
     def cleanup(self) -> None:
-        """Close the logs and end the accelerator's run."""
+        """Close the logs, delete this process's ``datasets`` cache and end the accelerator's run."""
+        import shutil
+
+        from emollm_train.data import datasets_cache_dir
+
         if hasattr(self, "logger"):
             self.logger.close()
-        self.accelerator.end_training()
+        if hasattr(self, "accelerator"):
+            cache = datasets_cache_dir(self.cfg, self.accelerator.process_index)
+            shutil.rmtree(cache, ignore_errors=True)
+            try:
+                cache.parent.rmdir()  # the last process to finish removes the folder
+            except OSError:
+                pass
+            self.accelerator.end_training()
 
 
 # ===================================================================================================== CLI
@@ -438,11 +454,20 @@ class SFTRecipe:
 def run(cfg: RunConfig) -> dict[str, Any]:
     """Set up, train, clean up; returns the summary."""
     recipe = SFTRecipe(cfg)
-    recipe.setup()
     try:
+        recipe.setup()
         return recipe.train()
     finally:
         recipe.cleanup()
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of ``error``; one raised in a DataLoader worker comes wrapped in its traceback: its last line."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].endswith("Error") else last
+    return text
 
 
 def main(argv: list[str]) -> int:
@@ -457,6 +482,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="less logging (warnings only)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -467,8 +493,11 @@ def main(argv: list[str]) -> int:
             print(cfg.to_yaml(), end="")
             return 0
         summary = run(cfg)
-    except (ConfigError, FileNotFoundError, FileExistsError) as e:
-        print(f"emollm train: {e}", file=sys.stderr)
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+        # ValueError: the data, checkpoint and config checks raise it with a message naming the problem and the fix
+        if args.debug:
+            raise
+        print(f"emollm train: {_one_line(e)}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "last_loss", "best", "final", "tokens_per_s")}, default=str))

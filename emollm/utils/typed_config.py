@@ -3,7 +3,9 @@
 A schema is a dataclass whose fields carry type hints; :func:`convert` checks a raw (YAML) value against a hint and
 converts it (Literal, Union/Optional, list, dict, bool/int/float/str, nested dataclasses, Any). Errors name the dotted
 key; an unknown key also gets the closest match and the allowed keys. :func:`apply_overrides` applies dotted
-``key=value`` overrides (values parsed as YAML) and :func:`load_yaml_mapping` reads a YAML file with clear errors.
+``key=value`` overrides (values parsed as YAML; an unquoted ``no`` that YAML reads as false is given back as the
+schema's ``'no'``) and :func:`load_yaml_mapping` reads a YAML file with clear errors (an empty file and a key
+repeated in one mapping are errors).
 
 Every function takes ``error``, the exception class to raise, so each caller keeps its own (``ConfigError``,
 ``BuildConfigError``, ``ValueError``). No torch here: the config commands must answer fast.
@@ -21,6 +23,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+# YAML 1.1 words PyYAML reads as booleans (the schema's Literal words they stand for, e.g. mixed_precision: no).
+_YAML_FALSE = frozenset({"no", "off", "false", "n"})
+_YAML_TRUE = frozenset({"yes", "on", "true", "y"})
 
 __all__ = ["apply_overrides", "convert", "join", "load_yaml_mapping", "parse_override", "suggest", "type_name"]
 
@@ -133,7 +139,13 @@ def convert(
         raise error(f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(tp)
-        if value in allowed and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed)):
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+            # YAML 1.1 reads an unquoted no/off (yes/on) as false (true): give back the word the schema allows.
+            words = _YAML_FALSE if value is False else _YAML_TRUE
+            for a in allowed:
+                if isinstance(a, str) and a.lower() in words:
+                    return a
+        elif value in allowed:
             return value
         raise error(
             f"{where}: {value!r} is not allowed{suggest(value, [str(a) for a in allowed])}; "
@@ -226,23 +238,72 @@ def apply_overrides(
     return data
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping holds the same key twice (PyYAML would silently keep the last value)."""
+
+    def __init__(self, key: Any, first_line: int, line: int):
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping, at every nesting level (merge keys ``<<``
+    may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor raises its own error
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKeyError(key, first, line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml_mapping(path: str | Path, *, error: type[Exception] = ValueError, expected: str = "") -> dict[str, Any]:
-    """Read a YAML file whose top level is a mapping (an empty file: ``{}``).
+    """Read a YAML file whose top level is a mapping.
 
     Args:
         expected: What the top-level mapping holds (``" with model/data/train"``), shown in errors.
 
     Raises:
         FileNotFoundError: no such file.
-        error: invalid YAML or a top level that is not a mapping.
+        error: invalid YAML, a key repeated in one mapping (naming the key and both lines), an empty file (nothing
+            but blanks and comments: running on the defaults is never what was meant), or a top level that is not
+            a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKeyError as e:
+        raise error(
+            f"{path}:{e.line}: duplicate key {e.key!r} (first on line {e.first_line}); YAML would keep only the last "
+            "value: remove or rename one of them"
+        ) from None
     except yaml.YAMLError as e:
         raise error(f"{path}: invalid YAML: {e}") from None
-    if loaded is not None and not isinstance(loaded, dict):
+    if loaded is None:
+        what = expected.strip().removeprefix("with ").strip()
+        raise error(
+            f"{path}: the config file is empty (only blanks or comments); write the settings into it"
+            + (f" ({what})" if what else "")
+            + ", or pass another file"
+        )
+    if not isinstance(loaded, dict):
         raise error(f"{path}: the top level must be a mapping{expected}, got {type(loaded).__name__}")
-    return loaded or {}
+    return loaded
