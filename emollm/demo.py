@@ -39,12 +39,43 @@ def _score(answers: list[str], gold: list[str], labels: tuple[str, ...]) -> tupl
     return correct / len(gold), sum(p is None for p in preds)
 
 
+def data_main(argv: list[str]) -> int:
+    """``emollm demo data --out DIR``: the story demo's generated clip set (:mod:`emollm.demo_data`)."""
+    from emollm.demo_data import make_demo_set
+
+    parser = argparse.ArgumentParser(prog="emollm demo data", description="Generate the demo's labelled clip set.")
+    parser.add_argument("--out", default="runs/demo/data")
+    parser.add_argument("--per-label", type=int, default=12, help="clips per label (default 12)")
+    parser.add_argument("--quick", action="store_true", help="small clips for a fast run (CI)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.per_label < 3:
+        parser.error("--per-label must be >= 3 (train, validation and test need each label)")
+    try:
+        m = make_demo_set(args.out, per_label=args.per_label, quick=args.quick, seed=args.seed)
+    except RuntimeError as e:  # espeak-ng missing
+        print(f"emollm demo data: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: {m['counts']['train']} train + {m['counts']['test']} test synthetic clips "
+        f"({', '.join(m['labels'])}; audio: {m['audio']})"
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="emollm demo", description=__doc__.split("\n\n")[0])
+    if argv[:1] == ["data"]:
+        return data_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="emollm demo",
+        description=__doc__.split("\n\n")[0] + " (The whole story — clips, MERR, two training stages, evaluation, "
+        "analysis — is `make demo`; `emollm demo data` makes its clips.)",
+    )
+    parser.add_argument("--quick", action="store_true", help="accepted for clarity: this command is the quick demo")
     parser.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--eval-samples", type=int, default=24)
-    parser.add_argument("--out", default="runs/demo", help="output folder (checkpoint goes to OUT/checkpoint)")
+    parser.add_argument("--out", default="runs/demo-quick", help="output folder (checkpoint goes to OUT/checkpoint)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS or 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default="smollm2", help="registry name (emollm backbones); default smollm2")
@@ -156,7 +187,15 @@ def main(argv: list[str]) -> int:
 
 
 def chat_main(argv: list[str]) -> int:
-    """``emollm chat CHECKPOINT "question" [--audio F.npy] [--face F.npy] [--video F.npy]``."""
+    """``emollm chat CHECKPOINT "question" [--audio F.npy] [--face F.npy] [--video F.npy] [--debug]``.
+
+    The command places one modality marker per feature file itself, so a question that already holds a marker
+    (``<face>``, ``<audio>``, ``<video>``) is refused, and so is a feature file for a modality the checkpoint has no
+    branch for. Exit codes: 0 answered, 2 refused or failed (one line on stderr naming the file or flag and the fix;
+    ``--debug`` shows the traceback).
+    """
+    from emollm.configuration import MARKER_RE, MARKERS
+
     parser = argparse.ArgumentParser(prog="emollm chat", description="Ask a checkpoint one question.")
     parser.add_argument("checkpoint", help="checkpoint folder saved by emollm")
     parser.add_argument("question")
@@ -165,28 +204,49 @@ def chat_main(argv: list[str]) -> int:
     parser.add_argument("--llm-path", help="base LLM folder/GGUF if the checkpoint cannot find it")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--no-stream", action="store_true")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    from emollm.checkpoint import load_model
+
+    def fail(message: str) -> int:
+        print(f"emollm chat: error: {message}", file=sys.stderr)
+        return 2
+
+    found = sorted({m.group(0) for m in MARKER_RE.finditer(args.question)})
+    if found:
+        flags = " / ".join(f"--{t[1:-1]} FILE" for t in found)
+        return fail(
+            f"the question contains {', '.join(found)}; emollm chat places the marker of each feature file itself: "
+            f"remove {', '.join(found)} from the question and pass the features with {flags}"
+        )
+    if args.max_new_tokens < 1:
+        return fail(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    from emollm.checkpoint import load_model, read_checkpoint
     from emollm.encoders import load_feature_file
     from emollm.generation import chat, stream_chat
     from emollm.processing import Sample
 
     try:
+        branches = read_checkpoint(args.checkpoint).config.modalities  # cheap: refuse bad requests before loading
+        extra = [m for m in MARKERS if getattr(args, m) and m not in branches]
+        if extra:
+            raise ValueError(
+                f"checkpoint {args.checkpoint} has no {', '.join(extra)} branch (it reads {', '.join(branches)}); "
+                f"drop {', '.join(f'--{m}' for m in extra)}"
+            )
+        features = {
+            m: load_feature_file(getattr(args, m), cfg.feature_dim) for m, cfg in branches.items() if getattr(args, m)
+        }
         model, processor = load_model(args.checkpoint, llm_path=args.llm_path)
-        features = {}
-        for m, cfg in model.config.modalities.items():
-            path = getattr(args, m)
-            if path:
-                features[m] = load_feature_file(path, cfg.feature_dim)
+        markers = "".join(MARKERS[m] for m in features)
+        sample = Sample(messages=[{"role": "user", "content": f"{markers} {args.question}".strip()}], features=features)
+        if args.no_stream:
+            print(chat(model, processor, [sample], max_new_tokens=args.max_new_tokens)[0])
+        else:
+            for piece in stream_chat(model, processor, sample, max_new_tokens=args.max_new_tokens):
+                print(piece, end="", flush=True)
+            print()
     except (OSError, ValueError) as e:
-        print(f"emollm chat: {e}", file=sys.stderr)
-        return 2
-    markers = "".join(f"<{m}>" for m in features)
-    sample = Sample(messages=[{"role": "user", "content": f"{markers} {args.question}".strip()}], features=features)
-    if args.no_stream:
-        print(chat(model, processor, [sample], max_new_tokens=args.max_new_tokens)[0])
-    else:
-        for piece in stream_chat(model, processor, sample, max_new_tokens=args.max_new_tokens):
-            print(piece, end="", flush=True)
-        print()
+        if args.debug:
+            raise
+        return fail(str(e))
     return 0

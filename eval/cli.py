@@ -6,6 +6,9 @@ Usage::
     emollm eval ablate CONFIG.yaml [key=value ...]          # modality ablation (all, no_m, only_m, text only)
     emollm eval label-order CONFIG.yaml --orders N [--seed S] [--select] [key=value ...]
     emollm eval emer --gold GT.csv --pred PRED.csv --judge smollm2|PATH|http://HOST/v1 --out DIR
+    emollm eval compare --gold TEST.txt --labels a,b,c --run NAME=PATH [--run ...] --out DIR
+    emollm eval baseline --features ROOT --modality audio=whisper [...] --train TRAIN.txt --test TEST.txt \
+        --labels a,b,c --out DIR                            # late-fusion logistic regression on cached features
 
 Overrides are YAML values: ``limit=10``, ``label_order=[happy,sad,neutral]``, ``features.face=mae_DFEW_ck16_UTT``.
 Exit codes: 0 on success, 2 on a usage, config or input-file error (the message names the key or file), 1 when a
@@ -18,10 +21,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("emer", "ablate", "label-order")
+_SUBCOMMANDS = ("emer", "ablate", "label-order", "compare", "baseline")
 
 
 def _usage() -> str:
@@ -137,6 +141,51 @@ def _summary(metrics: dict) -> str:
     )
 
 
+def _pairs(items: Sequence[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} {item!r}: expected NAME=PATH")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _compare_or_baseline(command: str, rest: list[str]) -> int:
+    p = argparse.ArgumentParser(prog=f"emollm eval {command}")
+    p.add_argument("--labels", required=True, help="comma-separated classes (report order)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    if command == "compare":
+        p.add_argument("--gold", required=True, help="N C E V list of the evaluated split")
+        p.add_argument("--run", action="append", required=True, metavar="NAME=PATH", help="a prediction source")
+        p.add_argument("--note", action="append", default=[], metavar="NAME=TEXT", help="a note for a row")
+        p.add_argument("--n-bootstrap", type=int, default=1000)
+    else:
+        p.add_argument("--features", required=True, help="feature cache root")
+        p.add_argument("--modality", action="append", required=True, metavar="MOD=FOLDER")
+        p.add_argument("--train", required=True, help="N C E V list of the training clips")
+        p.add_argument("--test", required=True, help="N C E V list of the clips to predict")
+    args = _parse(p, rest)
+    if isinstance(args, int):
+        return args
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+    if command == "compare":
+        from emollm_eval.side_by_side import compare_sources
+
+        notes = dict(_pairs(args.note, "--note"))
+        res = compare_sources(args.gold, _pairs(args.run, "--run"), args.out, labels,
+                              n_bootstrap=args.n_bootstrap, seed=args.seed, notes=notes)  # fmt: skip
+        print((Path(args.out) / "compare.md").read_text(), end="")
+        return 0 if res["sources"] else 2
+    from emollm_eval.baseline import late_fusion_baseline
+
+    summary = late_fusion_baseline(args.features, dict(_pairs(args.modality, "--modality")), args.train, args.test,
+                                   labels, args.out, seed=args.seed)  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -145,6 +194,8 @@ def _main(argv: list[str]) -> int:
 
     command = argv[0] if argv[0] in _SUBCOMMANDS else "run"
     rest = argv[1:] if command != "run" else argv
+    if command in ("compare", "baseline"):
+        return _compare_or_baseline(command, rest)
     if command == "emer":
         args = _parse(_emer_parser(), rest)
         if isinstance(args, int):

@@ -14,6 +14,7 @@ So a resume and a stage-2 start are the same code path as a fresh run, plus expl
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,18 @@ def modality_configs(cfg: RunConfig) -> dict[str, ModalityConfig]:
     """The model's modality branches from the run config's ``model.modalities``."""
     out = {}
     for name, m in cfg.model.modalities.items():
+        options = dict(m.encoder_options)
+        if m.encoder == "precomputed" and m.feature_dir and cfg.data.feature_root and "extracted_with" not in options:
+            # Features from an `emollm features` cache: remember how they were made, so `emollm analyze` can
+            # recompute them live from a raw clip with the same encoder and media settings.
+            manifest = Path(cfg.data.feature_root) / m.feature_dir / "manifest.json"
+            if manifest.is_file():
+                options["extracted_with"] = json.loads(manifest.read_text())
         out[name] = ModalityConfig(
             encoder=m.encoder,
             feature_dim=m.feature_dim,
             encoder_path=m.encoder_path,
-            encoder_options=dict(m.encoder_options),
+            encoder_options=options,
             projector=ProjectorConfig(**vars(m.projector)),
             feature_dir=m.feature_dir,
         )

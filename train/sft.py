@@ -451,11 +451,21 @@ class SFTRecipe:
 # ===================================================================================================== CLI
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
-    """Set up, train, clean up; returns the summary."""
+def run(cfg: RunConfig, *, init_only: bool = False) -> dict[str, Any]:
+    """Set up, train, clean up; returns the summary.
+
+    Args:
+        cfg: The run config.
+        init_only: Build the model exactly as training would start it (``init_from``, new LoRA, projector init)
+            and save it as ``<output_dir>/init`` without any step: the "untrained" point of a comparison.
+    """
     recipe = SFTRecipe(cfg)
     try:
         recipe.setup()
+        if init_only:
+            path = recipe.out / "init"
+            recipe.save_model(path)
+            return {"steps": 0, "last_loss": None, "best": None, "final": str(path), "tokens_per_s": None}
         return recipe.train()
     finally:
         recipe.cleanup()
@@ -483,6 +493,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="less logging (warnings only)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    parser.add_argument(
+        "--init-only", action="store_true", help="save the model as training would start it (OUTPUT/init), no steps"
+    )
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -492,7 +505,7 @@ def main(argv: list[str]) -> int:
         if args.print_config:
             print(cfg.to_yaml(), end="")
             return 0
-        summary = run(cfg)
+        summary = run(cfg, init_only=args.init_only)
     except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as e:
         # ValueError: the data, checkpoint and config checks raise it with a message naming the problem and the fix
         if args.debug:

@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -133,7 +133,13 @@ def _face_box(photo: Photo, scale: float, x: int, y: int) -> tuple[float, float,
 
 # ------------------------------------------------------------------------------------------------------------ audio
 def synth_wave(
-    kind: AudioKind, seconds: float, sample_rate: int, *, text: str = "I passed the exam", freq: float = 440.0
+    kind: AudioKind,
+    seconds: float,
+    sample_rate: int,
+    *,
+    text: str = "I passed the exam",
+    freq: float = 440.0,
+    voice: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Makes a mono float32 wave.
 
@@ -144,6 +150,9 @@ def synth_wave(
         sample_rate: Sample rate in Hz.
         text: What espeak-ng says.
         freq: Frequency of ``"sine"``.
+        voice: espeak-ng prosody for ``"speech"``: ``pitch`` (0-99), ``speed`` (words per minute), ``amplitude``
+            (0-200) and ``speaker`` (an espeak-ng voice such as ``en-us`` or ``en+f3``); None: espeak's defaults at
+            150 words per minute.
 
     Returns:
         ``float32`` array of ``round(seconds * sample_rate)`` samples in ``[-1, 1]``.
@@ -162,11 +171,11 @@ def synth_wave(
         envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t))  # 4 "syllables" per second
         return (0.25 * voice * envelope).astype(np.float32)
     if kind == "speech":
-        return _fit(_espeak(text, sample_rate), n)
+        return _fit(_espeak(text, sample_rate, voice), n)
     raise ValueError(f"unknown audio kind {kind!r}; use 'speech', 'tone', 'sine' or 'silence'")
 
 
-def _espeak(text: str, sample_rate: int) -> np.ndarray:
+def _espeak(text: str, sample_rate: int, voice: dict[str, Any] | None = None) -> np.ndarray:
     import soundfile as sf
 
     from .audio import resample
@@ -178,7 +187,15 @@ def _espeak(text: str, sample_rate: int) -> np.ndarray:
         )
     with tempfile.TemporaryDirectory() as tmp:
         wav = os.path.join(tmp, "speech.wav")
-        subprocess.run([exe, "-s", "150", "-w", wav, text], check=True, capture_output=True, timeout=60)
+        v = voice or {}
+        args = [exe, "-s", str(int(v.get("speed", 150))), "-w", wav]
+        if "pitch" in v:
+            args += ["-p", str(int(v["pitch"]))]
+        if "amplitude" in v:
+            args += ["-a", str(int(v["amplitude"]))]
+        if "speaker" in v:
+            args += ["-v", str(v["speaker"])]
+        subprocess.run([*args, text], check=True, capture_output=True, timeout=60)
         data, sr = sf.read(wav, dtype="float32", always_2d=True)
     return resample(data.mean(axis=1), sr, sample_rate)
 
@@ -245,6 +262,7 @@ def make_face_clip(
     audio: AudioKind | None = "speech",
     text: str = "I passed the exam",
     sample_rate: int = 44100,
+    voice: dict[str, Any] | None = None,
 ) -> FixtureClip:
     """Writes an mp4 of a real face photo drifting slowly over a gradient, with an optional audio track.
 
@@ -258,6 +276,7 @@ def make_face_clip(
             audio track.
         text: What the speaker says.
         sample_rate: Rate of the AAC track (44.1 kHz by default, so loaders must resample to 16 kHz).
+        voice: espeak-ng prosody of the speech (see :func:`synth_wave`).
 
     Returns:
         The :class:`FixtureClip` with the true face box in every frame.
@@ -276,7 +295,7 @@ def make_face_clip(
         _paste(canvas, face, x, y)
         frames.append(canvas)
         boxes.append(_face_box(photo, scale, x, y))
-    wave = None if audio is None else synth_wave(audio, n / fps, sample_rate, text=text)
+    wave = None if audio is None else synth_wave(audio, n / fps, sample_rate, text=text, voice=voice)
     _write_video(path, frames, fps, wave, sample_rate)
     return FixtureClip(Path(path), n, float(fps), n / fps, audio is not None, boxes, size=size)
 
