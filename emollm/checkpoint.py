@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -47,6 +48,8 @@ from emollm.utils.io import atomic_write_text
 __all__ = [
     "ARCH_KEYS",
     "CheckpointInfo",
+    "check_export_target",
+    "check_safetensors",
     "export_merged",
     "load_model",
     "read_checkpoint",
@@ -62,6 +65,16 @@ ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_he
 CONNECTORS_FILE = "projectors.safetensors"
 ADAPTER_FILE = "adapter_model.safetensors"
 BASE_FILE = "llm/model.safetensors"
+_RESAVE = "re-save the checkpoint (or copy the folder again from where it was saved)"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def connector_parts(model: EmoLLMForCausalLM, with_encoders: bool) -> dict[str, nn.Module]:
@@ -119,7 +132,8 @@ def save_checkpoint(
     Args:
         model: The model to save.
         processor: Its processor (tokenizer and placeholder settings).
-        out_dir: The folder to create or replace.
+        out_dir: The folder to create or replace (a file there is refused, never replaced; ``emollm export``
+            guards its target further, see :func:`check_export_target`).
         lora: The LoRA settings, recorded in ``checkpoint.json`` when the LLM has adapters.
         trainable: What was trained; ``trainable.encoders`` also saves the encoder towers.
         run_config: The run's own settings, written to ``run_config.json``.
@@ -131,6 +145,10 @@ def save_checkpoint(
         The checkpoint folder.
     """
     out_dir = Path(out_dir)
+    if (out_dir.exists() or out_dir.is_symlink()) and not out_dir.is_dir():
+        raise FileExistsError(
+            f"{out_dir} is a file, not a checkpoint folder; it was left untouched: choose a new path for the checkpoint"
+        )
     config = model.config
     lm = model.language_model
     if save_base is None:
@@ -140,6 +158,7 @@ def save_checkpoint(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        tmp.chmod(_DIR_MODE)  # mkdtemp's 0700 would hide the checkpoint from everyone else
         config.save(tmp / "emollm_config.json")
         processor.save_pretrained(tmp)
         save_file(_connector_state(model, trainable is not None and trainable.encoders), str(tmp / CONNECTORS_FILE))
@@ -175,7 +194,9 @@ def save_checkpoint(
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
-        if old is not None:
+        if old is not None and old.is_symlink():
+            old.unlink()  # a link the user pointed at a folder: drop the link, never the folder behind it
+        elif old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -183,6 +204,14 @@ def save_checkpoint(
 
 
 # =================================================================================================== read
+def _read_json(file: Path) -> Any:
+    """Parse a JSON file of a checkpoint; a damaged one raises ``ValueError`` naming it and the fix."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON ({e}); the checkpoint is damaged: {_RESAVE}") from None
+
+
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """``checkpoint.json`` of a folder, with a clear error when it is not an emollm checkpoint.
 
@@ -191,6 +220,11 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns:
         The parsed ``checkpoint.json``.
+
+    Raises:
+        FileNotFoundError: The folder has no ``checkpoint.json``.
+        ValueError: ``checkpoint.json`` is damaged (not JSON, not an object, wrong field types), of another format
+            or of a newer version; the message names the file and the fix.
     """
     path = Path(path)
     meta_file = path / "checkpoint.json"
@@ -198,12 +232,88 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} is not an emollm checkpoint (no checkpoint.json); pass a folder saved by emollm"
         )
-    meta = json.loads(meta_file.read_text())
+    meta = _read_json(meta_file)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file} holds a JSON {type(meta).__name__}, not an object; {_RESAVE}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version", 0) > VERSION:
-        raise ValueError(f"{meta_file}: checkpoint version {meta['version']} is newer than this emollm ({VERSION})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{meta_file}: version is {version!r}, not an integer; {_RESAVE}")
+    if version > VERSION:
+        raise ValueError(f"{meta_file}: checkpoint version {version} is newer than this emollm ({VERSION})")
+    for key in ("lora", "trainable"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise ValueError(f"{meta_file}: {key!r} is {meta[key]!r}, expected an object or null; {_RESAVE}")
     return meta
+
+
+def check_safetensors(file: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``file`` unless it is a complete safetensors file (header parsed, every tensor's
+    bytes present). Reads only the header: cheap even for full LLM weights.
+
+    Args:
+        file: The ``.safetensors`` file.
+    """
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{file} is truncated or damaged ({e}); {_RESAVE}") from None
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The safetensors files a checkpoint folder holds (top level and ``llm/``)."""
+    files = sorted(path.glob("*.safetensors"))
+    if (path / "llm").is_dir():
+        files += sorted((path / "llm").glob("*.safetensors"))
+    return files
+
+
+#: Text-config keys that identify a registered backbone's real weights (``BackboneSpec.reference_config``).
+_REFERENCE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _check_registry_facts(path: Path, meta: Mapping[str, Any], config: EmoLLMConfig) -> None:
+    """Raise ``ValueError`` unless ``checkpoint.json``, ``emollm_config.json`` and the saved LLM shape all agree with
+    the registry entry of the backbone they name (same class is not enough: llama3 and smollm2 are both llama).
+    """
+    from emollm.backbones import list_backbones
+
+    meta_file, config_file = path / "checkpoint.json", path / "emollm_config.json"
+    name = config.backbone
+    spec = get_backbone(name)
+    for key, ours in (("backbone", name), ("chat_format", config.chat_format)):
+        if meta.get(key) is not None and meta[key] != ours:
+            raise ValueError(
+                f"{meta_file} names {key} {meta[key]!r} but {config_file} names {ours!r}: the metadata was edited or "
+                f"mixed from two checkpoints; {_RESAVE}"
+            )
+    if config.chat_format != spec.chat_format:
+        raise ValueError(
+            f"{config_file}: chat format {config.chat_format!r} is not the one backbone {name!r} uses "
+            f"({spec.chat_format!r}); "
+            f"the checkpoint was saved for another backbone: {_RESAVE}"
+        )
+    wanted = spec.placeholder_tokens()
+    for modality, mod in config.modalities.items():
+        if mod.placeholder and wanted.get(modality) and mod.placeholder != wanted[modality]:
+            raise ValueError(
+                f"{config_file}: the {modality} placeholder {mod.placeholder!r} is not the one backbone {name!r} "
+                f"uses ({wanted[modality]!r}); the weights were saved for another backbone: {_RESAVE}"
+            )
+    saved = {k: config.text_config.get(k) for k in _REFERENCE_KEYS}
+    if saved == {k: spec.reference_config.get(k) for k in _REFERENCE_KEYS}:
+        return
+    for other in list_backbones():
+        ref = get_backbone(other).reference_config
+        if other != name and saved == {k: ref.get(k) for k in _REFERENCE_KEYS}:
+            dims = ", ".join(f"{k} {v}" for k, v in saved.items())
+            raise ValueError(
+                f"{path}: the saved LLM has the dimensions of backbone {other!r} ({dims}), not of {name!r}, which "
+                f"the checkpoint names: these are {other!r} weights; restore its original checkpoint.json and "
+                f"emollm_config.json (backbone {other!r}) or {_RESAVE}"
+            )
 
 
 def _arch_diffs(saved: Mapping[str, Any], ours: Mapping[str, Any], keys: Iterable[str], ours_name: str) -> list[str]:
@@ -306,6 +416,10 @@ class CheckpointInfo:
 def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     """Read and validate a checkpoint folder's ``checkpoint.json`` and ``emollm_config.json``.
 
+    Besides parsing, it checks that both files name the same backbone and chat format, that the placeholders and the
+    saved LLM shape fit that backbone's registry entry, and that every ``.safetensors`` file is complete (header only,
+    no weights are read).
+
     Args:
         path: The checkpoint folder.
 
@@ -313,12 +427,48 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         Its :class:`CheckpointInfo`.
 
     Raises:
-        FileNotFoundError: The folder is not an emollm checkpoint.
-        ValueError: Another format, a newer version, or a damaged config.
+        FileNotFoundError: The folder is not an emollm checkpoint, or lacks ``emollm_config.json``.
+        ValueError: Another format, a newer version, a damaged file, or metadata of another backbone; the message
+            names the file and the fix.
     """
     path = Path(path)
     meta = read_checkpoint_meta(path)
-    return CheckpointInfo(path=path, meta=meta, config=EmoLLMConfig.load(path / "emollm_config.json"))
+    config_file = path / "emollm_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing; the checkpoint is incomplete: {_RESAVE}")
+    data = _read_json(config_file)
+    if not isinstance(data, dict):
+        raise ValueError(f"{config_file} holds a JSON {type(data).__name__}, not an object; {_RESAVE}")
+    try:
+        config = EmoLLMConfig.from_dict(data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{config_file}: {e}; {_RESAVE}") from None
+    _check_registry_facts(path, meta, config)
+    for file in _weight_files(path):
+        check_safetensors(file)
+    return CheckpointInfo(path=path, meta=meta, config=config)
+
+
+def _check_tokenizer(info: CheckpointInfo, tokenizer: Any) -> None:
+    """Raise ``ValueError`` unless the checkpoint's tokenizer has its chat format's special tokens and its
+    placeholders at the recorded ids (another backbone's tokenizer, or an edited one, would answer garbage)."""
+    from emollm.chat_formats import get_chat_format
+
+    fmt = get_chat_format(info.config.chat_format)
+    added = tokenizer.get_added_vocab()
+    missing = [t for t in fmt.special_tokens if t not in added]
+    if missing:
+        raise ValueError(
+            f"the tokenizer in {info.path} lacks {missing}, which backbone {info.backbone!r} (chat format "
+            f"{fmt.name!r}) needs: the tokenizer files belong to another backbone; {_RESAVE}"
+        )
+    vocab = tokenizer.get_vocab()
+    for modality, mod in info.config.modalities.items():
+        if mod.placeholder and vocab.get(mod.placeholder) != mod.token_id:
+            raise ValueError(
+                f"the tokenizer in {info.path} gives the {modality} placeholder {mod.placeholder!r} id "
+                f"{vocab.get(mod.placeholder)}, but emollm_config.json records {mod.token_id}; {_RESAVE}"
+            )
 
 
 # =================================================================================================== load
@@ -365,11 +515,23 @@ def load_model(
             f"checkpoint {path} needs its base LLM ({spec.hf_id}), last seen at {config.llm_source!r}; "
             "pass llm_path= / --llm-path with the local folder or GGUF"
         )
-    lm = load_language_model(spec, base_path, dtype=dtype, quantization=quantization)
-    info.check_base_llm(lm.config, base_path)
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the tokenizers library's own errors name no file
+        if (path / name).is_file():
+            _read_json(path / name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"the tokenizer files in {path} cannot be read ({e}); {_RESAVE}") from None
+    _check_tokenizer(info, tokenizer)
+    try:
+        lm = load_language_model(spec, base_path, dtype=dtype, quantization=quantization)
+    except SafetensorError as e:
+        raise ValueError(
+            f"the base LLM at {base_path} has a damaged safetensors file ({e}); copy or convert it again"
+        ) from None
+    info.check_base_llm(lm.config, base_path)
     fit_embeddings(lm, tokenizer)
     model = EmoLLMForCausalLM(config, lm)
     from emollm.restore import restore_into
@@ -386,42 +548,134 @@ def load_model(
     return model, processor
 
 
-def export_merged(path: str | os.PathLike, out_dir: str | os.PathLike, **load_kwargs: Any) -> Path:
+def _overlap(out: Path, src: Path) -> str | None:
+    """How ``out`` overlaps ``src`` (both resolved): ``is``, ``contains``, ``is inside``, or None."""
+    if out == src:
+        return "is"
+    if out in src.parents:
+        return "contains"
+    if src in out.parents:
+        return "is inside"
+    return None
+
+
+def check_export_target(
+    out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike], *, overwrite: bool = False
+) -> Path:
+    """Refuse an export target whose replacement would destroy data; return it.
+
+    Allowed: a new path, an empty folder, or (with ``overwrite``) an existing emollm checkpoint folder. Always
+    refused: a regular file (or a link to one), and a folder that is, contains or is inside one of ``inputs`` (the
+    checkpoint being exported, its base LLM), whatever ``overwrite`` says.
+
+    Args:
+        out_dir: The folder the export would create or replace.
+        inputs: Paths the export reads.
+        overwrite: Allow replacing an existing, non-empty checkpoint folder.
+
+    Raises:
+        FileExistsError: The target may not be written; the message names it and the fix.
+    """
+    out = Path(out_dir)
+    if (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise FileExistsError(
+            f"{out} is a file, not a folder; it was left untouched: choose a new folder for the export"
+        )
+    resolved = out.resolve()
+    for src in inputs:
+        how = _overlap(resolved, Path(src).resolve())
+        if how is not None:
+            raise FileExistsError(
+                f"{out} {how} the input {src}; exporting there would destroy it (even with --overwrite): "
+                "choose a folder outside the input"
+            )
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out} already exists and is not empty; pass --overwrite to replace it, or choose a new folder"
+            )
+        if not (out / "checkpoint.json").is_file():
+            raise FileExistsError(
+                f"{out} is not an emollm checkpoint, so --overwrite will not replace it; choose a new folder "
+                "(or remove it yourself)"
+            )
+    return out
+
+
+def _export_inputs(path: str | os.PathLike, llm_path: str | os.PathLike | None) -> list[str | os.PathLike]:
+    """What an export of ``path`` reads: the checkpoint, ``llm_path``, and a recorded local base LLM."""
+    inputs: list[str | os.PathLike] = [path]
+    if llm_path is not None:
+        inputs.append(llm_path)
+    source = read_checkpoint_meta(path).get("llm_source")
+    if isinstance(source, str) and Path(source).is_absolute():
+        inputs.append(source)
+    return inputs
+
+
+def export_merged(
+    path: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False, **load_kwargs: Any
+) -> Path:
     """Load a LoRA checkpoint, fold the adapter into the base weights and save a standalone checkpoint.
 
     Args:
         path: The LoRA checkpoint.
-        out_dir: Where to write the merged checkpoint.
+        out_dir: Where to write the merged checkpoint: a new path or an empty folder (see
+            :func:`check_export_target`).
+        overwrite: Replace an existing checkpoint folder at ``out_dir``.
         **load_kwargs: Passed to :func:`load_model`.
 
     Returns:
         The merged checkpoint folder.
     """
+    check_export_target(out_dir, _export_inputs(path, load_kwargs.get("llm_path")), overwrite=overwrite)
+    info = read_checkpoint(path)
     model, processor = load_model(path, **load_kwargs)
     merge_lora(model)
-    return save_checkpoint(model, processor, out_dir, trainable=read_checkpoint(path).trainable, save_base=True)
+    return save_checkpoint(
+        model, processor, out_dir, trainable=info.trainable, save_base=True, run_config=_run_config(info)
+    )
+
+
+def _run_config(info: CheckpointInfo) -> dict[str, Any] | None:
+    """The checkpoint's ``run_config.json``, carried into its export (None when it has none)."""
+    file = info.path / "run_config.json"
+    return _read_json(file) if file.is_file() else None
 
 
 def cli_main(argv: list[str]) -> int:
-    """``emollm export CHECKPOINT OUT [--merge]``: copy a checkpoint, optionally folding LoRA into the base."""
+    """``emollm export CHECKPOINT OUT [--merge] [--overwrite]``: copy a checkpoint, optionally folding LoRA into the
+    base.
+
+    OUT must be a new path or an empty folder; ``--overwrite`` replaces an existing checkpoint folder, never a file,
+    a folder that is not a checkpoint, or anything that is, contains or is inside CHECKPOINT. Exit codes: 0 done, 2
+    refused or failed (one line on stderr naming the file and the fix; ``--debug`` shows the traceback).
+    """
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog="emollm export", description="Export a checkpoint (LoRA merged on request).")
     parser.add_argument("checkpoint")
-    parser.add_argument("out")
+    parser.add_argument("out", help="a new folder (or an empty one)")
     parser.add_argument("--merge", action="store_true", help="fold the LoRA adapter into the base weights")
     parser.add_argument("--llm-path", help="base LLM folder/GGUF if the checkpoint cannot find it")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT when it is an existing checkpoint")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     try:
+        check_export_target(args.out, _export_inputs(args.checkpoint, args.llm_path), overwrite=args.overwrite)
         if args.merge:
-            out = export_merged(args.checkpoint, args.out, llm_path=args.llm_path)
+            out = export_merged(args.checkpoint, args.out, llm_path=args.llm_path, overwrite=args.overwrite)
         else:
-            model, processor = load_model(args.checkpoint, llm_path=args.llm_path)
             info = read_checkpoint(args.checkpoint)
-            out = save_checkpoint(model, processor, args.out, lora=info.lora, trainable=info.trainable)
+            model, processor = load_model(args.checkpoint, llm_path=args.llm_path)
+            out = save_checkpoint(
+                model, processor, args.out, lora=info.lora, trainable=info.trainable, run_config=_run_config(info)
+            )
     except (OSError, ValueError) as e:
-        print(f"emollm export: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"emollm export: error: {e}", file=sys.stderr)
         return 2
     print(out)
     return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from emollm.checkpoint import (
@@ -59,6 +60,16 @@ class RestoreReport:
     unexpected: list[str] = field(default_factory=list)
 
 
+def _load(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's safetensors ``file``; a damaged one raises ``ValueError`` naming it."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(
+            f"{file} is truncated or damaged ({e}); re-save the checkpoint (or copy the folder again)"
+        ) from None
+
+
 def _check_state(file: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
     """Raise unless ``state`` (read from ``file``) has exactly ``expected``'s keys and shapes."""
     missing = sorted(set(expected) - set(state))
@@ -88,7 +99,7 @@ def _restore_base(model: EmoLLMForCausalLM, info: CheckpointInfo) -> None:
     file = info.path / BASE_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing; the checkpoint is incomplete")
-    state = load_file(str(file))
+    state = _load(file)
     missing, unexpected = lm.load_state_dict(state, strict=False)
     tied = getattr(lm.config, "tie_word_embeddings", False)
     missing = [k for k in missing if not (tied and k == "lm_head.weight")]
@@ -107,13 +118,17 @@ def _restore_adapter(model: EmoLLMForCausalLM, info: CheckpointInfo) -> None:
         raise ValueError(f"{info.path} has no LoRA adapter (checkpoint.json lists none)")
     if not file.is_file():  # checked here: peft would otherwise fall back to unpickling adapter_model.bin
         raise FileNotFoundError(f"{file} is missing but checkpoint.json lists LoRA")
-    state = load_file(str(file))
+    state = _load(file)
     lm = model.language_model
     if not is_peft(lm):
         model.language_model = PeftModel.from_pretrained(lm, str(info.path), is_trainable=False)
         _check_state(file, state, get_peft_model_state_dict(model.language_model, save_embedding_layers=False))
         return
-    saved_cfg = json.loads((info.path / "adapter_config.json").read_text())
+    cfg_file = info.path / "adapter_config.json"
+    try:
+        saved_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file} cannot be read ({e}); re-save the checkpoint") from None
     ours = lm.peft_config["default"]
     saved_targets = set(saved_cfg.get("target_modules") or [])
     if saved_cfg.get("r") != ours.r or saved_targets != set(ours.target_modules or []):
@@ -135,7 +150,7 @@ def _restore_connectors(model: EmoLLMForCausalLM, info: CheckpointInfo, *, stric
     file = info.path / CONNECTORS_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} is missing; the checkpoint is incomplete")
-    state = load_file(str(file))
+    state = _load(file)
     with_encoders = bool(info.trainable and info.trainable.encoders) or any(k.startswith("towers.") for k in state)
     parts = connector_parts(model, with_encoders)
     expected = {f"{p}.{k}": v for p, mod in parts.items() for k, v in mod.state_dict().items()}

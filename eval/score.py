@@ -73,6 +73,8 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,answer,parsed,reason per sample"
         )
+        p.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
 
     dfew = sub.add_parser("dfew", help="DFEW: UAR, WAR, per-class recall", description="Score DFEW predictions.")
     common(
@@ -215,6 +217,34 @@ def _sample_rows(names: list[str], gold: list[str], answers: list[str], results:
     return [[n, g, a, r.label or "", r.reason] for n, g, a, r in zip(names, gold, answers, results, strict=True)]
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (same resolved path, or the same inode through a link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _check_per_sample_target(args: argparse.Namespace) -> None:
+    """Refuse a ``--per-sample`` path that would destroy a file: an input of this command (always), a folder
+    (always), an existing file (unless ``--overwrite``)."""
+    out: Path = args.per_sample
+    for flag, given in (("--pred", args.pred), ("--gold", args.gold)):
+        if _same_file(out, given):
+            raise ValueError(
+                f"--per-sample {out} is the {flag} input {given}; writing it would destroy the input "
+                "(even with --overwrite): choose another output file"
+            )
+    if out.is_dir():
+        raise ValueError(f"--per-sample {out} is a folder; give a file path, e.g. {out / 'per_sample.csv'}")
+    if (out.exists() or out.is_symlink()) and not args.overwrite:
+        raise ValueError(
+            f"--per-sample {out} already exists; pass --overwrite to replace it, or choose another output file"
+        )
+
+
 def _write_per_sample(path: Path, rows: list[list[str]]) -> None:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf)
@@ -277,8 +307,9 @@ def _format_table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run ``emollm score`` with ``argv`` (the arguments after ``score``); return the exit code.
 
-    Exit codes: 0 on success, 2 on a usage error or an unreadable/malformed/mismatched input file (the message on
-    stderr names the file and the fix).
+    Exit codes: 0 on success, 2 on a usage error, an unreadable/malformed/mismatched input file, or a refused
+    ``--per-sample`` target (an input of the command, a folder, or an existing file without ``--overwrite``); the
+    one-line message on stderr names the file and the fix (``--debug`` shows the traceback).
     """
     parser = _build_parser()
     try:
@@ -290,10 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         LabelParser(args.labels)  # validates --labels before any file is read
+        if args.per_sample is not None:
+            _check_per_sample_target(args)  # before scoring: a refused run spends nothing
         report, rows = (_score_dfew if args.task == "dfew" else _score_mer2023)(args)
         if args.per_sample is not None:
             _write_per_sample(args.per_sample, rows)
     except (ValueError, OSError) as err:
+        if args.debug:
+            raise
         print(f"emollm score {args.task}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else _format_table(report))

@@ -13,7 +13,10 @@ picks the peak frame of one OpenFace CSV and pseudo-labels it from its AU combin
 one object whose first keys are exactly ``peak_index`` (int, 0-based CSV row), ``peak_AU_list`` and
 ``pseu_emotion`` (string or null), followed by diagnostic keys.
 
-Bad input prints a one-line ``error:`` to stderr naming the file and the fix, and exits 2 (no traceback).
+Bad input prints a one-line ``error:`` to stderr naming the file and the fix, and exits 2 (no traceback; every
+subcommand takes ``--debug`` to show it). ``--min-confidence`` must be a number in [0, 1]. The JSON is strict (no
+``NaN``/``Infinity``): an unknown timestamp or score is ``null``, and an OpenFace CSV with an infinite value or a
+non-integer frame number is refused with ``file:line``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emollm.aus.cues import CueResult, CueTable, describe_aus, label_csv, load_cue_table
-from emollm.aus.openface import AUSequence
+from emollm.aus.openface import AUSequence, check_min_confidence
 from emollm.aus.peaks import PEAK_RULES, PeakResult
 
 __all__ = ["au_label_payload", "build_parser", "main"]
@@ -40,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emollm merr", description="MERR construction tools.")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
 
     p = sub.add_parser(
         "au-label",
+        parents=[common],
         help="peak frame + AU pseudo-label of one OpenFace CSV",
         description="Choose the peak frame of an OpenFace 2 FeatureExtraction CSV and pseudo-label it from its AU "
         "combination (table: emollm/aus/au_cues.yaml).",
@@ -64,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "build",
+        parents=[common],
         help="build MERR files (coarse/fine JSON, N C E V lists, training JSONL) from clips + OpenFace CSVs",
         description="Run or resume the MERR pipeline: AUs -> peak -> pseudo-label -> clues -> coarse caption -> "
         "LLM reasoning -> filters -> Emotion-LLaMA files. Finished clips are never redone.",
@@ -79,13 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("review", help="export doubtful samples for a human; import the corrections")
     rsub = r.add_subparsers(dest="review_command", metavar="<export|import>")
     rsub.required = True
-    e = rsub.add_parser("export", help="write the least confident / contradictory samples to a CSV")
+    e = rsub.add_parser("export", parents=[common], help="write the least confident / contradictory samples to a CSV")
     e.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
     e.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     e.add_argument("--out", metavar="CSV", help="output CSV (default: <output.dir>/review/review.csv)")
     e.add_argument("--limit", type=int, metavar="N", help="rows (default: the config's review.export_limit)")
     e.set_defaults(func=_review_export)
-    i = rsub.add_parser("import", help="import a filled-in review CSV (or an Emotion-LLaMA MERR JSON/TXT)")
+    i = rsub.add_parser(
+        "import", parents=[common], help="import a filled-in review CSV (or an Emotion-LLaMA MERR JSON/TXT)"
+    )
     i.add_argument("file", metavar="FILE", help="review CSV, MERR_*_grained.json or N C E V .txt")
     i.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
     i.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -151,7 +160,7 @@ def _review_import(args: argparse.Namespace) -> int:
 
 
 def _num(x: float) -> float | None:
-    return None if math.isnan(x) else round(float(x), 4)
+    return round(float(x), 4) if math.isfinite(x) else None
 
 
 def au_label_payload(seq: AUSequence, peak: PeakResult, cues: CueResult, table: CueTable) -> dict[str, Any]:
@@ -202,10 +211,12 @@ def _human(seq: AUSequence, peak: PeakResult, cues: CueResult, table: CueTable) 
 
 
 def _au_label(args: argparse.Namespace) -> int:
+    if args.min_confidence is not None:
+        check_min_confidence(args.min_confidence, "--min-confidence")
     table = load_cue_table(args.cues)
     seq, peak, cues = label_csv(args.csv, table, rule=args.rule, min_confidence=args.min_confidence)
-    if args.json:
-        print(json.dumps(au_label_payload(seq, peak, cues, table), ensure_ascii=False))
+    if args.json:  # strict JSON: a NaN or infinity would print as NaN/Infinity, which JSON readers reject
+        print(json.dumps(au_label_payload(seq, peak, cues, table), ensure_ascii=False, allow_nan=False))
     else:
         print(_human(seq, peak, cues, table))
     return 0
@@ -221,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (OSError, ValueError, IndexError, RuntimeError) as e:
+        if getattr(args, "debug", False):
+            raise
         cmd = args.command + (f" {args.review_command}" if getattr(args, "review_command", None) else "")
         print(f"emollm merr {cmd}: error: {e}", file=sys.stderr)
         return 2

@@ -11,12 +11,19 @@ AU28, which has no intensity column.
 Frames where the tracker failed (``success == 0``) or is unsure (``confidence < min_confidence``) stay in the
 sequence, so row positions keep matching the CSV and the video, but they are marked invalid and never chosen as a
 peak.
+
+Non-finite values: OpenFace writes finite numbers only (a failed frame gets zeros and ``success == 0``). A NaN AU
+value, confidence or success (written by other AU tools for a frame they could not measure) marks that frame
+invalid, and a NaN timestamp reads as unknown. An infinite value anywhere, and a frame number that is not a whole
+number >= 0 (NaN included), cannot come from a tracker: the file is damaged, and reading it raises ``ValueError``
+naming ``file:line`` and the column.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import re
 import shutil
@@ -34,6 +41,7 @@ __all__ = [
     "NoFaceError",
     "OpenFaceRunner",
     "au_code",
+    "check_min_confidence",
     "read_openface_csv",
 ]
 
@@ -142,6 +150,16 @@ class AUSequence:
         return sorted(out, key=_au_sort_key)
 
 
+def check_min_confidence(value: float, name: str = "min_confidence") -> float:
+    """Return ``value`` when it is a usable confidence threshold (a finite number in [0, 1], OpenFace's confidence
+    range); else raise ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:  # NaN fails
+        raise ValueError(
+            f"{name} must be a number between 0 and 1 (OpenFace's tracker confidence), got {value!r}; e.g. 0.8"
+        )
+    return float(value)
+
+
 def _fmt_loc(path: Path, line: int | None = None) -> str:
     return f"{path}:{line}" if line is not None else str(path)
 
@@ -166,11 +184,13 @@ def read_openface_csv(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: empty file, no frames, no ``AUxx_r``/``AUxx_c`` columns, a short row, a non-numeric value
-            (message names ``file:line`` and the column), or several faces without ``face_id``.
+        ValueError: empty file, no frames, no ``AUxx_r``/``AUxx_c`` columns, a short row, a non-numeric or
+            infinite value, a frame number that is not a whole number >= 0 (message names ``file:line`` and the
+            column), several faces without ``face_id``, or ``min_confidence`` outside [0, 1].
         NoFaceError: (a ``ValueError``) every frame failed or is below ``min_confidence``.
     """
     path = Path(path)
+    check_min_confidence(min_confidence)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no such OpenFace CSV (run OpenFace FeatureExtraction -aus on the video first)"
@@ -214,12 +234,23 @@ def read_openface_csv(
         for c, (name, i) in enumerate(numeric_cols):
             cell = row[i].strip()
             try:
-                values[r, c] = float(cell)
+                value = float(cell)
             except ValueError:
                 raise ValueError(
                     f"{_fmt_loc(path, line)}: column {name!r} has non-numeric value {cell!r}; "
                     "OpenFace writes numbers only (fix or regenerate the CSV)"
                 ) from None
+            if math.isinf(value):
+                raise ValueError(
+                    f"{_fmt_loc(path, line)}: column {name!r} has infinite value {cell!r}; "
+                    "OpenFace writes finite numbers only (fix or regenerate the CSV)"
+                )
+            if name == "frame" and not (value >= 0 and value == int(value)):  # NaN fails both
+                raise ValueError(
+                    f"{_fmt_loc(path, line)}: column 'frame' has {cell!r}, not a frame number (a whole number "
+                    ">= 0); the file is damaged (fix or regenerate the CSV)"
+                )
+            values[r, c] = value
     data = {name: values[:, c] for c, (name, _) in enumerate(numeric_cols)}
 
     # Face selection.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -163,3 +164,176 @@ def test_export_cli_merges(tmp_path):
     loaded, lproc = load_model(tmp_path / "merged")
     torch.testing.assert_close(_logits(loaded, lproc), ref, rtol=1e-4, atol=1e-4)
     assert cli_main([str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
+
+
+# ------------------------------------------------------------------------------------- reliability (hostile inputs)
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A tiny smollm2 checkpoint with its base in llm/ and a run_config.json; tests copy it before changing it."""
+    torch.manual_seed(0)
+    model, proc = make_tiny("smollm2")
+    return save_checkpoint(model, proc, tmp_path_factory.mktemp("pristine") / "ckpt", run_config={"lr": 1e-3})
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_json(file, **changes):
+    data = json.loads(file.read_text())
+    data.update(changes)
+    file.write_text(json.dumps(data))
+
+
+def _export(capsys, *argv):
+    from emollm.checkpoint import cli_main
+
+    code = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_never_destroys_data(tmp_path, capsys, pristine):
+    ckpt = _copy(pristine, tmp_path / "ckpt")
+    before = sorted(p.name for p in ckpt.iterdir())
+    (tmp_path / "link").symlink_to(ckpt)
+    refused = {  # target -> what the one-line message says; refused with and without --overwrite
+        ckpt: "is the input",
+        tmp_path / "link": "is the input",
+        ckpt / "sub": "is inside the input",
+        ckpt / "llm": "is inside the input",
+        tmp_path: "contains the input",
+    }
+    for target, why in refused.items():
+        for extra in ([], ["--overwrite"]):
+            code, out, err = _export(capsys, ckpt, target, *extra)
+            assert code == 2 and out == "" and err.count("\n") == 1, (target, err)
+            assert why in err and str(target) in err and "choose a folder outside the input" in err
+    assert sorted(p.name for p in ckpt.iterdir()) == before and (ckpt / "run_config.json").is_file()
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("precious")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = _export(capsys, ckpt, mine, *extra)
+        assert code == 2 and f"{mine} is a file, not a folder" in err and err.count("\n") == 1
+    assert mine.read_text() == "precious"
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    code, _, err = _export(capsys, ckpt, folder)
+    assert code == 2 and f"{folder} already exists and is not empty; pass --overwrite" in err
+    code, _, err = _export(capsys, ckpt, folder, "--overwrite")
+    assert code == 2 and "is not an emollm checkpoint, so --overwrite will not replace it" in err
+    assert (folder / "keep.txt").read_text() == "mine"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _export(capsys, ckpt, empty)[0] == 0
+    assert json.loads((empty / "run_config.json").read_text()) == {"lr": 1e-3}  # carried into the export
+    code, _, err = _export(capsys, ckpt, empty)
+    assert code == 2 and "pass --overwrite" in err
+    assert _export(capsys, ckpt, empty, "--overwrite")[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "empty", "folder", "link", "notes.txt"]
+
+    with pytest.raises(FileExistsError, match="is the input"):
+        _export(capsys, ckpt, ckpt, "--debug")
+    with pytest.raises(FileExistsError, match="is the input"):
+        export_merged(ckpt, ckpt)
+    with pytest.raises(FileExistsError, match="is a file, not a checkpoint folder"):
+        save_checkpoint(*make_tiny("smollm2"), mine)
+    assert mine.read_text() == "precious"
+
+
+def test_export_refuses_a_target_holding_the_base_llm(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    model, proc, lora, spec = _trained_tiny("llama2")
+    ckpt = save_checkpoint(model, proc, tmp_path / "ckpt", lora=lora, trainable=spec, save_base=False)
+    base = tmp_path / "models" / "base"
+    AutoModelForCausalLM.from_config(model.config.hf_text_config()).save_pretrained(base)
+    code, _, err = _export(capsys, ckpt, tmp_path / "models", "--llm-path", base, "--overwrite")
+    assert code == 2 and "contains the input" in err and (base / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ("meta", "checkpoint.json names backbone 'llama3' but .*emollm_config.json names 'smollm2'"),
+        ("both", "chat format 'chatml' is not the one backbone 'llama3' uses \\('llama3'\\)"),
+        ("both+format", "placeholder '<\\|emo_audio\\|>' is not the one backbone 'llama3' uses"),
+        ("dims", "the saved LLM has the dimensions of backbone 'smollm2' .*, not of 'llama2'"),
+        ("tokenizer", "tokenizer in .* lacks \\['<\\|im_start\\|>', '<\\|im_end\\|>'\\]"),
+    ],
+)
+def test_checkpoint_naming_another_backbone_is_refused(tmp_path, capsys, pristine, edit, message):
+    """Same transformers class (llama3, llama2 and smollm2 are all LlamaForCausalLM) is not the same backbone."""
+    from emollm.backbones import get_backbone
+
+    ckpt = _copy(pristine, tmp_path / "ckpt")
+    meta, config = ckpt / "checkpoint.json", ckpt / "emollm_config.json"
+    if edit == "meta":
+        _edit_json(meta, backbone="llama3")
+    elif edit.startswith("both"):
+        fmt = {"chat_format": "llama3"} if edit == "both+format" else {}
+        _edit_json(meta, backbone="llama3", **fmt)
+        _edit_json(config, backbone="llama3", **fmt)
+    elif edit == "dims":  # a real smollm2's shape under the name llama2 (same placeholders, own chat format)
+        ref = get_backbone("smollm2").reference_config
+        dims = {k: ref[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")}
+        text_config = {**json.loads(config.read_text())["text_config"], **dims}
+        _edit_json(meta, backbone="llama2", chat_format="llama2")
+        _edit_json(config, backbone="llama2", chat_format="llama2", text_config=text_config)
+    else:  # tokenizer files of another backbone copied over
+        other = save_checkpoint(*make_tiny("llama2"), tmp_path / "other")
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(other / name, ckpt / name)
+    with pytest.raises(ValueError, match=message):
+        load_model(ckpt)
+    code, out, err = _export(capsys, ckpt, tmp_path / "out")
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(ckpt) in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "message"),
+    [
+        ("truncate", "projectors.safetensors", "is truncated or damaged"),
+        ("empty", "projectors.safetensors", "is truncated or damaged"),
+        ("truncate", "llm/model.safetensors", "is truncated or damaged"),
+        ("garbage", "checkpoint.json", "is not valid JSON"),
+        ("list", "checkpoint.json", "holds a JSON list, not an object"),
+        ("version", "checkpoint.json", "version is 'one', not an integer"),
+        ("garbage", "emollm_config.json", "is not valid JSON"),
+        ("backbone", "emollm_config.json", "unknown backbone 'gpt-9'"),
+        ("garbage", "tokenizer.json", "is not valid JSON"),
+    ],
+)
+def test_damaged_checkpoint_fails_in_one_line_naming_the_file(tmp_path, capsys, pristine, damage, file, message):
+    from emollm.inference import main as analyze_main
+
+    ckpt = _copy(pristine, tmp_path / "ckpt")
+    target = ckpt / file
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-7])
+    elif damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "garbage":
+        target.write_text('{"format": ')
+    elif damage == "list":
+        target.write_text("[1]")
+    elif damage == "version":
+        _edit_json(target, version="one")
+    else:
+        _edit_json(target, backbone="gpt-9")
+    with pytest.raises(ValueError, match=message) as info:
+        load_model(ckpt)
+    assert str(target) in str(info.value) and "re-save the checkpoint" in str(info.value)
+    code, out, err = _export(capsys, ckpt, tmp_path / "out")
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(target) in err and "Traceback" not in err
+    clip = tmp_path / "clip.txt"
+    clip.write_text("I am so happy today.")
+    assert analyze_main([str(clip), "--checkpoint", str(ckpt), "--subtitle", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(target) in err and message.split(" ")[-1] in err

@@ -116,3 +116,30 @@ def test_checks_name_backbone_llm_shape_and_token_ids(tmp_path):
     (out / "emollm_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="trained on a different LLM \\(num_hidden_layers: checkpoint 3 vs model 2\\)"):
         restore_into(fresh, out)
+
+
+@pytest.mark.parametrize("file", ["adapter_model.safetensors", "projectors.safetensors", "llm/model.safetensors"])
+def test_file_damaged_after_reading_is_named(tmp_path, file):
+    """A file truncated between read_checkpoint (which checks every header) and the restore is still named."""
+    model, proc, lora, spec = _trained_tiny("llama2")
+    info = read_checkpoint(save_checkpoint(model, proc, tmp_path / "ckpt", lora=lora, trainable=spec))
+    target = info.path / file
+    target.write_bytes(target.read_bytes()[:100])
+    fresh, _ = _fresh()
+    if file == "adapter_model.safetensors":
+        apply_lora(fresh, lora, get_backbone("llama2").lora_targets)
+    part = {"adapter_model.safetensors": "adapter", "projectors.safetensors": "connectors"}.get(file, "base")
+    with pytest.raises(ValueError, match=f"{target} is truncated or damaged .*re-save the checkpoint"):
+        restore_into(fresh, info, parts=(part,))
+    with pytest.raises(ValueError, match=f"{target} is truncated or damaged"):
+        read_checkpoint(info.path)
+
+
+def test_damaged_adapter_config_is_named(tmp_path):
+    model, proc, lora, spec = _trained_tiny("llama2")
+    info = read_checkpoint(save_checkpoint(model, proc, tmp_path / "ckpt", lora=lora, trainable=spec))
+    (info.path / "adapter_config.json").write_text("{")
+    fresh, _ = _fresh()
+    apply_lora(fresh, lora, get_backbone("llama2").lora_targets)
+    with pytest.raises(ValueError, match="adapter_config.json cannot be read .*re-save the checkpoint"):
+        restore_into(fresh, info, parts=("adapter",))

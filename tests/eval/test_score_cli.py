@@ -69,7 +69,7 @@ def test_dfew_table_ci_and_per_sample(tmp_path: Path, capsys: pytest.CaptureFixt
     assert lines[0] == "name,gold,answer,parsed,reason"
     assert lines[4] == '00004,sad,happy or sad,,"several labels: happy, sad"'
     assert lines[9] == "00009,fear,,,missing from PRED"
-    out = _run_json(capsys, [*argv, str(per_sample)])
+    out = _run_json(capsys, [*argv, str(per_sample), "--overwrite"])
     assert out["uar_ci"][0] <= out["uar"] <= out["uar_ci"][1]
     assert out["war_ci"][0] <= out["war"] <= out["war_ci"][1]
 
@@ -177,6 +177,37 @@ def test_mer2023_labels_override_and_table(tmp_path: Path, capsys: pytest.Captur
     assert main(["mer2023", "--pred", str(pred), "--gold", str(gold), "--labels", "happy,fear"]) == 0
     table = capsys.readouterr().out
     assert table.startswith("MER2023: 2 samples, 0 invalid") and "weighted F1" in table and "100.00%" in table
+
+
+def test_per_sample_never_destroys_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gold, pred = _files(tmp_path, DFEW_GOLD, DFEW_PRED)
+    base = ["dfew", "--pred", str(pred), "--gold", str(gold), "--per-sample"]
+    (tmp_path / "link.csv").symlink_to(pred)
+    os.link(gold, tmp_path / "hard.csv")
+    for target in (pred, gold, tmp_path / "link.csv", tmp_path / "hard.csv", tmp_path / "." / "pred.csv"):
+        for extra in ([], ["--overwrite"]):  # an input of the command is refused even with --overwrite
+            assert main([*base, str(target), *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "would destroy the input" in err and str(target) in err
+    assert pred.read_text(encoding="utf-8") == DFEW_PRED and gold.read_text(encoding="utf-8") == DFEW_GOLD
+    mine = tmp_path / "mine.csv"
+    mine.write_text("precious\n", encoding="utf-8")
+    assert main([*base, str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert f"--per-sample {mine} already exists; pass --overwrite" in err and err.count("\n") == 1
+    assert mine.read_text(encoding="utf-8") == "precious\n"
+    assert main([*base, str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*base, str(mine), "--overwrite"]) == 0
+    assert mine.read_text(encoding="utf-8").startswith("name,gold,answer,parsed,reason")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gold, pred = _files(tmp_path, DFEW_GOLD, DFEW_PRED)
+    argv = ["dfew", "--pred", str(pred), "--gold", str(gold), "--per-sample", str(pred)]
+    assert main(argv) == 2
+    with pytest.raises(ValueError, match="would destroy the input"):
+        main([*argv, "--debug"])
 
 
 def test_console_script(tmp_path: Path) -> None:

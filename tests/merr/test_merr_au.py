@@ -93,6 +93,15 @@ def test_missing_au_columns(tmp_path):
         ("frame, face_id, timestamp, confidence, success\n1, 0, 0.0, 0.9, 1\n", r":1: no action-unit columns"),
         ("frame, AU01_r, AU01_c\n1, 0.5, 0\n2, 0.5\n", r":3: row has 2 fields, header has 3"),
         ("frame, AU01_r, AU01_c\n1, 0.5, 0\n2, high, 1\n", r":3: column 'AU01_r' has non-numeric value 'high'"),
+        # OpenFace writes finite numbers only: an infinity anywhere, or a frame number that is not a whole number
+        # >= 0, means a damaged file (refused with file:line), while a NaN AU value marks the frame invalid.
+        ("frame, AU01_r, AU01_c\n1, 0.5, 0\n2, inf, 1\n", r":3: column 'AU01_r' has infinite value 'inf'"),
+        ("frame, AU01_r, AU01_c\n1, -Infinity, 0\n", r":2: column 'AU01_r' has infinite value '-Infinity'"),
+        ("frame, confidence, AU01_r\n1, inf, 0.5\n", r":2: column 'confidence' has infinite value 'inf'"),
+        ("frame, timestamp, AU01_r\n1, 0.0, 0.5\n2, INF, 0.5\n", r":3: column 'timestamp' has infinite"),
+        ("frame, AU01_r\n1, 0.5\nnan, 0.5\n", r":3: column 'frame' has 'nan', not a frame number"),
+        ("frame, AU01_r\n1.5, 0.5\n", r":2: column 'frame' has '1.5', not a frame number"),
+        ("frame, AU01_r\n-3, 0.5\n", r":2: column 'frame' has '-3', not a frame number"),
     ],
 )
 def test_bad_csv_errors_name_file_and_line(tmp_path, text, pattern):
@@ -119,6 +128,21 @@ def test_nan_values_make_frame_invalid(tmp_path):
     assert "nan" in p.read_text()
     seq = read_openface_csv(p)
     assert list(seq.valid) == [True, True, False, True, True, True]
+
+
+def test_nan_timestamp_reads_as_unknown(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("frame, timestamp, AU01_r\n1, 0.0, 0.5\n2, nan, 0.5\n")
+    seq = read_openface_csv(p)
+    assert seq.valid.all() and np.isnan(seq.timestamps[1]) and list(seq.frames) == [1, 2]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, 1.5, "0.8", True])
+def test_min_confidence_must_be_in_unit_range(tmp_path, value):
+    p = write_openface_csv(tmp_path / "c.csv", 5)
+    with pytest.raises(ValueError, match="min_confidence must be a number between 0 and 1"):
+        read_openface_csv(p, value)
+    assert read_openface_csv(p, np.float32(0.5)).n_valid == 5 and read_openface_csv(p, 0).n_valid == 5
 
 
 def test_multi_face_needs_face_id(tmp_path):

@@ -94,6 +94,14 @@ def test_human_output(tmp_path, capsys):
             lambda d: (d / "nan.csv", (d / "nan.csv").write_text("frame, AU01_r\n1, x\n"))[0],
             r"nan\.csv:2: column 'AU01_r' has non-numeric value 'x'",
         ),
+        (
+            lambda d: (d / "inf.csv", (d / "inf.csv").write_text("frame, AU06_r, AU12_r\n1, 0.1, 0.2\n2, inf, 2\n"))[0],
+            r"inf\.csv:3: column 'AU06_r' has infinite value 'inf'; OpenFace writes finite numbers only",
+        ),
+        (
+            lambda d: (d / "f.csv", (d / "f.csv").write_text("frame, AU06_r, AU12_r\n1, 0.1, 0.2\nnan, 2, 2\n"))[0],
+            r"f\.csv:3: column 'frame' has 'nan', not a frame number",
+        ),
     ],
 )
 def test_bad_input_exit_2_no_traceback(tmp_path, capsys, setup, pattern):
@@ -104,6 +112,41 @@ def test_bad_input_exit_2_no_traceback(tmp_path, capsys, setup, pattern):
     import re
 
     assert re.search(pattern, err), err
+    assert err.count("\n") == 1
+
+
+def _strict_json(text):
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_strict_when_a_timestamp_is_unknown(tmp_path, capsys):
+    p = write_openface_csv(tmp_path / "t.csv", 30, [Plant(HAPPY, 12)])
+    lines = p.read_text().splitlines()
+    cells = lines[13].split(", ")
+    cells[2] = "nan"  # the peak row's timestamp (column 3) is unknown
+    lines[13] = ", ".join(cells)
+    p.write_text("\n".join(lines) + "\n")
+    code, out, _ = _run(capsys, "au-label", str(p), "--json")
+    payload = _strict_json(out)
+    assert code == 0 and payload["peak_index"] == 12 and payload["peak_frame"] == 13
+    assert payload["peak_timestamp"] is None
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1", "1.5"])
+def test_min_confidence_out_of_range_is_one_line(tmp_path, capsys, value):
+    p = write_openface_csv(tmp_path / "c.csv", 20, [Plant(HAPPY, 5)])
+    code, out, err = _run(capsys, "au-label", str(p), "--json", "--min-confidence", value)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("emollm merr au-label: error: --min-confidence must be a number between 0 and 1")
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert _run(capsys, "au-label", str(tmp_path / "missing.csv"))[0] == 2
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        main(["au-label", str(tmp_path / "missing.csv"), "--debug"])
 
 
 def test_argparse_errors_and_help(tmp_path, capsys):
