@@ -113,15 +113,26 @@ def run_batch(
     subtitle: str | None = None,
     debug: bool = False,
     progress: bool = True,
+    isolate: bool = True,
 ) -> int:
     """Analyse ``inputs`` into ``out`` (JSONL), resuming what is there.
+
+    Args:
+        analyzer: ``analyzer(path, subtitle=..., [media=...]) -> Analysis``; when it has ``load_kwargs()`` and
+            ``isolate`` is on, files are decoded in a separate process (a decoder crash costs one file).
+        inputs: Files in order.
+        out: The results JSONL.
+        subtitle: A transcript for every file (rarely useful in a batch).
+        debug: Raise instead of recording a failure.
+        progress: Show a progress bar.
+        isolate: Decode in a child process (see ``analyzer``).
 
     Returns:
         0 when every file succeeded, 1 when some failed, 2 when none succeeded.
     """
     from tqdm import tqdm
 
-    from emollm.media import MediaError
+    from emollm.media import MediaError, load_many
 
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _read_done(out)
@@ -131,11 +142,21 @@ def run_batch(
     bar = tqdm(
         total=len(inputs), initial=len(inputs) - len(pending), unit="file", disable=not progress, file=sys.stderr
     )
+    load_kwargs = getattr(analyzer, "load_kwargs", None)
+    if isolate and load_kwargs is not None and pending:
+        # Decode in a spawned worker, one file ahead: a decoder that aborts costs its file, not the batch, and
+        # decoding the next clip overlaps the analysis of this one.
+        decoded = load_many(pending, workers=1, executor="process", **load_kwargs())
+    else:
+        decoded = ((p, None) for p in pending)
     with open(out, "a", encoding="utf-8") as f:
-        for path in pending:
+        for path_str, media in decoded:
+            path = Path(path_str)
             bar.set_postfix_str(path.name[:40])
             try:
-                result = analyzer(path, subtitle=subtitle)
+                if isinstance(media, MediaError):
+                    raise media
+                result = analyzer(path, subtitle=subtitle, **({"media": media} if media is not None else {}))
             except (OSError, ValueError, ImportError, RuntimeError, MediaError) as e:
                 if debug:
                     raise

@@ -92,10 +92,19 @@ def analyze_checkpoint(
     """Analyse one clip with a loaded checkpoint: label probabilities over ``labels`` (from the answers'
     likelihoods) and a generated reasoning."""
     from emollm.generation import chat
+    from emollm.media import probe
     from emollm.precision import autocast
     from emollm.scoring import label_probabilities
 
+    probe(path)  # the clip must exist and be readable even when every branch reads precomputed feature files
     features, missing = clip_features(model, path, feature_files)
+    used = [m for m, f in features.items() if f is not None]
+    if not used and not subtitle:
+        reason = "no modality gave evidence (no face, no audio, no transcript): the model would answer from the prompt"
+        return Analysis(
+            file=str(path), label=None, probabilities={}, reasoning="", modalities=[],
+            missing={**missing, "label": reason}, subtitle=None, mode="checkpoint", reasoning_source="none",
+        )  # fmt: skip
     markers = "".join(f"<{m}>" for m in model.config.modalities)
     says = f" The person in video says: {subtitle}." if subtitle else ""
     question = f"{markers}{says} {EMOTION_PROMPT.format(labels=', '.join(labels))}"

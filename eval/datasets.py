@@ -171,14 +171,20 @@ class _Csv:
         self.path = Path(path)
         self.expected = expected_header
         text = _read_text(self.path, f"a CSV with the header '{expected_header}'")
-        reader = csv.reader(io.StringIO(text, newline=""))
+        # strict: an unterminated quote is an error instead of silently swallowing the rest of the file
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         rows: list[tuple[int, list[str]]] = []
+        start = 1
         try:
             for cells in reader:
                 if cells and any(c.strip() for c in cells):
-                    rows.append((reader.line_num, [c.strip() for c in cells]))
+                    rows.append((start, [c.strip() for c in cells]))
+                start = reader.line_num + 1
         except csv.Error as err:
-            self.fail(reader.line_num, f"not valid CSV ({err})", "check the quoting on that line")
+            if "unexpected end of data" in str(err):
+                self.fail(start, "a quoted field opened here is never closed (it runs to the end of the file)",
+                          "close the quote or remove the stray '\"'")  # fmt: skip
+            self.fail(start, f"not valid CSV ({err})", "check the quoting on that line")
         if not rows:
             self.fail(1, "no header", f"the first line must be '{expected_header}'")
         self.header_line, raw_header = rows[0]

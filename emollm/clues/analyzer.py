@@ -315,12 +315,24 @@ class ClueAnalyzer:
         return text, f"llm:{self.settings.reasoning_backbone}"
 
     # ------------------------------------------------------------------------------------------------ run
-    def __call__(self, path: str | Path, *, subtitle: str | None = None) -> Analysis:
+    def load_kwargs(self) -> dict[str, Any]:
+        """The :func:`emollm.media.load_sample` arguments of this analyzer (for decoding in another process)."""
+        s = self.settings
+        return {
+            "modalities": ("audio", "face", "text"),
+            "frame_policy": f"uniform:{s.frames}",
+            "face_detector": s.face_detector,
+            "min_audio_duration": None,
+        }
+
+    def __call__(self, path: str | Path, *, subtitle: str | None = None, media: Any = None) -> Analysis:
         """Analyse one file (video, audio, image or ``.txt``).
 
         Args:
             path: The media file.
             subtitle: A known transcript (skips ASR).
+            media: The file already decoded (a :class:`~emollm.media.MediaSample` of :meth:`load_kwargs`), e.g. by
+                an isolated worker process (:func:`emollm.batch.run_batch`).
 
         Raises:
             emollm.media.MediaError: The file cannot be used (missing, empty, corrupt, unsupported), naming it.
@@ -330,14 +342,10 @@ class ClueAnalyzer:
         timer = _Timer()
         start = time.perf_counter()
         s = self.settings
-        media = load_sample(
-            path,
-            modalities=("audio", "face", "text"),
-            frame_policy=f"uniform:{s.frames}",
-            face_detector=s.face_detector,
-            subtitle=subtitle,
-            min_audio_duration=None,
-        )
+        if media is None:
+            media = load_sample(path, subtitle=subtitle, **self.load_kwargs())
+        elif subtitle is not None:
+            media.text = subtitle
         timer("media", start)
         missing = {m: r for m, r in media.missing.items() if m != "text" or media.info.kind == "text"}
         votes: list[Vote] = []

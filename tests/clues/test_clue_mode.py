@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -284,3 +285,15 @@ def test_chat_cli_streams_answers_from_smollm2(media, capsys):
     assert answer  # streamed text from the real model
     assert chat_main(["--media", str(media / "missing.mp4"), "--ask", "x"]) == 2
     assert "missing.mp4: no such file" in capsys.readouterr().err
+
+
+def test_batch_decodes_in_an_isolated_worker(media, analyzer, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x01 not a video")
+    inputs = [media / "note.txt", bad, media / "face.jpg"]
+    out = tmp_path / "out.jsonl"
+    assert run_batch(analyzer, inputs, out, progress=False) == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(Path(r["file"]).name, r["label"]) for r in rows] == [("note.txt", "happy"), ("face.jpg", "happy")]
+    err = json.loads((tmp_path / "out.errors.jsonl").read_text())
+    assert err["file"] == str(bad) and "bad.mp4" in err["error"]

@@ -52,6 +52,26 @@ def test_missing_face_and_audio_are_reported(setup):
     result = analyze(model, proc, root / "noface.mp4", labels=LABELS, max_new_tokens=2)
     assert result.modalities == []
     assert "noface.mp4" in result.missing["face"] and "noface.mp4" in result.missing["audio"]
+    # Nothing to go on: no label from the prompt alone (it would be a guess)
+    assert (
+        result.label is None and result.probabilities == {} and "no modality gave evidence" in result.missing["label"]
+    )
+    with_text = analyze(model, proc, root / "noface.mp4", labels=LABELS, subtitle="I passed", max_new_tokens=2)
+    assert with_text.label in LABELS  # a transcript is evidence
+
+
+def test_a_missing_clip_is_an_error_even_with_feature_files(setup, tmp_path):
+    import numpy as np
+
+    from emollm.media import MediaNotFound
+
+    root, model, proc, _ = setup
+    feats = {}
+    for m, dim in (("video", 16), ("face", 7), ("audio", model.config.modalities["audio"].feature_dim)):
+        np.save(tmp_path / f"{m}.npy", np.zeros((1, dim), np.float32))
+        feats[m] = str(tmp_path / f"{m}.npy")
+    with pytest.raises(MediaNotFound, match="nope.mp4"):
+        analyze(model, proc, tmp_path / "nope.mp4", labels=LABELS, feature_files=feats, max_new_tokens=2)
 
 
 def test_cli_json_and_errors(setup, tmp_path, capsys):

@@ -250,3 +250,14 @@ def test_predictions(tmp_path: Path) -> None:
 def test_predictions_malformed(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         read_predictions(_write(tmp_path, text))
+
+
+def test_unterminated_quote_in_a_prediction_csv_is_an_error_not_a_swallowed_file(tmp_path):
+    from emollm_eval.datasets import read_predictions
+
+    p = tmp_path / "pred.csv"
+    p.write_text('name,prediction\na,happy\nb,"sad\nc,angry\nd,neutral\n')
+    with pytest.raises(ValueError, match=r"pred\.csv:3: a quoted field opened here is never closed"):
+        read_predictions(p)
+    p.write_text('name,prediction\na,"happy, really"\nb,"multi\nline"\n')  # legal quoting still reads
+    assert [(r.name, r.prediction) for r in read_predictions(p)] == [("a", "happy, really"), ("b", "multi\nline")]
