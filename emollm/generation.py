@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -70,11 +70,19 @@ def stream_chat(
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=False, skip_special_tokens=True)
     batch = processor([sample], add_generation_prompt=True, padding_side="left").to(_device(model))
     kwargs = _gen_kwargs(processor, max_new_tokens, do_sample, streamer=streamer, **generate_kwargs)
+    yield from stream_in_thread(
+        streamer, lambda: model.generate(batch.input_ids, batch.attention_mask, batch.modality_inputs, **kwargs)
+    )
+
+
+def stream_in_thread(streamer: Any, generate: Callable[[], Any]) -> Iterator[str]:
+    """Run ``generate`` (which feeds ``streamer``, a ``TextIteratorStreamer``) in a thread and yield its pieces;
+    an exception in the thread ends the stream and is re-raised in the caller's thread."""
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            model.generate(batch.input_ids, batch.attention_mask, batch.modality_inputs, **kwargs)
+            generate()
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
             streamer.end()

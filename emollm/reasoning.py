@@ -168,39 +168,28 @@ class LLMReasoner:
         Raises:
             Whatever generation raised, in the caller's thread.
         """
-        import threading
-
         import torch
         from transformers import TextIteratorStreamer
 
         from emollm.chat_formats import tokenize_chat
+        from emollm.generation import stream_in_thread
         from emollm.precision import autocast
 
         model, tokenizer, fmt, stop = self._load()
         ids, _ = tokenize_chat(tokenizer, fmt, list(messages), add_generation_prompt=True)
         input_ids = torch.tensor([ids], device=self.device)
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        errors: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                with torch.no_grad(), autocast(self.precision, self.device):
-                    model.generate(
-                        input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
-                        max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False, temperature=None,
-                        top_p=None, top_k=None, eos_token_id=stop,
-                        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
-                    )  # fmt: skip
-            except BaseException as e:  # re-raised below
-                errors.append(e)
-                streamer.end()
+        def generate() -> None:
+            with torch.no_grad(), autocast(self.precision, self.device):
+                model.generate(
+                    input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                    max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False, temperature=None,
+                    top_p=None, top_k=None, eos_token_id=stop,
+                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0],
+                )  # fmt: skip
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        yield from streamer
-        thread.join()
-        if errors:
-            raise errors[0]
+        yield from stream_in_thread(streamer, generate)
 
 
 @dataclass(frozen=True)
