@@ -126,7 +126,7 @@ $(D_REPORT): $(DEMO)/eval/untrained/metrics.json $(DEMO)/eval/trained/metrics.js
 		--note "trained=stage 1 + stage 2 on the MERR train split" > /dev/null
 
 demo-analyze: demo-eval  # one held-out clip through the trained model: label distribution and reasoning
-	$(EMOLLM) analyze $(DEMO)/data/$$(head -1 $(DEMO)/data/clips_test.txt) --checkpoint $(DEMO)/instruct/final \
+	$(EMOLLM) analyze $(DEMO)/data/$$(cat $(DEMO)/data/demo_clip.txt 2>/dev/null || head -1 $(DEMO)/data/clips_test.txt) --checkpoint $(DEMO)/instruct/final \
 		--labels $(DEMO_LABELS)
 
 test: install test-assets

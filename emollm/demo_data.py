@@ -13,6 +13,7 @@ Layout of ``out``::
     labels_train.txt            Emotion-LLaMA's ``N C E V`` list (name, frames, label, valence -10) of the train split
     labels_test.txt             the held-out split (never used for training or selection)
     clips_{train,test}.txt      the clips of each split, one path per line (``emollm analyze --list``)
+    demo_clip.txt               the held-out clip (with speech) that ``make demo`` analyses at the end
     transcripts.csv             name,sentence (what espeak-ng said; clips without speech are absent)
     manifest.json               settings, counts, "synthetic": true
 
@@ -199,6 +200,11 @@ def make_demo_set(
         atomic_write_text(
             out / f"clips_{split}.txt", "".join(f"clips/{c.name}.mp4\n" for c in clips if c.split == split)
         )
+    # The clip `make demo` analyses at the end: held out, with speech, preferably not the face-only "happy".
+    shown = next((c for c in clips if c.split == "test" and c.sentence and c.label != "happy"), None) or next(
+        c for c in clips if c.split == "test"
+    )
+    atomic_write_text(out / "demo_clip.txt", f"clips/{shown.name}.mp4\n")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["name", "sentence"])
