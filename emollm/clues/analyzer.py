@@ -400,6 +400,8 @@ class ClueAnalyzer:
 
     def produced_by(self) -> dict[str, Any]:
         """How outputs of this analyzer are produced: mode, models, precision, fusion weights."""
+        from emollm.precision import resolve_precision
+
         s = self.settings
         llm = self._models.get("llm")
         return {
@@ -417,6 +419,7 @@ class ClueAnalyzer:
                 if s.reasoning == "template"
                 else f"{s.reasoning_backbone} ({s.llm_path or 'embedded'})",
             },
-            "precision": getattr(llm, "precision_used", None) or s.precision,
+            "precision": getattr(llm, "precision", None) or resolve_precision(s.precision),  # of the LLM
+            "encoders_precision": "fp32",  # FER, MediaPipe, Whisper, MiniLM
             "fusion": self.fusion.weights,
         }
