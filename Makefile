@@ -82,7 +82,7 @@ $(D_DATA):
 # Raw clips -> AUs (MediaPipe blendshapes) -> clues -> SmolLM2 reasoning. The generator's labels are the annotation
 # (review import), as a human's would be: AU pseudo-labels alone cannot tell sad from angry on these faces.
 $(D_MERR): $(D_DATA) configs/demo/merr.yaml
-	$(EMOLLM) merr build --config configs/demo/merr.yaml reason.enabled=false --no-progress $(DEMO_MERR_ARGS)
+	$(EMOLLM) merr build --config configs/demo/merr.yaml reason.enabled=false $(DEMO_MERR_ARGS) --no-progress
 	$(EMOLLM) merr review import $(DEMO)/data/labels_train.txt --config configs/demo/merr.yaml --reviewer generator
 	$(EMOLLM) merr build --config configs/demo/merr.yaml $(DEMO_MERR_ARGS)
 

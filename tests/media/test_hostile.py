@@ -168,18 +168,6 @@ def test_reasons_name_the_real_problem(tmp_path, media):
     assert [type(r).__name__ for _, r in out] == ["MediaNotFound"] * 5 + ["MediaSample"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_chmod_000_is_permission_denied_not_truncated(tmp_path, media):
-    locked = tmp_path / "locked.mp4"
-    locked.write_bytes(media["grace"].path.read_bytes())
-    locked.chmod(0)
-    try:
-        with pytest.raises(UnreadableMedia, match="permission denied"):
-            probe(locked)
-    finally:
-        locked.chmod(0o644)
-
-
 def test_permission_denied_is_reported_as_such_even_as_root(tmp_path, media, monkeypatch):
     """The same check without relying on file modes (root bypasses them): the first read fails with EACCES."""
     locked = tmp_path / "locked.mp4"
