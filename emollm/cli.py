@@ -17,7 +17,7 @@ from emollm import __version__
 # the recipe packages (repo folders merr/, eval/, train/).
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "backbones": ("emollm.backbones", "cli_main", "list the registered LLM backbones (--json for machine output)"),
-    "demo": ("emollm.demo", "main", "end-to-end run of the core on the embedded default (SmolLM2-135M)"),
+    "demo": ("emollm.demo", "main", "the quick mechanics demo; `demo data` makes the clips of `make demo`"),
     "chat": ("emollm.chat", "main", "questions about a clip (--media), answered from its evidence"),
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
