@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "serve": ("emollm.serve.cli", "main", "HTTP service + web page: POST /v1/analyze, /health, /docs (loopback)"),
     "merr": ("emollm_merr.cli", "main", "MERR construction: build, review export|import, au-label"),
+    "plan": ("emollm.plan", "main", "will a training config fit? per-GPU memory estimate (meta device, no weights)"),
     "train": (
         "emollm_train.sft",
         "main",
