@@ -17,6 +17,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["PRECISIONS", "autocast", "cpu_has_native_bf16", "resolve_precision"]
 
@@ -38,17 +39,31 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def resolve_precision(precision: str | bool | None = "auto", device: str = "cpu") -> str:
+def resolve_precision(precision: str | bool | None = "auto", device: str = "cpu", *, weights: Any = "float32") -> str:
     """``auto`` -> ``bf16`` on a device with native bf16, else ``fp32``; ``no``/false/None mean ``fp32``.
 
+    ``fp32`` means *no autocast*: the model runs in its weights' dtype. Autocast only pays over float32 weights, so
+    ``auto`` over weights loaded in another dtype (a backbone in bfloat16 or float16) is ``fp32`` too.
+
+    Args:
+        precision: ``auto``, ``fp32`` (``no``, false, None, ``float32``) or ``bf16`` (``bfloat16``).
+        device: Torch device the model runs on (``cpu``, ``cuda``, ``cuda:1``, ...).
+        weights: dtype of the model's weights (a ``torch.dtype`` or its name).
+
     Raises:
-        ValueError: For anything else, naming the allowed values.
+        ValueError: For any other value, naming the allowed values; for ``bf16`` over float16 weights (autocast
+            would round them to bf16).
     """
+    weights = str(weights).removeprefix("torch.")
     if precision in (None, False, "no", "fp32", "float32"):
         return "fp32"
     if precision in ("bf16", "bfloat16"):
+        if weights == "float16":
+            raise ValueError("precision: bf16 autocast over float16 weights rounds them to bf16; load them as float32")
         return "bf16"
     if precision == "auto":
+        if weights != "float32":
+            return "fp32"
         if str(device).startswith("cuda"):
             import torch
 

@@ -109,7 +109,7 @@ class LLMReasoner:
         self.temperature = temperature
         self.top_p = top_p
         self.device = device
-        self.precision = resolve_precision(precision, device)
+        self.precision = resolve_precision(precision, device, weights=self.spec.default_dtype)
         source = "embedded" if self.llm_path is None else str(Path(self.llm_path).expanduser().resolve())
         gen = f"greedy:{max_new_tokens}" if not do_sample else f"sample:{temperature}:{top_p}:{max_new_tokens}"
         self.id = f"llm:{backbone}:{source}:{gen}" + ("" if self.precision == "fp32" else f":{self.precision}")

@@ -115,6 +115,11 @@ class EvalConfig:
     """``cpu``, ``cuda``, ``cuda:1``, ... (default: where the model loads)."""
     dtype: str | None = None
     """LLM dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the backbone's)."""
+    precision: Literal["auto", "fp32", "bf16", "no"] = "auto"
+    """Autocast of generation (LLM and projectors; feature loading stays fp32): ``bf16`` autocast over the weights,
+    or ``fp32`` / ``no`` for none. ``auto`` = bf16 on a device with native bf16 (a CPU with AVX512-BF16 or AMX:
+    SmolLM2 prefill 2.8x, decode 1.4x faster) when the LLM weights are float32, else none. The resolved value is in
+    ``metrics.json`` (``precision``) and, when bf16, in the config hash."""
     n_bootstrap: int = 1000
     """Bootstrap resamples for the 95% CIs (0: no CIs)."""
     seed: int = 0
@@ -151,6 +156,8 @@ class EvalConfig:
             raise ValueError(f"n_bootstrap must be >= 0 (0 = no CIs), got {self.n_bootstrap}")
         if self.dtype is not None and self.dtype not in _DTYPES:
             raise ValueError(f"dtype: {self.dtype!r} is not one of {', '.join(_DTYPES)}")
+        if self.precision == "bf16" and self.dtype == "float16":
+            raise ValueError("precision: bf16 autocast over dtype: float16 weights rounds them to bf16; pick one")
         for key, mods in (("features", list(self.features)), ("drop_modalities", self.drop_modalities)):
             bad = [m for m in mods if m not in MODALITIES]
             if bad:
@@ -210,6 +217,13 @@ class EvalConfig:
     def resolved_max_new_tokens(self) -> int:
         """Greedy generation limit (32 for labels, 256 for EMER reasoning, unless set)."""
         return self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.dataset]
+
+    def resolved_precision(self, weights: str, device: str | None = None) -> str:
+        """``bf16`` (autocast) or ``fp32`` (none) for an LLM whose weights have dtype ``weights`` on ``device``
+        (default: ``device``, else ``cpu``); see :func:`emollm.precision.resolve_precision`."""
+        from emollm.precision import resolve_precision
+
+        return resolve_precision(self.precision, device or self.device or "cpu", weights=weights)
 
     def resolved_split(self) -> str:
         """The evaluated split: ``split``, else ``test`` when the gold path looks like one, else ``unknown``."""

@@ -6,7 +6,8 @@ One run = one output folder holding:
     predictions.jsonl        one row per sample: name, gold, raw answer, parsed label (or null), parse reason,
                              modalities used, modalities whose feature file was missing
     metrics.json             the metrics (DFEW: UAR/WAR/per-class recall; MER2023: weighted F1/accuracy; 95%
-                             bootstrap CIs), invalid-answer and missing-feature counts, the prompt and label order
+                             bootstrap CIs), invalid-answer and missing-feature counts, the prompt and label order,
+                             the precision generation ran in (``precision``: bf16 autocast or fp32)
     report.md                the same for people, with confusion_matrix.png and per_class_recall.png
     predictions.csv          EMER only: Emotion-LLaMA's ``names,chi_reasons`` format, for other scorers
 
@@ -242,6 +243,23 @@ def _checkpoint_config(path: str) -> Any:
     return EmoLLMConfig.load(Path(path) / "emollm_config.json")
 
 
+def _llm_weights(config: EvalConfig, model: Any, model_config: Any) -> tuple[str, str]:
+    """dtype name and device of the LLM's weights: those of ``model``, else what ``load_model`` will give (known
+    without loading it, so a rerun with nothing to generate reports the same precision)."""
+    if model is not None:
+        param = next(model.language_model.parameters())
+        return str(param.dtype).removeprefix("torch."), str(param.device)
+    if config.dtype:
+        weights = config.dtype
+    elif (Path(config.checkpoint) / "llm").is_dir():  # load_model: weights stored in the checkpoint load as float32
+        weights = "float32"
+    else:
+        from emollm.backbones import get_backbone
+
+        weights = get_backbone(model_config.backbone).default_dtype
+    return weights, config.device or "cpu"
+
+
 def _feature_dirs(config: EvalConfig, model_config: Any, used: Sequence[str]) -> dict[str, str]:
     from emollm.configuration import EMOTION_LLAMA_FEATURE_DIRS
 
@@ -272,6 +290,7 @@ def run_eval(
 
     from emollm.encoders.precomputed import FeatureStore
     from emollm.generation import chat
+    from emollm.precision import autocast
     from emollm.processing import Sample
 
     gold_all = read_gold(config)
@@ -301,7 +320,14 @@ def run_eval(
 
     # Refuse to mix configs before paying for the model; a rerun with nothing left to generate never loads it.
     out = Path(config.output_dir)
+    weights, device = _llm_weights(config, model, model_config)
+    precision = config.resolved_precision(weights, device)
     fingerprint = prediction_fingerprint(config, dirs)
+    # The resolved precision, not `auto`, decides the predictions; fp32 hashes as before precision existed, so
+    # earlier (fp32) output folders still resume, and bf16 predictions are never mixed with fp32 ones.
+    fingerprint.pop("precision", None)
+    if precision != "fp32":
+        fingerprint["precision"] = precision
     digest = config_hash(fingerprint)
     previous = start_run(out, config, fingerprint, digest)
     todo = [it for it in items if it.name not in previous]
@@ -330,7 +356,10 @@ def run_eval(
                 prompt = fill_prompt(template, label_order, it.subtitle)
                 samples.append(Sample(messages=[{"role": "user", "content": prompt}], features=feats, name=it.name))
                 missing.append(miss)
-            answers = chat(model, processor, samples, max_new_tokens=max_new, do_sample=False, batch_size=len(samples))
+            with autocast(precision, device):  # generation only: features were loaded above, in fp32
+                answers = chat(
+                    model, processor, samples, max_new_tokens=max_new, do_sample=False, batch_size=len(samples)
+                )
             rows = [
                 _prediction_row(it, answer, miss, parser, mods["used"])
                 for it, answer, miss in zip(batch, answers, missing, strict=True)
@@ -341,6 +370,7 @@ def run_eval(
     bar.close()
     rows = [previous[it.name] for it in items]
     metrics = _summarise_run(config, rows, mods, dirs, template, digest, len(gold_all), model_config)
+    metrics.update(precision=precision, llm_dtype=weights)  # the autocast of generation; llm_dtype: its weights
     if config.dataset == "emer":
         metrics.update(_emer_scores(config, rows, out, judge, progress))
     from emollm_eval.report import write_run_report

@@ -221,7 +221,13 @@ class MERRBuilder:
         for clue in CLUE_STAGES:
             out[clue] = {"describer": self.describer(clue).id}
         out["reason"] = (
-            {"client": self.reasoner.id, "prompt": self.cfg.reason.prompt_version} if self.cfg.reason.enabled else None
+            {
+                "client": self.reasoner.id,
+                "prompt": self.cfg.reason.prompt_version,
+                "precision": getattr(self.reasoner, "precision", None),  # None: a python: client decides its own
+            }
+            if self.cfg.reason.enabled
+            else None
         )
         return out
 
@@ -344,6 +350,7 @@ class MERRBuilder:
             rows.append(row)
         files = write_outputs(self.out, cfg, records, filt, rows, self.errors)
         summary = build_summary(len(by_name), au, status, label, source, neutral_added, filt, clues, self.errors, files)
+        summary["reasoning_precision"] = settings["reason"]["precision"] if settings["reason"] else None
         files["summary"] = write_json_atomic(self.out / "summary.json", summary, fsync=True)
         seconds = time.perf_counter() - t0
         append_run_log(self.out, seconds, len(clips), self.stats)

@@ -92,4 +92,5 @@ def build_reasoning_client(cfg: Any) -> ReasoningClient:
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         device=cfg.device,
+        precision=cfg.resolved_precision(),  # resolved for the backbone's weights: auto is none over bf16/fp16 ones
     )

@@ -23,6 +23,7 @@ __all__ = [
     "is_zero3",
     "make_accelerator",
     "release_freed_memory_to_os",
+    "resolve_mixed_precision",
     "without_hf_zero3",
 ]
 
@@ -53,32 +54,76 @@ def release_freed_memory_to_os(threshold: int = 1 << 20) -> bool:
         return False
 
 
+def resolve_mixed_precision(
+    mixed_precision: str, *, cuda: bool | None = None, deepspeed: bool = False
+) -> tuple[str, str]:
+    """accelerate's ``mixed_precision`` for a ``train.mixed_precision`` value, and why.
+
+    ``auto`` is bf16 autocast (weights and optimizer state stay fp32) on a CUDA GPU that supports bf16 and on a CPU
+    with native bf16 (AVX512-BF16 or AMX: a SmolLM2 LoRA step 2.47x faster than fp32, OFFLINE.md), else ``no``.
+    DeepSpeed on CPU stays ``no`` under ``auto``: its bf16 casts the weights themselves, which is not the autocast
+    measured here.
+
+    Args:
+        mixed_precision: ``auto``, ``no``, ``bf16`` or ``fp16``.
+        cuda: Whether a CUDA GPU is used (default: whether one is available).
+        deepspeed: Whether DeepSpeed runs the model.
+
+    Returns:
+        ``(value, reason)``: ``no``/``bf16``/``fp16`` for ``Accelerator(mixed_precision=...)``, and a phrase for the
+        run log.
+
+    Raises:
+        ConfigError: fp16 without a CUDA GPU.
+    """
+    from emollm.precision import cpu_has_native_bf16
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if mixed_precision == "fp16" and not cuda:
+        raise ConfigError("train.mixed_precision: fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
+    if mixed_precision != "auto":
+        return mixed_precision, f"train.mixed_precision={mixed_precision}"
+    if cuda:
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: the GPU supports bf16"
+        return "no", "auto: the GPU has no bf16"
+    if not cpu_has_native_bf16():
+        return "no", "auto: this CPU has no native bf16 (AVX512-BF16/AMX), where bf16 autocast is slower"
+    if deepspeed:
+        return "no", "auto: DeepSpeed on CPU (its bf16 casts the weights; not measured)"
+    return "bf16", "auto: this CPU has native bf16 (AVX512-BF16/AMX)"
+
+
 def make_accelerator(train: TrainConfig) -> Any:
-    """The run's ``accelerate.Accelerator``: mixed precision resolved for the device, DDP or DeepSpeed from the
-    launcher's environment.
+    """The run's ``accelerate.Accelerator``: mixed precision resolved for the device
+    (:func:`resolve_mixed_precision`), DDP or DeepSpeed from the launcher's environment.
 
     Args:
         train: The ``train`` section of the run config.
 
     Returns:
-        The accelerator.
+        The accelerator; ``accelerator.mixed_precision`` is the resolved value.
 
     Raises:
         ConfigError: fp16 without a CUDA GPU.
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
-    mp = train.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    if mp == "fp16" and not cuda:
-        raise ConfigError("train.mixed_precision: fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    mp, _ = resolve_mixed_precision(train.mixed_precision, cuda=cuda, deepspeed=deepspeed)
+    # accelerate keeps one AcceleratorState per process and refuses another mixed precision in it. A second run in
+    # the same process (tests, notebooks, `emollm bench`) may differ: drop the finished run's state, never the
+    # process group (single process and no DeepSpeed only).
+    state = AcceleratorState._shared_state
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1 and not deepspeed
+    if single and state and state.get("_mixed_precision", mp) != mp:
+        AcceleratorState._reset_state(reset_partial_state=False)
     # find_unused_parameters: with modality dropout / missing modalities a projector may get no gradient in a step.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     handlers: list[Any] = [ddp]
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     if deepspeed and not cuda:
         # accelerate turns DeepSpeed off when cpu=True and finds no backend without a GPU; DeepSpeed itself runs
         # on CPU (DS_ACCELERATOR=cpu) over gloo, so name the backend instead of passing cpu=True.

@@ -93,6 +93,8 @@ class SFTRecipe:
         if t.release_memory and not torch.cuda.is_available():
             runtime.release_freed_memory_to_os()
         self.accelerator = acc = runtime.make_accelerator(t)
+        _, why = runtime.resolve_mixed_precision(t.mixed_precision, deepspeed=acc.state.deepspeed_plugin is not None)
+        self.precision = {"mixed_precision": acc.mixed_precision, "mixed_precision_reason": why}
         self.is_main = acc.is_main_process
         self.resume_dir = state.find_resume(t.resume, self.ckpt_root)
         if self.is_main:
@@ -151,11 +153,13 @@ class SFTRecipe:
                     "steps_per_epoch": self.data.steps_per_epoch,
                     "total_steps": self.total_steps,
                     "resumed_from": str(self.resume_dir) if self.resume_dir else None,
+                    **self.precision,
                     **self.init_report,
                     "skipped_samples": self.data.skipped,
                 }
             )
         log.info("trainable parameters: %s", self.trainable_counts)
+        log.info("mixed precision: %s (%s)", acc.mixed_precision, why)
 
     @property
     def total_steps(self) -> int:

@@ -107,7 +107,10 @@ def test_smollm2_reasons_two_samples(make_cfg, tmp_path):
     assert set(texts) == {"sample_01_happy", "sample_02_happy"} and all(len(t.split()) >= 5 for t in texts.values())
     entry = next(iter((r.output_dir / "cache" / "reason").glob("*/*.json")))
     cached = json.loads(entry.read_text())
-    assert cached["client"] == "llm:smollm2:embedded:greedy:40" and cached["system"] == PROMPTS["v1"].system
+    bf16 = cfg.reason.resolved_precision() == "bf16"  # auto: bf16 on a CPU with native bf16 (a separate cache key)
+    assert cached["client"] == "llm:smollm2:embedded:greedy:40" + (":bf16" if bf16 else "")
+    assert cached["system"] == PROMPTS["v1"].system
+    assert r.summary["reasoning_precision"] == ("bf16" if bf16 else "fp32")
     # greedy -> the same prompt gives the same answer again; a rerun reuses the cache
     assert builder.reasoner.generate(cached["system"], cached["user"], seed=0) == cached["answer"]
     again = MERRBuilder(cfg, progress=False).run()
