@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
     "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
     "assess": ("emollm.assess.cli", "main", "assessment assistant for clinicians (not a diagnosis); 'assess compare'"),
+    "import": ("emollm.published.cli", "main", "import a released checkpoint (emotion-llama, minigpt-v2)"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
     "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),

@@ -8,8 +8,10 @@ Examples::
 Predictions are ``name,prediction`` (free text or a label) or ``name,discrete[,valence]``. Each answer is parsed by
 :class:`emollm.labels.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
 that has no row in the prediction file. Invalid answers count as wrong and are reported separately (``invalid``).
-A prediction row whose name is not in the gold file is an error. For DFEW a prediction may also be the 1-indexed
-class number used by the split CSVs. All metric values are fractions in [0, 1].
+A prediction row whose name is not in the gold file is an error, except under ``--protocol test3``: MER-SEMI's
+official scorer takes a submission that predicts every test3 clip, labelled or not, and scores the labelled ones,
+so there such rows are accepted, left out of every metric and counted in ``extra``. For DFEW a prediction may
+also be the 1-indexed class number used by the split CSVs. All metric values are fractions in [0, 1].
 
 Valence (MER2023 test1/test2): when the prediction file has a ``valence`` column, ``valence_mse`` and
 ``combined = weighted_f1 - 0.25 * valence_mse`` are reported. A sample without a predicted valence (no row, or an
@@ -87,8 +89,10 @@ def _build_parser() -> argparse.ArgumentParser:
     mer.add_argument(
         "--protocol",
         choices=sorted(MER2023_PROTOCOLS),
-        help="test1/test2 require and score valence (combined = F1 - 0.25*MSE); test3 scores weighted F1 only. "
-        "Default: score valence when PRED has a valence column.",
+        help="test1/test2 require and score valence (combined = F1 - 0.25*MSE); test3 scores weighted F1 only and, "
+        "like the official MER-SEMI scorer, accepts predictions for unlabelled test3 clips (not scored; counted "
+        "as 'extra'). "
+        "Default: score valence when PRED has a valence column; names outside GOLD are an error.",
     )
     return parser
 
@@ -100,10 +104,18 @@ def _label_list(text: str) -> tuple[str, ...]:
     return labels
 
 
-def _align(gold_names: list[str], preds: list[Prediction], pred_path: Path, gold_path: Path) -> dict[str, Prediction]:
-    """Index predictions by name; raise listing the prediction names that are not in the gold file."""
+def _align(
+    gold_names: list[str], preds: list[Prediction], pred_path: Path, gold_path: Path, *, allow_extra: bool = False
+) -> tuple[dict[str, Prediction], list[str]]:
+    """Index predictions by name; return them with the prediction names that are not in the gold file.
+
+    Unless ``allow_extra`` (MER2023 test3, whose official scorer takes predictions for unlabelled clips too), such
+    names raise, listed in the message.
+    """
     gold_set = set(gold_names)
     extra = [p.name for p in preds if p.name not in gold_set]
+    if allow_extra:
+        return {p.name: p for p in preds if p.name in gold_set}, extra
     if extra:
         shown = ", ".join(extra[:20]) + (f", ... ({len(extra) - 20} more)" if len(extra) > 20 else "")
         hint = ""
@@ -114,7 +126,7 @@ def _align(gold_names: list[str], preds: list[Prediction], pred_path: Path, gold
             f"{pred_path}: {len(extra)} prediction name(s) not in {gold_path}: {shown}{hint}; "
             "remove these rows or score against the gold file they belong to"
         )
-    return {p.name: p for p in preds}
+    return {p.name: p for p in preds}, []
 
 
 def _parse(parser: LabelParser, answer: str, numeric: bool) -> ParseResult:
@@ -157,7 +169,7 @@ def _classification(
 def _score_dfew(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
     labels: tuple[str, ...] = args.labels
     gold = read_dfew_split(args.gold, labels)
-    by_name = _align([g.name for g in gold], read_predictions(args.pred), args.pred, args.gold)
+    by_name, _ = _align([g.name for g in gold], read_predictions(args.pred), args.pred, args.gold)
     parser = LabelParser(labels)
     results = [_MISSING if g.name not in by_name else _parse(parser, by_name[g.name].prediction, True) for g in gold]
     names = [g.name for g in gold]
@@ -170,8 +182,10 @@ def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[
     labels: tuple[str, ...] = args.labels
     gold = read_mer2023_labels(args.gold, labels)
     preds = read_predictions(args.pred)
-    by_name = _align([g.name for g in gold], preds, args.pred, args.gold)
     protocol = MER2023_PROTOCOLS[args.protocol] if args.protocol else None
+    allow_extra = protocol is not None and protocol.extra_names
+    by_name, extra = _align([g.name for g in gold], preds, args.pred, args.gold, allow_extra=allow_extra)
+    preds = list(by_name.values())  # the rows that are scored (test3: the labelled clips)
     has_valence = any(p.valence is not None for p in preds)
     score_valence = protocol.uses_valence if protocol else has_valence
     if score_valence and not has_valence:
@@ -202,6 +216,8 @@ def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[
     report = _classification(args, [g.discrete for g in gold], results, ("weighted_f1", "accuracy"), extra_ci)
     if protocol:
         report["protocol"] = protocol.split
+    if allow_extra:
+        report["extra"] = len(extra)  # predictions for clips outside the gold file: accepted, not scored
     if score_valence:
         mse = valence_mse(vt, vp)
         report.update(
@@ -284,6 +300,8 @@ def _format_table(report: dict[str, Any]) -> str:
         ci = report.get(f"{key}_ci")
         ci_text = f"   95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
         lines.append(f"  {_DISPLAY[key]:<12}{value}{ci_text}")
+    if "extra" in report:
+        lines.append(f"  extra predictions (not in the gold file, not scored): {report['extra']}")
     if "valence_missing" in report:
         lines.append(f"  valence missing (scored as 0): {report['valence_missing']}")
     width = max(8, *(len(lab) for lab in labels))

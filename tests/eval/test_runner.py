@@ -276,7 +276,7 @@ def test_config_validation_messages():
 def test_shipped_configs_load(path):
     assert path.read_text().startswith("# ") and f"emollm eval configs/eval/{path.name}" in path.read_text()
     cfg = load_config(path)
-    assert cfg.dataset == path.stem
+    assert cfg.dataset == path.stem.split("_")[0]  # <dataset>[_variant].yaml
 
 
 def test_build_prompt_and_selection_guard():

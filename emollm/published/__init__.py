@@ -1,0 +1,25 @@
+"""Importers of released third-party checkpoints (Emotion-LLaMA, MiniGPT-v2) into emollm checkpoints.
+
+``emollm import emotion-llama CKPT.pth --llm-path LLAMA2_CHAT_DIR --out DIR`` (see :mod:`emollm.published.cli`).
+"""
+
+from emollm.published.emotion_llama import (
+    LAYOUTS,
+    SOURCES,
+    build_import_model,
+    emotion_llama_messages,
+    import_checkpoint,
+    import_state_dict,
+)
+from emollm.published.released import ImportReport, read_released_state_dict
+
+__all__ = [
+    "LAYOUTS",
+    "SOURCES",
+    "ImportReport",
+    "build_import_model",
+    "emotion_llama_messages",
+    "import_checkpoint",
+    "import_state_dict",
+    "read_released_state_dict",
+]

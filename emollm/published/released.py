@@ -1,0 +1,108 @@
+"""Reading released MiniGPT-style ``.pth`` checkpoints safely, and the report every importer returns.
+
+The released files are ``torch.save({"model": state_dict, "optimizer": ..., "config": ..., "scaler": ...,
+"epoch": ...})`` holding only the trained parameters. They are read with ``torch.load(weights_only=True)``: a file
+that needs code to unpickle (e.g. an OmegaConf ``config`` object) is refused with the way to re-save it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["ImportReport", "read_released_state_dict"]
+
+_RESAVE = (
+    "re-save only its state dict where the original code runs: "
+    "torch.save({'model': torch.load(PATH, weights_only=False)['model']}, 'state_dict.pth'), then import that file"
+)
+
+
+def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The ``"model"`` state dict of a released checkpoint (or a bare state dict), loaded without unpickling code.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The file needs arbitrary unpickling, is not a torch file, or holds no tensor state dict; the
+            message says how to re-save it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path} cannot be read with weights_only=True (it stores objects that need code to unpickle: {first}); "
+            f"emollm never runs a checkpoint's pickled code. {_RESAVE}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from None
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no tensor state dict under 'model' (nor at the top level); {_RESAVE}")
+    return {str(k): v for k, v in state.items()}
+
+
+@dataclass
+class ImportReport:
+    """What an importer did with each source tensor.
+
+    Attributes:
+        source: The released model (``emotion-llama``, ``minigpt-v2``).
+        mapped: source key -> emollm parameter name.
+        kept: source keys of trained tensors that have no branch in the imported model; saved unchanged in
+            ``published/unmapped.safetensors`` beside the checkpoint.
+        skipped: source key -> why it is not used (dead code, buffers recomputed by transformers).
+        missing: What the emollm model has and the source does not (newly initialised).
+        notes: Loud warnings (fewer tokens than the published model, layout differences).
+        settings: Facts recorded with the checkpoint (layout, LoRA, token counts).
+    """
+
+    source: str
+    mapped: dict[str, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "settings": self.settings,
+            "mapped": self.mapped,
+            "kept_unmapped": self.kept,
+            "skipped": self.skipped,
+            "missing": self.missing,
+            "notes": self.notes,
+        }
+
+    def summary(self) -> str:
+        """A short human-readable report (grouped counts, then the notes)."""
+        lora = sum("lora_" in k for k in self.mapped)
+        lines = [
+            f"imported {self.source}: {len(self.mapped)} tensors mapped ({lora} LoRA, {len(self.mapped) - lora} "
+            f"projector), {len(self.kept)} kept unmapped, {len(self.skipped)} skipped, {len(self.missing)} missing",
+        ]
+        for key, dst in self.mapped.items():
+            if "lora_" not in key:
+                lines.append(f"  mapped   {key} -> {dst}")
+        for key in self.kept:
+            lines.append(f"  kept     {key} (no branch for it; saved in published/unmapped.safetensors)")
+        reasons: dict[str, int] = {}
+        for reason in self.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        for reason, n in reasons.items():
+            lines.append(f"  skipped  {n} tensor(s): {reason}")
+        for name in self.missing:
+            lines.append(f"  missing  {name} (not in the source; newly initialised)")
+        lines += [f"WARNING: {n}" for n in self.notes]
+        return "\n".join(lines)
