@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from emollm.analysis import Analysis
-from emollm.labels import MER2023_LABELS
+from emollm.labels import MER2023_LABELS, LabelParser
 from emollm.modeling import EmoLLMForCausalLM
 from emollm.processing import EmoProcessor, Sample
 from emollm.prompts import EMOTION_INSTRUCTION as EMOTION_PROMPT
@@ -113,16 +113,21 @@ def analyze_checkpoint(
     with autocast(precision):  # the LLM only: media decoding and face detection stay fp32
         probs = label_probabilities(model, processor, sample, labels, answer_template=answer_template)
         reasoning = chat(model, processor, [reason], max_new_tokens=max_new_tokens)[0]
+    label = max(probs, key=probs.get)
+    source = "checkpoint"
+    others = [lab for lab in LabelParser(labels).parse(reasoning).candidates if lab != label]
+    if others:  # said, not hidden: the generated text and the likelihoods disagree
+        source = f"checkpoint (the text names {', '.join(others)}; the likelihoods favour {label})"
     return Analysis(
         file=str(path),
-        label=max(probs, key=probs.get),
+        label=label,
         probabilities=probs,
         reasoning=reasoning,
         modalities=[m for m, f in features.items() if f is not None],
         missing=missing,
         subtitle=subtitle,
         mode="checkpoint",
-        reasoning_source="checkpoint",
+        reasoning_source=source,
     )
 
 

@@ -97,3 +97,15 @@ def test_cli_json_and_errors(setup, tmp_path, capsys):
     assert main([str(broken), "--checkpoint", str(ckpt)]) == 2
     assert "broken.mp4" in capsys.readouterr().err
     assert main([str(root / "happy.mp4"), "--checkpoint", str(tmp_path)]) == 2
+
+
+def test_checkpoint_reasoning_that_names_another_label_is_flagged(setup, monkeypatch):
+    import emollm.generation
+
+    root, model, proc, _ = setup
+    monkeypatch.setattr(emollm.generation, "chat", lambda *a, **k: ["The person is clearly sad."])
+    result = analyze(model, proc, root / "happy.mp4", labels=LABELS, max_new_tokens=2)
+    if result.label != "sad":
+        assert result.reasoning_source == f"checkpoint (the text names sad; the likelihoods favour {result.label})"
+    else:
+        assert result.reasoning_source == "checkpoint"
