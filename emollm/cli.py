@@ -23,8 +23,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
     "assess": ("emollm.assess.cli", "main", "assessment assistant for clinicians (not a diagnosis); 'assess compare'"),
     "import": ("emollm.published.cli", "main", "import a released checkpoint (emotion-llama, minigpt-v2)"),
+    "data": ("emollm.data.corpora_cli", "main", "corpora: list a local copy (RAVDESS, CREMA-D, IEMOCAP, MELD), splits"),
+    "fusion": ("emollm.fusion.cli", "main", "classic fusion baselines on cached features: list, train, eval, synth"),
     "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
-    "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023)"),
+    "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023, ov)"),
     "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
     "bench": (
         "emollm_eval.compare",

@@ -10,7 +10,15 @@ from torch import nn
 
 from emollm.settings import LoraSettings, TrainableSpec
 
-__all__ = ["LoraSettings", "TrainableSpec", "apply_lora", "count_trainable", "is_peft", "set_trainable"]
+__all__ = [
+    "LoraSettings",
+    "TrainableSpec",
+    "apply_lora",
+    "count_trainable",
+    "is_peft",
+    "keep_4bit_trainable",
+    "set_trainable",
+]
 
 
 def is_peft(module: nn.Module) -> bool:
@@ -42,6 +50,34 @@ def apply_lora(model, settings: LoraSettings, default_targets: tuple[str, ...] |
         task_type="CAUSAL_LM",
     )
     model.language_model = get_peft_model(lm, config)
+    if getattr(lm, "is_loaded_in_4bit", False):
+        keep_4bit_trainable(model.language_model)
+
+
+def keep_4bit_trainable(model: nn.Module) -> int:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights; returns how many layers it touched.
+
+    On a CPU with AVX512-BF16, ``Linear4bit.forward`` in eval mode without grad (our sampling and reference passes)
+    repacks the weight in place into a layout that only ``gemv_4bit`` reads, and that op has no autograd kernel: the
+    following training forward then silently drops the gradient through every frozen base layer (torch warns "an
+    autograd kernel was not registered"), so the LoRA weights of the lower layers get wrong gradients. GRPO switches
+    between sampling and training every step, and SFT validates between steps: QLoRA keeps the training layout
+    throughout (``apply_lora`` calls this on a 4-bit base).
+    """
+    try:
+        import bitsandbytes as bnb
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            w = module.weight
+            if getattr(w.quant_state, "packing_format_for_cpu", False):
+                w.data, w.quant_state = _convert_weight_packed_for_cpu_inverse(w.data, w.quant_state)
+            n += 1
+    return n
 
 
 def set_trainable(model, spec: TrainableSpec) -> dict[str, int]:

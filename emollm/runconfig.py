@@ -49,6 +49,7 @@ __all__ = [
     "AuxTextSource",
     "ConfigError",
     "DataConfig",
+    "GRPOConfig",
     "LoggingConfig",
     "ModalitySettings",
     "ModelConfig",
@@ -256,12 +257,39 @@ class LoggingConfig:
 
 
 @dataclass
+class GRPOConfig:
+    """``train.stage: grpo``: group-relative policy optimisation with verifiable rewards (``train/grpo.py``)."""
+
+    group_size: int = 4
+    """Completions sampled per prompt (G); rewards are normalised within each group."""
+    beta: float = 0.04
+    """Weight of the KL penalty to the reference (the policy with its LoRA adapter disabled); 0 = none."""
+    epsilon: float = 0.2
+    """PPO clip range of the probability ratio to the sampling-time policy."""
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
+    """Reward name (``emollm.rewards.REWARDS``: accuracy, format, length, ov_f1) -> weight."""
+    max_completion_tokens: int = 64
+    """New tokens sampled per completion."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
+    iterations: int = 1
+    """Optimizer updates per batch of completions (GRPO's mu); 1 = the sampling policy is the updated one."""
+    length_budget: int = 48
+    """Words a completion may use before the ``length`` reward penalises it."""
+    std_eps: float = 1e-4
+    """Added to the group's reward standard deviation when normalising."""
+
+
+@dataclass
 class TrainConfig:
     """The optimisation: stage, trainable parts, learning rates, schedule, checkpoints, evaluation."""
 
-    stage: Literal["pretrain", "instruct", "finetune"] = "pretrain"
-    """``pretrain``: align the projectors (LLM frozen); ``instruct`` / ``finetune``: projectors + LoRA. Sets the
-    default of ``trainable``."""
+    stage: Literal["pretrain", "instruct", "finetune", "grpo"] = "pretrain"
+    """``pretrain``: align the projectors (LLM frozen); ``instruct`` / ``finetune``: projectors + LoRA; ``grpo``:
+    reinforcement learning with rewards (projectors + LoRA, settings in ``grpo``). Sets the default of
+    ``trainable``."""
     trainable: TrainableSpec | None = None
     """Which parts train; None takes the stage's preset (``train/stages.py``)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -332,6 +360,8 @@ class TrainConfig:
     checkpointing: 2.0 instead of 4.7 GB) at the price of page faults (~50% longer CPU steps there)."""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """Progress bar, TensorBoard, W&B."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """Settings of ``stage: grpo``."""
 
 
 @dataclass
@@ -621,6 +651,8 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
             f"train.init_from: stage {t.stage!r} normally starts from stage-1 projectors; without init_from they are "
             "trained from scratch (REFERENCE.md §1.2: backbone swaps failed without an alignment stage)"
         )
+    if t.stage == "grpo":
+        _validate_grpo(t, trainable, err)
     if t.init_from is not None and check_paths and not (Path(t.init_from) / "checkpoint.json").is_file():
         err(f"train.init_from: {t.init_from} is not an emollm checkpoint folder (no checkpoint.json)")
     for k in ("projector_lr", "lora_lr", "llm_lr", "encoder_lr"):
@@ -674,6 +706,36 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
 
         check_data(cfg, rep.errors, rep.warnings)
     return rep
+
+
+def _validate_grpo(t: TrainConfig, trainable: TrainableSpec, err: typing.Callable[[str], None]) -> None:
+    from emollm.rewards import list_rewards
+
+    g = t.grpo
+    if g.group_size < 2:
+        err(f"train.grpo.group_size: must be >= 2 (rewards are normalised within a group), got {g.group_size}")
+    if g.beta < 0:
+        err(f"train.grpo.beta: must be >= 0, got {g.beta}")
+    if g.beta > 0 and trainable.llm != "lora":
+        err(
+            "train.grpo.beta: the KL reference is the policy with its LoRA adapter disabled, so it needs "
+            f"trainable.llm=lora (got {trainable.llm!r}); or set beta=0"
+        )
+    if not 0 < g.epsilon < 1:
+        err(f"train.grpo.epsilon: must be in (0, 1), got {g.epsilon}")
+    if not g.rewards:
+        err(f"train.grpo.rewards: empty; weight some of {', '.join(list_rewards())}")
+    for name in g.rewards:
+        if name not in list_rewards():
+            err(f"train.grpo.rewards.{name}: unknown reward{_suggest(name, list_rewards())}; registered: "
+                f"{', '.join(list_rewards())}")  # fmt: skip
+    for k in ("max_completion_tokens", "iterations", "length_budget"):
+        if getattr(g, k) < 1:
+            err(f"train.grpo.{k}: must be >= 1, got {getattr(g, k)}")
+    if g.temperature <= 0 or not 0 < g.top_p <= 1:
+        err(f"train.grpo: temperature must be > 0 and top_p in (0, 1], got {g.temperature}, {g.top_p}")
+    if t.gradient_checkpointing:
+        err("train.gradient_checkpointing: not supported with stage grpo (generation needs the KV cache)")
 
 
 # ===================================================================================================== schema docs

@@ -68,7 +68,9 @@ STAGES: dict[str, TrainableSpec] = {
     "pretrain": TrainableSpec(encoders=False, projectors=True, llm="frozen"),
     "instruct": TrainableSpec(encoders=False, projectors=True, llm="lora"),
     "finetune": TrainableSpec(encoders=False, projectors=True, llm="lora"),
+    "grpo": TrainableSpec(encoders=False, projectors=True, llm="lora"),
 }
 """``pretrain`` is LLaVA / Emotion-LLaMA stage 1 (align the projectors; the LLM is frozen), ``instruct`` stage 2
-(projectors + LoRA), ``finetune`` the per-dataset fine-tune (same parts as ``instruct``). A config may set
+(projectors + LoRA), ``finetune`` the per-dataset fine-tune (same parts as ``instruct``), ``grpo`` reinforcement
+learning with rewards (same parts; the LoRA adapter is what the KL reference switches off). A config may set
 ``train.trainable`` to anything else (e.g. stage 1 with LoRA: ``train.trainable.llm=lora``)."""

@@ -6,6 +6,11 @@ rate of parsed greedy answers (an answer naming no label or several is invalid, 
 train tokens/s, eval latency per sample, peak RSS and trainable parameters. On this machine the shipped config
 compares tiny random models of every registry backbone plus the real SmolLM2 on synthetic data; pointing the runs
 at real weights (``model.llm_path=...``) and data (``data.train=...``) runs it unchanged.
+
+``fusion_runs`` add non-LLM baselines (``emollm.fusion``: a feature-level fusion classifier, trained and scored on its
+validation fold) to the same table, variant ``fusion``. They cannot use the LLM rows' data (the tiny recipe's
+synthetic features live in memory), so each one reads the data of its fusion config or, with ``synth: TASK``, a cache
+written by ``emollm fusion synth`` into the output folder; the ``data`` column says which data every row used.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ VARIANTS: dict[str, list[str]] = {"lora": [], "qlora": ["model.quantization=4bit
 COLUMNS = [
     ("run", "run", "{}"),
     ("variant", "variant", "{}"),
+    ("data", "data", "{}"),
     ("val_accuracy", "accuracy", "{:.3f}"),
     ("val_uar", "UAR", "{:.3f}"),
     ("invalid_rate", "invalid", "{:.2f}"),
@@ -46,6 +52,31 @@ class RunSpec:
 
 
 @dataclass
+class FusionRunSpec:
+    """A non-LLM baseline row: an ``emollm fusion`` config (or just a method on synthetic data) trained and scored on
+    its validation fold."""
+
+    name: str
+    config: str | None = None
+    """An ``emollm fusion train`` YAML (its data, split, model and train sections)."""
+    method: str | None = None
+    """Instead of ``config``: a method of ``emollm fusion list`` with default settings (needs ``synth``)."""
+    synth: str | None = None
+    """Use ``emollm fusion synth --task SYNTH`` data (written under the bench's output folder) instead of the
+    config's data: ``both``, ``audio``, ``face`` or ``either``."""
+    overrides: list[str] = field(default_factory=list)
+    """Fusion config overrides (e.g. ``train.epochs=5``)."""
+
+    def __post_init__(self) -> None:
+        if (self.config is None) == (self.method is None):
+            raise ValueError(f"fusion_runs {self.name}: give exactly one of config or method")
+        if self.method is not None and self.synth is None:
+            raise ValueError(f"fusion_runs {self.name}: method needs synth (a config names its data)")
+        if self.synth is not None and self.synth not in ("both", "audio", "face", "either"):
+            raise ValueError(f"fusion_runs {self.name}: synth must be both, audio, face or either, not {self.synth!r}")
+
+
+@dataclass
 class CompareConfig:
     """What ``emollm bench backbones`` compares."""
 
@@ -58,6 +89,8 @@ class CompareConfig:
     """Overrides applied to every run (e.g. ``train.max_steps=24``)."""
     eval_samples: int = 32
     """Validation samples answered per run."""
+    fusion_runs: list[FusionRunSpec] = field(default_factory=list)
+    """Non-LLM baselines (``emollm.fusion``) in the same table; their data is not the recipe's (``data`` column)."""
     output_dir: str = "runs/bench-backbones"
 
     @classmethod
@@ -74,7 +107,7 @@ class CompareConfig:
         bad = [v for v in cfg.variants if v not in VARIANTS]
         if bad:
             raise ValueError(f"{path}: unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
-        if not cfg.runs:
+        if not cfg.runs and not cfg.fusion_runs:
             raise ValueError(f"{path}: no runs to compare")
         return cfg
 
@@ -129,6 +162,7 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
     gold = [it.label for it in items]
     preds = [p if p is not None else INVALID for p in parsed]
     return {
+        "data": f"recipe ({cfg.data.format})",
         "backbone": cfg.model.backbone,
         "tiny": cfg.model.tiny is not None,
         "quantization": cfg.model.quantization,
@@ -144,6 +178,72 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
         "trainable_params": trainable,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "example_answer": answers[0],
+    }
+
+
+def run_fusion(spec: dict[str, Any], data_dir: str, out_dir: str) -> dict[str, Any]:
+    """Train one ``emollm.fusion`` baseline and score it on its validation fold (the test fold is never used).
+
+    Args:
+        spec: A :class:`FusionRunSpec` as a dict.
+        data_dir: Where ``synth`` data is written (reused when it is there).
+        out_dir: The run's output folder (weights, log).
+    """
+    import tempfile
+
+    import torch
+
+    from emollm.fusion.cli import _build, prepare_run
+    from emollm.fusion.config import load_config
+    from emollm.fusion.data import write_synthetic
+    from emollm.fusion.trainer import evaluate, load_weights, train_model
+
+    overrides = list(spec.get("overrides") or [])
+    data = "fusion config data"
+    if spec.get("synth"):
+        root = Path(data_dir)
+        if not (root / "labels.csv").is_file():
+            write_synthetic(root, spec["synth"])
+        overrides = [
+            f"data.labels={root / 'labels.csv'}",
+            f"data.features={{audio: {root / 'audio'}, face: {root / 'face'}}}",
+            *overrides,
+        ]
+        data = f"emollm fusion synth --task {spec['synth']}"
+    path = spec.get("config")
+    if path is None:  # a method with default settings
+        path = Path(tempfile.mkdtemp()) / "fusion.yaml"
+        path.write_text(f"data: {{labels: x.csv, features: {{audio: x}}}}\nmodel: {{method: {spec['method']}}}\n")
+    cfg = load_config(path, [*overrides, f"out={out_dir}"])
+    torch.set_num_threads(cfg.train.threads)
+    train, val, _test, modalities = prepare_run(cfg)
+    scored = val if val is not None else train  # no validation fold: a training-set score, marked below
+    model = _build(cfg, {m: train.dims[m] for m in modalities}, len(train.classes))
+    t = cfg.train
+    t0 = time.perf_counter()
+    result = train_model(model, train, val, Path(out_dir), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                         weight_decay=t.weight_decay, patience=t.patience, select=t.select, seed=t.seed,
+                         log=lambda msg: None)  # fmt: skip
+    train_s = time.perf_counter() - t0
+    if (Path(out_dir) / "best.safetensors").is_file():
+        load_weights(model, Path(out_dir) / "best.safetensors")
+    t0 = time.perf_counter()
+    report = evaluate(model, scored)
+    eval_s = time.perf_counter() - t0
+    return {
+        "data": data if val is not None else f"{data} (train split: no validation fold)",
+        "method": cfg.model.method,
+        "non_llm": True,
+        "epochs": result.epochs_run,
+        "train_s": train_s,
+        "val_accuracy": report["accuracy"],
+        "val_uar": report["uar"],
+        "invalid_rate": 0.0,  # a classifier always names a class
+        "val_loss": report["loss"],
+        "eval_samples": len(scored),
+        "eval_s_per_sample": eval_s / max(len(scored), 1),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
     }
 
 
@@ -183,8 +283,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([head, rule, *body])
 
 
+def _worker(kind: str, job: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """Run one job in a fresh process: ``(result, error)``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "emollm_eval.compare", kind, json.dumps(job)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return None, (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return json.loads(lines[-1]), ""
+
+
 def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run every (run, variant) in a fresh process; returns the rows (also written to ``output_dir``)."""
+    """Run every (run, variant) and fusion run in a fresh process; returns the rows (also written to
+    ``output_dir``)."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -200,29 +315,41 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
             ]
             job = {"base_config": cfg.base_config, "overrides": overrides, "eval_samples": cfg.eval_samples}
             print(f"[bench backbones] {run.name} / {variant} ...", flush=True)
-            proc = subprocess.run(
-                [sys.executable, "-m", "emollm_eval.compare", "--worker", json.dumps(job)],
-                capture_output=True,
-                text=True,
-                env=dict(os.environ),
-            )
-            row: dict[str, Any] = {"run": run.name, "variant": variant}
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                row["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                print(f"  failed: {row['error']}", file=sys.stderr)
-            else:
-                row.update(json.loads(lines[-1]))
-            rows.append(row)
+            rows.append(_row({"run": run.name, "variant": variant}, *_worker("--worker", job)))
+    for fusion in cfg.fusion_runs:
+        if only and fusion.name not in only:
+            continue
+        job = {
+            "spec": asdict(fusion),
+            "data_dir": str(out / f"fusion-synth-{fusion.synth}"),
+            "out_dir": str(out / f"{fusion.name}-fusion"),
+        }
+        print(f"[bench backbones] {fusion.name} / fusion (non-LLM baseline) ...", flush=True)
+        rows.append(_row({"run": fusion.name, "variant": "fusion"}, *_worker("--fusion-worker", job)))
     (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2, default=str) + "\n")
     table = format_table([r for r in rows if "error" not in r])
     failed = [f"- {r['run']} / {r['variant']}: {r['error']}" for r in rows if "error" in r]
     note = "\n\nMetrics are on the recipe's validation split (never a test split); invalid answers count as wrong.\n"
+    if any(r.get("non_llm") for r in rows):
+        note += (
+            "\nRows of variant `fusion` are non-LLM baselines (`emollm.fusion` classifiers on their validation fold): "
+            "they are trained on other data than the LLM rows (see the `data` column), so compare them with each "
+            "other and by cost, not by accuracy against the LLM rows.\n"
+        )
     (out / "results.md").write_text(
         f"# Backbone comparison\n\nBase recipe: `{cfg.base_config}`\n\n{table}{note}"
         + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else "")
     )
     return rows
+
+
+def _row(row: dict[str, Any], result: dict[str, Any] | None, error: str) -> dict[str, Any]:
+    if result is None:
+        row["error"] = error
+        print(f"  failed: {error}", file=sys.stderr)
+    else:
+        row.update(result)
+    return row
 
 
 def main(argv: list[str]) -> int:
@@ -233,6 +360,11 @@ def main(argv: list[str]) -> int:
 
         logging.basicConfig(level=logging.WARNING)
         result = run_one(job["base_config"], job["overrides"], job["eval_samples"])
+        print(json.dumps(result, default=str), flush=True)
+        return 0
+    if argv[:1] == ["--fusion-worker"]:
+        job = json.loads(argv[1])
+        result = run_fusion(job["spec"], job["data_dir"], job["out_dir"])
         print(json.dumps(result, default=str), flush=True)
         return 0
     parser = argparse.ArgumentParser(prog="emollm bench", description=__doc__.split("\n\n")[0])

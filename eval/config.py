@@ -124,6 +124,11 @@ class EvalConfig:
     """Bootstrap resamples for the 95% CIs (0: no CIs)."""
     seed: int = 0
     """Bootstrap seed."""
+    ov_gold: str | None = None
+    """Open-vocabulary references: a MER-OV CSV ``name,openset`` (``openset`` a list literal such as
+    ``"['happy', 'calm']"``). Each free-text answer is parsed into a set of emotion words (``emollm.openvocab``) and
+    scored against it: set precision, recall, F-score and hit rate in ``metrics.json`` (``open_vocabulary``) and
+    ``report.md``. Scoring only: not in the config hash, so it may be added to a finished run."""
     judge: str | None = None
     """EMER only: score the generated reasoning with this judge (registry backbone, local path or http(s) URL)."""
     judge_model: str | None = None

@@ -231,6 +231,26 @@ def _emer_sections(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _open_vocabulary_section(ov: dict[str, Any]) -> list[str]:
+    """The ``report.md`` section of the answers scored as emotion-word sets (``ov_gold``)."""
+    rows = [
+        [key.replace("_", " "), fmt_metric(ov[key])]
+        for key in ("precision", "recall", "f1", "sample_f1", "mer_ov", "hit_rate")
+    ]
+    return [
+        "## Open-vocabulary emotions",
+        "",
+        f"Each answer parsed as a set of emotion words ({ov['parser']}) against `{ov['gold_file']}`: "
+        f"{ov['n']} samples scored, {ov['skipped']} with an empty reference skipped, {ov['without_reference']} "
+        f"not in the file, {ov['empty_pred']} answers naming no emotion word (scored 0).",
+        "",
+        markdown_table(["metric", "value"], rows),
+        "",
+        "f1: F-score of the mean precision and recall; sample f1: mean per-sample F-score; mer ov: mean of precision "
+        "and recall (MER2024-OV); hit rate: samples sharing at least one word with the reference.",
+    ]
+
+
 def write_run_report(out: str | os.PathLike, metrics: dict[str, Any], config: Any) -> Path:
     """Write ``report.md`` (and, for classification, ``confusion_matrix.png`` and ``per_class_recall.png``) of one
     ``emollm eval`` run into ``out``, atomically."""
@@ -283,5 +303,7 @@ def write_run_report(out: str | os.PathLike, metrics: dict[str, Any], config: An
         lines += _classification_sections(metrics, out)
         if metrics.get("valence"):
             lines += ["", f"Valence: {metrics['valence']}."]
+    if metrics.get("open_vocabulary"):
+        lines += ["", *_open_vocabulary_section(metrics["open_vocabulary"])]
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", ""]
     return atomic_write_text(out / "report.md", "\n".join(lines))

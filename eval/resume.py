@@ -33,7 +33,7 @@ __all__ = [
 
 NOT_HASHED = frozenset(
     {
-        *("output_dir", "limit", "batch_size", "device", "n_bootstrap", "seed", "split", "protocol"),
+        *("output_dir", "limit", "batch_size", "device", "n_bootstrap", "seed", "split", "protocol", "ov_gold"),
         *("judge", "judge_model", "judge_backbone", "judge_max_new_tokens", "judge_cache"),
     }
 )

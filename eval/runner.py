@@ -373,6 +373,8 @@ def run_eval(
     metrics.update(precision=precision, llm_dtype=weights)  # the autocast of generation; llm_dtype: its weights
     if config.dataset == "emer":
         metrics.update(_emer_scores(config, rows, out, judge, progress))
+    if config.ov_gold:
+        metrics["open_vocabulary"] = open_vocabulary_metrics(config.ov_gold, rows)
     from emollm_eval.report import write_run_report
 
     atomic_write_json(out / "metrics.json", metrics)
@@ -380,6 +382,32 @@ def run_eval(
     if config.dataset == "emer":
         _write_emer_csv(out / "predictions.csv", rows)
     return EvalResult(out, metrics, rows, generated=len(todo), reused=len(items) - len(todo))
+
+
+def open_vocabulary_metrics(ov_gold: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Score the free-text answers of ``rows`` as emotion-word sets against a MER-OV ``name,openset`` CSV.
+
+    Each answer is parsed with :func:`emollm.openvocab.parse_emotions` (synonyms grouped, negated words dropped),
+    each reference with :func:`~emollm.openvocab.normalize_set`; only rows whose name has a non-empty reference are
+    scored (``ov_scores`` skips empty ones).
+
+    Returns:
+        :func:`~emollm.openvocab.ov_scores`'s keys plus ``gold_file``, ``without_reference`` (evaluated samples the
+        CSV lacks) and ``parser``.
+    """
+    from emollm.openvocab import normalize_set, ov_scores, parse_emotions
+    from emollm_eval.datasets import read_ov_labels
+
+    gold = {s.name: normalize_set(s.openset) for s in read_ov_labels(ov_gold)}
+    scored = [r for r in rows if r["name"] in gold]
+    preds = [parse_emotions(r.get("answer")) for r in scored]
+    scores = ov_scores(preds, [gold[r["name"]] for r in scored])
+    return {
+        **scores,
+        "gold_file": str(ov_gold),
+        "without_reference": len(rows) - len(scored),
+        "parser": "emollm.openvocab.parse_emotions (synonym groups, negations dropped)",
+    }
 
 
 def _prediction_row(

@@ -1,9 +1,10 @@
-"""``emollm score``: score a prediction CSV against gold labels (DFEW, MER2023).
+"""``emollm score``: score a prediction CSV against gold labels (DFEW, MER2023, open-vocabulary sets).
 
 Examples::
 
     emollm score dfew --pred preds.csv --gold DFEW/EmoLabel_DataSplit/test(single-labeled)/set_1.csv --json
     emollm score mer2023 --pred submission.csv --gold test1-label.csv --protocol test1 --ci
+    emollm score ov --pred track2-pred.csv --gold track2-gold.csv --json
 
 Predictions are ``name,prediction`` (free text or a label) or ``name,discrete[,valence]``. Each answer is parsed by
 :class:`emollm.labels.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
@@ -16,6 +17,12 @@ also be the 1-indexed class number used by the split CSVs. All metric values are
 Valence (MER2023 test1/test2): when the prediction file has a ``valence`` column, ``valence_mse`` and
 ``combined = weighted_f1 - 0.25 * valence_mse`` are reported. A sample without a predicted valence (no row, or an
 empty cell) is scored as valence 0 (neutral) and counted in ``valence_missing``.
+
+Open vocabulary (``ov``, MER2024-OV / MER2025 track 2): both files are ``name,openset`` with ``openset`` a Python list
+literal (``"['happy', 'calm']"``) or a comma-separated string; a prediction cell may also be free text. Words are
+grouped by synonym and inflection, negated mentions dropped (:mod:`emollm.openvocab`); reported: set precision,
+recall, F-score (of the means), mean per-sample F-score, MER2024-OV's mean(precision, recall) and the MER-UniBench
+hit rate. Gold rows with an empty set are skipped; a gold name without a prediction row scores 0.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Score a prediction CSV against gold labels. Invalid answers (zero or several labels, or no row "
         "in PRED) count as wrong and are reported separately.",
     )
-    sub = parser.add_subparsers(dest="task", required=True, metavar="{dfew,mer2023}")
+    sub = parser.add_subparsers(dest="task", required=True, metavar="{dfew,mer2023,ov}")
 
     def common(p: argparse.ArgumentParser, gold_help: str, default_labels: Sequence[str]) -> None:
         p.add_argument("--pred", required=True, type=Path, help="prediction CSV: name,prediction (free text or label)")
@@ -94,6 +101,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "as 'extra'). "
         "Default: score valence when PRED has a valence column; names outside GOLD are an error.",
     )
+    ov = sub.add_parser(
+        "ov",
+        help="open-vocabulary emotion sets: set precision/recall/F, hit rate",
+        description="Score open-vocabulary predictions (name,openset) against reference sets (name,openset).",
+    )
+    ov.add_argument("--pred", required=True, type=Path, help="prediction CSV: name,openset (list, comma list or text)")
+    ov.add_argument("--gold", required=True, type=Path, help="reference CSV: name,openset (e.g. \"['happy', 'calm']\")")
+    ov.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    ov.add_argument("--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,pred,precision,recall,f1")
+    ov.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
+    ov.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -229,6 +247,44 @@ def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[
     return report, _sample_rows(names, [g.discrete for g in gold], answers, results)
 
 
+def _read_openset_csv(path: Path) -> dict[str, list[str]]:
+    """``name -> openset items`` of a ``name,openset`` CSV (:func:`emollm.openvocab.parse_openset_cell`)."""
+    from emollm.openvocab import parse_openset_cell
+    from emollm_eval.datasets import _Csv, _UniqueNames
+
+    table = _Csv(path, "name,openset")
+    i_name, i_set = table.require("name", "openset")
+    names = _UniqueNames(table.fail)
+    out: dict[str, list[str]] = {}
+    for line, cells in table.rows:
+        name = names.add(cells[i_name], line)
+        try:
+            out[name] = parse_openset_cell(cells[i_set])
+        except ValueError as err:
+            table.fail(line, str(err).split("; ")[0], "write it like \"['happy', 'calm']\" or happy, calm")
+    return out
+
+
+def _score_ov(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
+    from emollm.openvocab import normalize_set, ov_scores, set_scores
+
+    gold = _read_openset_csv(args.gold)
+    pred = _read_openset_csv(args.pred)
+    extra = [n for n in pred if n not in gold]
+    if extra:
+        shown = ", ".join(extra[:20]) + (f", ... ({len(extra) - 20} more)" if len(extra) > 20 else "")
+        raise ValueError(f"{args.pred}: {len(extra)} prediction name(s) not in {args.gold}: {shown}")
+    names = list(gold)
+    g_sets = [normalize_set(gold[n]) for n in names]
+    p_sets = [normalize_set(pred.get(n, [])) for n in names]
+    report: dict[str, Any] = {"task": "ov", **ov_scores(p_sets, g_sets), "missing": sum(n not in pred for n in names)}
+    rows = []
+    for n, g, p in zip(names, g_sets, p_sets, strict=True):
+        scores = [f"{x:.4f}" for x in set_scores(p, g)] if g else ["", "", ""]
+        rows.append([n, "|".join(sorted(g)), "|".join(sorted(p)), *scores])
+    return report, rows
+
+
 def _sample_rows(names: list[str], gold: list[str], answers: list[str], results: list[ParseResult]) -> list[list[str]]:
     return [[n, g, a, r.label or "", r.reason] for n, g, a, r in zip(names, gold, answers, results, strict=True)]
 
@@ -261,10 +317,10 @@ def _check_per_sample_target(args: argparse.Namespace) -> None:
         )
 
 
-def _write_per_sample(path: Path, rows: list[list[str]]) -> None:
+def _write_per_sample(path: Path, rows: list[list[str]], header: Sequence[str] | None = None) -> None:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf)
-    writer.writerow(["name", "gold", "answer", "parsed", "reason"])
+    writer.writerow(header or ["name", "gold", "answer", "parsed", "reason"])
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
 
@@ -281,6 +337,17 @@ _DISPLAY = {
 
 def _pct(x: float) -> str:
     return f"{100 * x:6.2f}%"
+
+
+def _format_ov_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"OV: {report['n']} samples scored, {report['skipped']} skipped (empty reference), "
+        f"{report['missing']} missing from PRED, {report['empty_pred']} empty predictions"
+    ]
+    for key, name in (("precision", "precision"), ("recall", "recall"), ("f1", "F-score"), ("sample_f1", "sample F"),
+                      ("mer_ov", "MER-OV"), ("hit_rate", "hit rate")):  # fmt: skip
+        lines.append(f"  {name:<12}{_pct(report[key])}")
+    return "\n".join(lines)
 
 
 def _format_table(report: dict[str, Any]) -> str:
@@ -334,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse has printed the usage or --help
         return exc.code if isinstance(exc.code, int) else 2
+    if args.task == "ov":
+        return _main_ov(args)
     if args.n_resamples < 1:
         print("emollm score: error: --n-resamples must be at least 1", file=sys.stderr)
         return 2
@@ -350,6 +419,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emollm score {args.task}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2) if args.json else _format_table(report))
+    return 0
+
+
+def _main_ov(args: argparse.Namespace) -> int:
+    try:
+        if args.per_sample is not None:
+            _check_per_sample_target(args)
+        report, rows = _score_ov(args)
+        if args.per_sample is not None:
+            _write_per_sample(args.per_sample, rows, ["name", "gold", "pred", "precision", "recall", "f1"])
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"emollm score ov: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else _format_ov_table(report))
     return 0
 
 

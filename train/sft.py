@@ -181,6 +181,10 @@ class SFTRecipe:
     # ================================================================================================ train
     def train(self) -> dict[str, Any]:
         """Run until ``total_steps``; returns the summary (also written to ``summary.json``)."""
+        if self.cfg.train.stage == "grpo":  # the same recipe, a reinforcement-learning step (train/grpo.py)
+            from emollm_train.grpo import train_grpo
+
+            return train_grpo(self)
         from tqdm.auto import tqdm
 
         from emollm_train.loop import optimizer_step

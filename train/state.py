@@ -41,6 +41,7 @@ ORDER_KEYS = (
     "train.stage",
     "train.trainable",
     "train.lora",
+    "train.grpo",
     "data.format",
     "data.train",
     "data.tasks",

