@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -332,7 +331,6 @@ def train_grpo(recipe: Any) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from emollm_train.sft import KILL_ENV
-    from emollm_train.state import write_json
 
     t = recipe.cfg.train
     data = dataclasses.replace(recipe.data, collator=_items)  # same batch plan, prompts kept as items
@@ -363,33 +361,7 @@ def train_grpo(recipe: Any) -> dict[str, Any]:
             if recipe.global_step % t.logging.log_every == 0:
                 bar.set_postfix(reward=f"{last['reward']:.3f}", kl=f"{last['kl']:.4f}")
             bar.update(1)
-            if t.eval_every and recipe.global_step % t.eval_every == 0 and recipe.val_ds is not None:
-                recipe.evaluate()
-            if t.save_every and recipe.global_step % t.save_every == 0 and recipe.global_step < recipe.total_steps:
-                recipe.save_checkpoint()
-                if kill_at and recipe.global_step == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            if recipe.global_step >= recipe.total_steps:
+            if recipe.after_step(kill_at):
                 break
     bar.close()
-    if recipe.val_ds is not None and recipe.last_eval_step != recipe.global_step:
-        recipe.evaluate()
-    if recipe.last_saved_step != recipe.global_step:
-        recipe.save_checkpoint()
-    recipe.save_model(recipe.out / "final")
-    replicas = recipe.check_replicas()
-    elapsed = time.perf_counter() - started
-    summary = {
-        "steps": recipe.global_step,
-        "last_loss": last.get("loss"),
-        "last_reward": last.get("reward"),
-        "best": recipe.best,
-        "final": str(recipe.out / "final"),
-        "elapsed_s": elapsed,
-        "tokens": tokens_total,
-        "tokens_per_s": tokens_total / elapsed if elapsed > 0 else None,
-        "replica_fingerprints": replicas,
-    }
-    if recipe.is_main:
-        write_json(recipe.out / "summary.json", summary)
-    return summary
+    return recipe.finish(started, tokens_total, {"last_loss": last.get("loss"), "last_reward": last.get("reward")})

@@ -234,15 +234,32 @@ class SFTRecipe:
                         tok_s=f"{record['tokens_per_s']:.0f}",
                     )
                 bar.update(1)
-                if t.eval_every and self.global_step % t.eval_every == 0 and self.val_ds is not None:
-                    self.evaluate()
-                if t.save_every and self.global_step % t.save_every == 0 and self.global_step < self.total_steps:
-                    self.save_checkpoint()
-                    if kill_at and self.global_step == kill_at:
-                        os.kill(os.getpid(), signal.SIGKILL)
-                if self.global_step >= self.total_steps:
+                if self.after_step(kill_at):
                     break
         bar.close()
+        return self.finish(started, tokens_total, {"last_loss": last_loss})
+
+    def after_step(self, kill_at: int | None) -> bool:
+        """Validation, checkpoint and the test kill hook after an optimizer step; True when training is done.
+
+        Shared by every stage's loop (SFT here, GRPO in ``emollm_train.grpo``)."""
+        t = self.cfg.train
+        if t.eval_every and self.global_step % t.eval_every == 0 and self.val_ds is not None:
+            self.evaluate()
+        if t.save_every and self.global_step % t.save_every == 0 and self.global_step < self.total_steps:
+            self.save_checkpoint()
+            if kill_at and self.global_step == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self.global_step >= self.total_steps
+
+    def finish(self, started: float, tokens_total: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """The end of a run: last validation and checkpoint, ``final/``, replica check, ``summary.json``.
+
+        Args:
+            started: ``time.perf_counter()`` at the start of training.
+            tokens_total: Tokens trained on.
+            extra: Stage-specific summary fields (``last_loss``, ``last_reward``), placed after ``steps``.
+        """
         if self.val_ds is not None and self.last_eval_step != self.global_step:
             self.evaluate()
         if self.last_saved_step != self.global_step:  # decided the same way on every process
@@ -252,7 +269,7 @@ class SFTRecipe:
         elapsed = time.perf_counter() - started
         summary = {
             "steps": self.global_step,
-            "last_loss": last_loss,
+            **extra,
             "best": self.best,
             "final": str(self.out / "final"),
             "elapsed_s": elapsed,
