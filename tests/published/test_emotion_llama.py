@@ -172,3 +172,38 @@ def argparse_namespace():
 def test_eva_path_is_refused_loudly(tmp_path):
     with pytest.raises(ValueError, match="EVA ViT-g frame branch"):
         import_checkpoint(released_state(), tmp_path / "x", eva_path=tmp_path)
+
+
+def test_imported_checkpoint_analyzes_a_clip(tmp_path):
+    """The import works with ``emollm analyze --checkpoint`` (features given as the released .npy files)."""
+    import numpy as np
+
+    from emollm.inference import main as analyze_main
+    from emollm.media import fixtures
+
+    model, processor = tiny_build()
+    path = tmp_path / "released.pth"
+    torch.save({"model": released_state()}, path)
+    lm_dir = tmp_path / "llm"
+    copy.deepcopy(model.language_model).merge_and_unload().save_pretrained(lm_dir)
+    processor.tokenizer.save_pretrained(lm_dir)
+    out = tmp_path / "imported"
+    assert main(["emotion-llama", str(path), "--llm-path", str(lm_dir), "--out", str(out)]) == 0
+    clip = fixtures.make_face_clip(tmp_path / "clip.mp4", "astronaut", seconds=1.0, audio=None).path
+    files = []
+    for m in ("face", "video", "audio"):
+        np.save(tmp_path / f"{m}.npy", np.random.default_rng(0).normal(size=(FEAT,)).astype(np.float32))
+        files += [f"--{m}", str(tmp_path / f"{m}.npy")]
+    labels = "happy,sad,neutral,angry,worried,surprise,fear,contempt,doubt"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = analyze_main(
+            [str(clip), "--checkpoint", str(out), "--labels", labels, "--json", "--max-new-tokens", "3", *files]
+        )
+    assert code == 0
+    result = json.loads(buf.getvalue())
+    assert result["mode"] == "checkpoint" and result["label"] in labels.split(",")
+    assert sorted(result["modalities"]) == ["audio", "face", "video"]
