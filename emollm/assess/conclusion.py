@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from emollm.assess.answers import AnswerResult
+from emollm.assess.questions import Authored
 from emollm.reasoning import ReasoningClient, check_quality
 
 __all__ = ["Conclusion", "check_conclusion", "conclusion_prompt", "template_conclusion", "write_conclusion"]
@@ -61,7 +62,7 @@ def _grounding(answers: Sequence[AnswerResult], with_emotion: bool) -> set[str]:
 
 
 @dataclass
-class Conclusion:
+class Conclusion(Authored):
     """The conclusion of a session and who wrote it.
 
     Attributes:
@@ -80,17 +81,6 @@ class Conclusion:
     with_emotion: bool = True
     writer: str | None = None
     raw: str | None = None
-
-    @property
-    def describe(self) -> str:
-        """Who wrote the conclusion, in words (for a report header)."""
-        if self.source == "llm":
-            return f"LLM ({self.writer})"
-        return f"template ({self.reason})" if self.reason else "template"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
 
 
 def _answer_block(a: AnswerResult, with_emotion: bool) -> list[str]:

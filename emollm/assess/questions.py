@@ -100,8 +100,29 @@ _USER = (
 )
 
 
+class Authored:
+    """Who wrote a piece of an assessment (the LLM or a template): shared by questions and conclusions.
+
+    Subclasses are dataclasses with ``source`` (``"llm"``/``"template"``), ``reason``, ``writer`` and ``raw``.
+    """
+
+    template_name = "template"
+
+    @property
+    def describe(self) -> str:
+        """Who wrote it, in words (for a report header)."""
+        if self.source == "llm":  # type: ignore[attr-defined]
+            return f"LLM ({self.writer})"  # type: ignore[attr-defined]
+        reason = self.reason  # type: ignore[attr-defined]
+        return f"{self.template_name} ({reason})" if reason else self.template_name
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass
-class QuestionSet:
+class QuestionSet(Authored):
     """The questions of a session and where they came from.
 
     Attributes:
@@ -118,16 +139,7 @@ class QuestionSet:
     writer: str | None = None
     raw: str | None = None
 
-    @property
-    def describe(self) -> str:
-        """Who wrote the questions, in words (for a report header)."""
-        if self.source == "llm":
-            return f"LLM ({self.writer})"
-        return f"template bank ({self.reason})" if self.reason else "template bank"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+    template_name = "template bank"
 
 
 def _topic_banks(topic: str) -> list[str]:
