@@ -8,7 +8,13 @@ bandwidth (best of a few sums of a 512 MiB fp32 array). Then, for the embedded S
 - prefill: GFLOP/s counted as 2 x params x tokens (matmul FLOPs of the weights; attention's own FLOPs left out), as
   a share of the bf16 peak (under ``torch.autocast("cpu", torch.bfloat16)``) and of the fp32 peak (plain fp32);
 - decode: tokens/s with the KV cache (batch 1, greedy), as a share of the bandwidth floor = bandwidth / weight bytes
-  read per token (every weight once per token; the KV cache and activations left out);
+  read per token (every weight once per token; the KV cache and activations left out), for fp32, bf16 autocast over
+  fp32 weights (what ``precision: bf16`` did before packing) and emollm's inference path (bf16 autocast with
+  oneDNN-packed bf16 linears, :mod:`emollm.utils.packed_linear`); then the kernels alone: the same matrix-vector
+  products over the model's own weight shapes with no model around them (fp32 ``F.linear`` and the packed bf16
+  kernel), which is the most any decode built on these kernels can reach; with ``--compile`` also a static KV cache
+  with ``torch.compile`` (inductor, weights frozen and packed), bf16 weights, which is slow to compile and was not
+  faster;
 - LoRA training (r=16, all linear layers, AdamW, bf16 autocast): tokens/s, and FLOP/s as a share of the bf16 peak,
   counted two ways: 6 x params x tokens (the usual full fine-tuning convention) and 4 x params x tokens (what a LoRA
   step executes: forward + input gradients; frozen weights get no weight gradients).
@@ -20,6 +26,7 @@ bf16 peak. The numbers are what was measured; a loaded machine lowers them.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -33,6 +40,7 @@ import torch  # noqa: E402
 
 from emollm.backbones import get_backbone  # noqa: E402
 from emollm.llm import load_language_model, resolve_llm_path  # noqa: E402
+from emollm.utils.packed_linear import pack_linears  # noqa: E402
 
 GOALS = {"prefill": 0.60, "decode": 0.70, "train": 0.40}
 
@@ -84,6 +92,61 @@ def prefill_time(model, tokens: int, reps: int, bf16: bool) -> float:
         return best_time(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1), reps)
 
 
+def linear_weights(model) -> list[torch.Tensor]:
+    """The weight of every linear layer in forward order (the tied lm_head included), as the model holds them."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+@torch.no_grad()
+def kernel_rate(weights: list[torch.Tensor], packed: bool, reps: int) -> float:
+    """Tokens/s if decoding were only the matrix-vector products over ``weights`` (no attention, norms or Python)."""
+    if packed:
+        ws = [torch.ops.mkldnn._reorder_linear_weight(w.detach().to(torch.bfloat16), 1) for w in weights]
+        xs = [torch.randn(1, 1, w.shape[1], dtype=torch.bfloat16) for w in weights]
+
+        def run():
+            for w, x in zip(ws, xs, strict=True):
+                torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    else:
+        xs = [torch.randn(1, 1, w.shape[1]) for w in weights]
+
+        def run():
+            for w, x in zip(weights, xs, strict=True):
+                torch.nn.functional.linear(x, w)
+
+    return 1 / best_time(run, reps)
+
+
+@torch.no_grad()
+def compiled_static_rate(model, prompt: int, new: int) -> float:
+    """Tokens/s of greedy decoding with a StaticCache and ``torch.compile`` (inductor, frozen weights), bf16 weights
+    without autocast (a StaticCache under CPU bf16 autocast fails in transformers 5.23). Compilation not timed."""
+    import torch._inductor.config as inductor_config
+    from transformers import StaticCache
+
+    inductor_config.freezing = True
+    forward = torch.compile(model.forward, dynamic=False)
+    ids = torch.randint(100, 40000, (1, prompt))
+    cache = StaticCache(config=model.config, max_cache_len=prompt + new + 8)
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    nxt, pos = out.logits[:, -1:].argmax(-1), prompt
+
+    def step():
+        nonlocal nxt, pos
+        out = forward(
+            input_ids=nxt, past_key_values=cache, use_cache=True, cache_position=torch.tensor([pos]),
+            position_ids=torch.tensor([[pos]]),
+        )  # fmt: skip
+        nxt, pos = out.logits[:, -1:].argmax(-1), pos + 1
+
+    for _ in range(3):  # compiles on the first call
+        step()
+    t = time.perf_counter()
+    for _ in range(new):
+        step()
+    return new / (time.perf_counter() - t)
+
+
 @torch.no_grad()
 def decode_rate(model, prompt: int, new: int) -> float:
     """Tokens/s of greedy decoding with the KV cache (the prompt's prefill not timed)."""
@@ -127,6 +190,9 @@ def lora_train_rate(model, tokens: int, steps: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and shorter inputs (< 2 minutes)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time a static KV cache with torch.compile (about 40 s more)"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     reps = 2 if args.quick else 4
@@ -164,14 +230,34 @@ def main() -> int:
                 f"{GOALS['prefill']:.0%}" if bf16 else "-",
             ]
         )
-    for name, dtype in (("decode fp32", torch.float32), ("decode bf16 weights", torch.bfloat16)):
-        model.to(dtype)
-        floor = bw / (n * (4 if dtype == torch.float32 else 2))
-        rate = decode_rate(model, 64, decode_new)
-        rows.append(
-            [name, f"{rate:.1f} tok/s", f"floor {floor:.1f} tok/s", f"{rate / floor:.0%}", f"{GOALS['decode']:.0%}"]
-        )
-    model.to(torch.float32)
+    floor32, floor16 = bw / (n * 4), bw / (n * 2)
+
+    def decode_row(name: str, rate: float, floor: float, goal: bool = True) -> None:
+        goal_text = f"{GOALS['decode']:.0%}" if goal else "-"
+        rows.append([name, f"{rate:.1f} tok/s", f"floor {floor:.1f} tok/s", f"{rate / floor:.0%}", goal_text])
+
+    decode_row("decode fp32", decode_rate(model, 64, decode_new), floor32)
+    with torch.autocast("cpu", torch.bfloat16):
+        decode_row("decode bf16 autocast", decode_rate(model, 64, decode_new), floor32)
+    weights = linear_weights(model)
+    packed = copy.deepcopy(model)
+    packing = pack_linears(packed, "bf16")
+    if packing.startswith("none"):
+        rows.append(["decode bf16 packed", "-", packing, "-", "-"])
+    else:
+        with torch.autocast("cpu", torch.bfloat16):
+            decode_row("decode bf16 packed (emollm)", decode_rate(packed, 64, decode_new), floor16)
+        decode_row("  kernels only, bf16 packed", kernel_rate(weights, True, reps), floor16, goal=False)
+    del packed
+    decode_row("  kernels only, fp32", kernel_rate(weights, False, reps), floor32, goal=False)
+    if args.compile:
+        static = copy.deepcopy(model).to(torch.bfloat16)
+        try:
+            rate = compiled_static_rate(static, 64, decode_new)
+            decode_row("decode static + compile, bf16", rate, floor16)
+        except Exception as e:  # noqa: BLE001 - a measurement that failed is reported, not fatal
+            rows.append(["decode static + compile, bf16", "-", f"failed: {type(e).__name__}", "-", "-"])
+        del static
     rate = lora_train_rate(model, train_tokens, train_steps)
     for flops, label in ((6, "6N"), (4, "4N")):
         achieved = flops * n * rate
@@ -191,8 +277,10 @@ def main() -> int:
     )
     print(table(["workload", "speed", "rate", "share of limit", "goal"], rows))
     print(
-        "\nshare of limit: prefill vs the GEMM peak of its dtype; decode vs bandwidth / weight bytes per token; "
-        "training vs the bf16 peak (6N = full fine-tune convention, 4N = what a LoRA step executes)."
+        "\nshare of limit: prefill vs the GEMM peak of its dtype; decode vs bandwidth / weight bytes read per token "
+        "(4 bytes a weight for fp32 and autocast, which reads the fp32 weights, 2 for packed bf16); 'kernels only' "
+        "is the decode ceiling of those kernels; training vs the bf16 peak (6N = full fine-tune convention, 4N = what "
+        "a LoRA step executes)."
     )
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0

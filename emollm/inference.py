@@ -164,6 +164,9 @@ class CheckpointAnalyzer:
         self.labels = tuple(labels)
         self.precision = resolve_precision(precision)
         self.model, self.processor = load_model(checkpoint, llm_path=llm_path)
+        from emollm.utils.packed_linear import pack_linears
+
+        self.linear_kernels = pack_linears(self.model.language_model, self.precision)
         self.asr, self.answer_template, self.max_new_tokens = asr, answer_template, max_new_tokens
         self.feature_files = dict(feature_files or {})
         self._whisper: Any = None
@@ -201,6 +204,7 @@ class CheckpointAnalyzer:
                 "asr": "whisper-tiny.en (embedded)" if self.asr else None,
             },
             "precision": self.precision,
+            "linear_kernels": self.linear_kernels,
         }
 
     def close(self) -> None:

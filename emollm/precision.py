@@ -1,8 +1,10 @@
 """Which precision inference runs in: bf16 autocast where the CPU (or GPU) has native bf16, fp32 elsewhere.
 
 On a CPU with AVX512-BF16 or AMX, ``torch.autocast("cpu", dtype=torch.bfloat16)`` over fp32 weights made SmolLM2
-prefill 2.8x and greedy decode 1.4x faster than fp32 (OFFLINE.md); on a CPU without native bf16 it is emulated and
-slower, so ``auto`` picks fp32 there. The choice is recorded with every output (``produced_by.precision``).
+prefill 1.7-2.8x faster than fp32 (OFFLINE.md, ``bench/bench_speed.py``); on a CPU without native bf16 it is
+emulated and slower, so ``auto`` picks fp32 there. The choice is recorded with every output
+(``produced_by.precision``). Greedy decoding gains little from autocast alone (it re-casts every weight per token);
+:mod:`emollm.utils.packed_linear` casts the weights of inference-only models once (1.5x over fp32, same answers).
 
 Example:
     >>> resolve_precision("fp32")

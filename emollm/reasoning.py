@@ -114,6 +114,8 @@ class LLMReasoner:
         gen = f"greedy:{max_new_tokens}" if not do_sample else f"sample:{temperature}:{top_p}:{max_new_tokens}"
         self.id = f"llm:{backbone}:{source}:{gen}" + ("" if self.precision == "fp32" else f":{self.precision}")
         self._loaded: tuple[Any, Any, Any, list[int]] | None = None
+        self.linear_kernels: str | None = None
+        """What :func:`~emollm.utils.packed_linear.pack_linears` did at load (None before the model is loaded)."""
 
     def _load(self):
         if self._loaded is None:
@@ -122,6 +124,9 @@ class LLMReasoner:
 
             path = resolve_llm_path(self.spec, self.llm_path)
             model = load_language_model(self.spec, path).to(self.device).eval()
+            from emollm.utils.packed_linear import pack_linears
+
+            self.linear_kernels = pack_linears(model, self.precision, self.device)
             tokenizer = load_tokenizer(path)
             fmt = get_chat_format(self.spec.chat_format, default_system=self.spec.default_system)
             vocab = tokenizer.get_vocab()

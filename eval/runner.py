@@ -331,6 +331,7 @@ def run_eval(
     digest = config_hash(fingerprint)
     previous = start_run(out, config, fingerprint, digest)
     todo = [it for it in items if it.name not in previous]
+    owned = model is None
     if todo and model is None:
         import torch
 
@@ -344,6 +345,12 @@ def run_eval(
         )
     if model is not None:
         model.eval()
+        if todo and owned:  # a model the caller passed in stays as it was given
+            from emollm.utils.packed_linear import pack_linears
+
+            # Same numbers as autocast's linears (so not in metrics.json, which a rerun must reproduce unloaded).
+            kernels = pack_linears(model.language_model, precision, device)
+            log.info("generation: precision %s, linear kernels: %s", precision, kernels)
     disable = None if progress is None else not progress
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"eval {config.dataset}", disable=disable)
     max_new = config.resolved_max_new_tokens()

@@ -267,17 +267,20 @@ def grpo_step(recipe: Any, micro: Sequence[Sequence[Any]]) -> dict[str, Any]:
     acc, model, raw, opt = recipe.accelerator, recipe.model, recipe.raw_model, recipe.optimizer
     t = recipe.cfg.train
     g = t.grpo
-    batches = [
-        sample_group(
-            raw,
-            recipe.processor,
-            items,
-            recipe.cfg,
-            seed=step_seed(t.seed, recipe.global_step, acc.process_index, i),
-            device=acc.device,
-        )[0]
-        for i, items in enumerate(micro)
-    ]
+    # Sampling and the old/reference log-probs run on the unwrapped model, which has no autocast of its own: under the
+    # run's autocast, so that the first iteration's ratio against the (autocast) training forward is exactly 1.
+    with acc.autocast():
+        batches = [
+            sample_group(
+                raw,
+                recipe.processor,
+                items,
+                recipe.cfg,
+                seed=step_seed(t.seed, recipe.global_step, acc.process_index, i),
+                device=acc.device,
+            )[0]
+            for i, items in enumerate(micro)
+        ]
     params = [p for p in model.parameters() if p.requires_grad]
     losses, kls, clips, grad_norm = [], [], [], None
     for _ in range(g.iterations):

@@ -192,7 +192,8 @@ def evaluate(
                 type(it.sample)(messages=it.sample.messages[:-1], features=it.sample.features, name=it.sample.name)
                 for it, _ in emo
             ]
-            answers = chat(raw_model, processor, prompts, max_new_tokens=generate_tokens, batch_size=bs)
+            with acc.autocast():  # the unwrapped model has no autocast of its own: generate as training computes
+                answers = chat(raw_model, processor, prompts, max_new_tokens=generate_tokens, batch_size=bs)
             for (it, f), ans in zip(emo, answers, strict=True):
                 if f:
                     total += 1

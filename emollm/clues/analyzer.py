@@ -420,6 +420,7 @@ class ClueAnalyzer:
                 else f"{s.reasoning_backbone} ({s.llm_path or 'embedded'})",
             },
             "precision": getattr(llm, "precision", None) or resolve_precision(s.precision),  # of the LLM
+            "linear_kernels": getattr(llm, "linear_kernels", None),  # of the LLM, once loaded
             "encoders_precision": "fp32",  # FER, MediaPipe, Whisper, MiniLM
             "fusion": self.fusion.weights,
         }

@@ -130,3 +130,32 @@ def test_bf16_checkpoint_reloads_bit_identically(tmp_path):
         assert torch.equal(bf16_trained.float(), bf16_reloaded.float())
     finally:
         recipe.cleanup()
+
+
+def test_validation_answers_are_generated_under_the_runs_autocast(tmp_path, monkeypatch):
+    """The accuracy's greedy answers come from the unwrapped model, which has no autocast of its own: the loop puts
+    the run's autocast around them, so a bf16 run is validated in bf16, as it trains."""
+    import emollm.generation
+    from emollm_train.sft import SFTRecipe
+
+    seen: list[tuple[bool, torch.dtype]] = []
+    real_chat = emollm.generation.chat
+
+    def recording_chat(*args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_chat(*args, **kwargs)
+
+    monkeypatch.setattr(emollm.generation, "chat", recording_chat)
+    out = tmp_path / "run"
+    cfg = load_config(
+        TINY,
+        [*QUICK, f"train.output_dir={out}", "train.mixed_precision=bf16", "train.max_steps=2"]
+        + ["train.save_every=0", "train.eval_every=2"],
+    )
+    recipe = SFTRecipe(cfg)
+    try:
+        recipe.setup()
+        recipe.train()
+    finally:
+        recipe.cleanup()
+    assert seen and all(seen_ == (True, torch.bfloat16) for seen_ in seen)
