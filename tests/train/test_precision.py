@@ -87,6 +87,12 @@ def test_bf16_loss_curve_stays_close_to_fp32(tmp_path, run_tiny, native_bf16):
     assert sum(bf16[-4:]) < 0.6 * sum(bf16[:4])  # and it learns like fp32 (test_sft's criterion)
 
 
+def bf16_config(out, *, steps: int, eval_every: int):
+    """The tiny config trained ``steps`` steps in bf16 into ``out``, validated every ``eval_every`` steps."""
+    overrides = [f"train.output_dir={out}", "train.mixed_precision=bf16", f"train.max_steps={steps}"]
+    return load_config(TINY, [*QUICK, *overrides, "train.save_every=0", f"train.eval_every={eval_every}"])
+
+
 def test_bf16_checkpoint_reloads_bit_identically(tmp_path):
     """Weights stay fp32 under autocast: the saved checkpoint reloads to the same tensors and the same logits."""
     from emollm.checkpoint import load_model
@@ -95,11 +101,7 @@ def test_bf16_checkpoint_reloads_bit_identically(tmp_path):
     from emollm_train.sft import SFTRecipe
 
     out = tmp_path / "run"
-    cfg = load_config(
-        TINY,
-        [*QUICK, f"train.output_dir={out}", "train.mixed_precision=bf16", "train.max_steps=4"]
-        + ["train.save_every=0", "train.eval_every=0"],
-    )
+    cfg = bf16_config(out, steps=4, eval_every=0)
     recipe = SFTRecipe(cfg)
     try:
         recipe.setup()
@@ -146,13 +148,7 @@ def test_validation_answers_are_generated_under_the_runs_autocast(tmp_path, monk
         return real_chat(*args, **kwargs)
 
     monkeypatch.setattr(emollm.generation, "chat", recording_chat)
-    out = tmp_path / "run"
-    cfg = load_config(
-        TINY,
-        [*QUICK, f"train.output_dir={out}", "train.mixed_precision=bf16", "train.max_steps=2"]
-        + ["train.save_every=0", "train.eval_every=2"],
-    )
-    recipe = SFTRecipe(cfg)
+    recipe = SFTRecipe(bf16_config(tmp_path / "run", steps=2, eval_every=2))
     try:
         recipe.setup()
         recipe.train()
