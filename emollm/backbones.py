@@ -23,7 +23,12 @@ PlaceholderPolicy = Literal["add_special", "reserved"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 #: Modality placeholder strings for backbones that get new special tokens (one embedding row each, always overwritten).
-ADDED_PLACEHOLDERS: dict[str, str] = {"audio": "<|emo_audio|>", "face": "<|emo_face|>", "video": "<|emo_video|>"}
+ADDED_PLACEHOLDERS: dict[str, str] = {
+    "audio": "<|emo_audio|>",
+    "face": "<|emo_face|>",
+    "video": "<|emo_video|>",
+    "frame": "<|emo_frame|>",
+}
 
 _LORA_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -193,6 +198,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
                 "audio": "<|reserved_special_token_100|>",
                 "face": "<|reserved_special_token_101|>",
                 "video": "<|reserved_special_token_102|>",
+                "frame": "<|reserved_special_token_103|>",
             },
             pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_250|>"),
             reference_config={

@@ -15,13 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Modality = Literal["audio", "face", "video"]
-MODALITIES: tuple[str, ...] = ("audio", "face", "video")
-"""The model's modalities, in canonical order (type-embedding rows, feature order)."""
+Modality = Literal["audio", "face", "video", "frame"]
+MODALITIES: tuple[str, ...] = ("audio", "face", "video", "frame")
+"""The model's modalities, in canonical order (type-embedding rows, feature order). ``frame`` is one image of the
+clip for a global visual encoder (Emotion-LLaMA's EVA ViT-g branch); ``video`` is the clip's frames over time. New
+modalities are appended, so the type-embedding rows of older checkpoints keep their order."""
 MARKERS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}
-"""The text marker that refers to each modality in a user turn (``<audio>``, ``<face>``, ``<video>``)."""
-MARKER_RE = re.compile(r"<(audio|face|video)>")
-"""Matches any marker; group 1 is the modality."""
+"""The text marker that refers to each modality in a user turn (``<audio>``, ``<face>``, ``<video>``, ``<frame>``)."""
+MARKER_RE = re.compile(r"<(" + "|".join(MODALITIES) + r")(?::(\d+):(\d*))?>")
+"""Matches any marker; group 1 is the modality. A marker may carry a token span, ``<frame:0:256>`` ...
+``<frame:256:>`` (groups 2 and 3; an empty end means "to the last token"): the string form of a content part's
+``"span"`` (``emollm.processing``)."""
 
 #: Emotion-LLaMA's released feature folders (REFERENCE.md §1.6): utterance-level 1024-d .npy per sample.
 EMOTION_LLAMA_FEATURE_DIRS: dict[str, str] = {"face": "mae_340_UTT", "video": "maeV_399_UTT", "audio": "HL-UTT"}
@@ -40,7 +44,9 @@ class ProjectorConfig:
     """How one modality's features become LLM tokens (see ``emollm.projectors``)."""
 
     kind: str = "linear"
-    """``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool`` or ``qformer``."""
+    """``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``qformer`` or ``emotion_llama_frame`` (a global
+    frame encoder's [CLS, patches]: ``merge`` patches per token through one linear, CLS through another; output
+    [patch tokens..., CLS], as Emotion-LLaMA's ``llama_proj`` / ``cls_tk_llama_proj``)."""
     num_queries: int = 1
     """Output tokens of ``attn_pool`` / ``qformer``."""
     num_layers: int = 2
@@ -48,7 +54,8 @@ class ProjectorConfig:
     num_heads: int = 8
     hidden_dim: int | None = None
     merge: int = 1
-    """``linear``/``mlp2x_gelu``: concatenate this many adjacent frames first (MiniGPT-v2 uses 4)."""
+    """``linear``/``mlp2x_gelu``/``emotion_llama_frame``: concatenate this many adjacent frames (patches) first
+    (MiniGPT-v2 uses 4)."""
     dropout: float = 0.0
 
 

@@ -227,7 +227,7 @@ def chat_main(argv: list[str]) -> int:
 
     try:
         branches = read_checkpoint(args.checkpoint).config.modalities  # cheap: refuse bad requests before loading
-        extra = [m for m in MARKERS if getattr(args, m) and m not in branches]
+        extra = [m for m in MARKERS if getattr(args, m, None) and m not in branches]
         if extra:
             raise ValueError(
                 f"checkpoint {args.checkpoint} has no {', '.join(extra)} branch (it reads {', '.join(branches)}); "

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from emollm.analysis import Analysis
+from emollm.configuration import MODALITIES
 from emollm.labels import MER2023_LABELS, LabelParser
 from emollm.modeling import EmoLLMForCausalLM
 from emollm.processing import EmoProcessor, Sample
@@ -62,7 +63,7 @@ def clip_features(
             continue
         entry = ENCODERS.get(manifest["encoder"] if manifest else cfg.encoder)
         source = entry.input if entry is not None and entry.input != "features" else modality
-        media_kwargs = spec_from_manifest(manifest).media_kwargs() if manifest else {}
+        media_kwargs = spec_from_manifest(manifest).media_kwargs() if manifest else dict(entry.media if entry else {})
         media = load_sample(path, modalities=[source], **media_kwargs)
         if not sample_has(source, media):
             features[modality] = None
@@ -293,7 +294,7 @@ def main(argv: list[str]) -> int:
     clue.add_argument("--fusion-config", metavar="YAML", help="fusion weights (default: emollm/clues/fusion.yaml)")
     ckpt = parser.add_argument_group("checkpoint mode")
     ckpt.add_argument("--answer-template", default="The emotion is {label}.", help="the trained answer format")
-    for m in ("audio", "face", "video"):
+    for m in MODALITIES:
         ckpt.add_argument(f"--{m}", metavar="FILE", help=f"precomputed {m} features (.npy) instead of the clip")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -314,7 +315,7 @@ def main(argv: list[str]) -> int:
             if args.max_new_tokens is not None:
                 options["max_new_tokens"] = args.max_new_tokens
         else:
-            files = {m: getattr(args, m) for m in ("audio", "face", "video") if getattr(args, m)}
+            files = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
             options = dict(
                 llm_path=args.llm_path, asr=not args.no_asr, precision=args.precision,
                 answer_template=args.answer_template, max_new_tokens=args.max_new_tokens or 128, feature_files=files,

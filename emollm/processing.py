@@ -1,11 +1,18 @@
 """``EmoProcessor``: conversations with modality inputs -> token ids, labels and modality batches.
 
 A user turn refers to a modality either with a typed content part (``{"type": "audio"}``) or with a marker in the
-text (``"<audio>"``, ``"<face>"``, ``"<video>"``), as HF processors do with ``<image>``. Each reference is expanded
-into exactly N copies of that modality's placeholder token, N = ``num_tokens(modality, frames)`` of the sample's
-input, before tokenisation; the model later overwrites those positions with projected features. A sample whose
-input for a modality is ``None`` (missing: no face found, no audio track) has that reference removed, so no tokens
-are spent on it and nothing is filled with zeros. Labels are ``-100`` everywhere except assistant turns.
+text (``"<audio>"``, ``"<face>"``, ``"<video>"``, ``"<frame>"``), as HF processors do with ``<image>``. Each reference
+is expanded into exactly N copies of that modality's placeholder token, N = ``num_tokens(modality, frames)`` of the
+sample's input, before tokenisation; the model later overwrites those positions with projected features. A sample
+whose input for a modality is ``None`` (missing: no face found, no audio track) has that reference removed, so no
+tokens are spent on it and nothing is filled with zeros. Labels are ``-100`` everywhere except assistant turns.
+
+One modality may be placed in several runs with token spans: ``{"type": "frame", "span": [0, 256]}`` ...
+``{"type": "frame", "span": [256, None]}`` (in a string, ``<frame:0:256>`` ... ``<frame:256:>``) puts the first 256
+of its K tokens in one place and the rest in another (Emotion-LLaMA's EVA patch tokens before the feature tokens and
+its CLS token after them). The spans of a modality must tile [0, K) in order, without gaps or overlaps (``None`` ends
+at K). The model fills placeholder positions in reading order, so token i of the projector output lands at the i-th
+placeholder of that modality.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ class Sample:
 
     Attributes:
         messages: ``[{"role": "system"|"user"|"assistant", "content": str | list[part]}]``; a part is
-            ``{"type": "text", "text": ...}`` or ``{"type": "audio"|"face"|"video"}``.
+            ``{"type": "text", "text": ...}`` or ``{"type": "audio"|"face"|"video"|"frame"}``, optionally with
+            ``"span": [start, end]`` (a run of that modality's tokens; see the module docstring).
         features: modality -> tensor whose first axis is time ((T, D_e) features, (T_samples,) waveform,
             (T_frames, 3, H, W) frames), or None when the modality is missing for this sample.
         name: Optional sample id (used in error messages).
@@ -100,13 +108,53 @@ class EmoProcessor:
         return cls(tokenizer, fmt, {m: c.placeholder for m, c in config.modalities.items()}, num_tokens)
 
     # ------------------------------------------------------------------ text
-    def _render_content(self, content: str | list[dict[str, Any]], sample: Sample, used: set[str]) -> str:
+    def _span_tokens(self, kind: str, part: dict[str, Any], sample: Sample, state: dict[str, int | None]) -> int:
+        """Placeholder count of one span part; ``state[kind]`` is the end of the spans so far (None: closed)."""
+        span = part["span"]
+        where = f"sample {sample.name!r}: {kind} part with span {span!r}"
+        if (
+            not isinstance(span, (list, tuple))
+            or len(span) != 2
+            or not all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in span)
+            or span[0] is None
+            or span[0] < 0
+        ):
+            raise ValueError(f"{where}: a span is [start, end] with ints 0 <= start < end, or end null (= all tokens)")
+        start, end = span
+        if end is not None and end <= start:
+            raise ValueError(f"{where}: end must be greater than start")
+        if kind in state and state[kind] is None:
+            raise ValueError(
+                f"{where}: {kind} was already placed up to its last token (by a part without span, or a span reaching "
+                "its end); the spans of one modality must tile [0, K) in order"
+            )
+        covered = state.get(kind, 0)
+        if start != covered:
+            raise ValueError(
+                f"{where}: starts at {start}, but the {kind} spans before it cover [0, {covered}); the spans of one "
+                "modality must tile [0, K) in order, without gaps or overlaps"
+            )
+        feats = sample.features.get(kind)
+        if feats is None:  # missing modality: no tokens; the tiling is still checked
+            state[kind] = None if end is None else end
+            return 0
+        total = self.num_tokens(kind, int(feats.shape[0]))
+        stop = total if end is None else end
+        if stop > total or (end is None and start >= total):
+            raise ValueError(f"{where}: the {kind} input has only {total} tokens")
+        state[kind] = None if stop == total else stop
+        return stop - start
+
+    def _render_content(self, content: str | list[dict[str, Any]], sample: Sample, state: dict[str, int | None]) -> str:
         if isinstance(content, str):
             parts: list[dict[str, Any]] = []
             pos = 0
             for match in _MARKER_RE.finditer(content):
                 parts.append({"type": "text", "text": content[pos : match.start()]})
-                parts.append({"type": match.group(0)[1:-1]})
+                part: dict[str, Any] = {"type": match.group(1)}
+                if match.group(2) is not None:  # <frame:0:256>, <frame:256:>
+                    part["span"] = [int(match.group(2)), int(match.group(3)) if match.group(3) else None]
+                parts.append(part)
                 pos = match.end()
             parts.append({"type": "text", "text": content[pos:]})
         else:
@@ -121,11 +169,15 @@ class EmoProcessor:
                 raise ValueError(f"sample {sample.name!r}: unknown content part type {kind!r}")
             if kind not in self.placeholders:
                 raise ValueError(f"sample {sample.name!r} refers to {kind!r}, but the model has no {kind} branch")
-            if kind in used:
+            if part.get("span") is not None:
+                out.append(self.placeholders[kind] * self._span_tokens(kind, part, sample, state))
+                continue
+            if kind in state:
                 raise ValueError(
-                    f"sample {sample.name!r} refers to {kind!r} twice; one input per modality is supported"
+                    f"sample {sample.name!r} refers to {kind!r} twice; one input per modality is supported (to place "
+                    f"parts of its tokens in several places, give every {kind} part a span)"
                 )
-            used.add(kind)
+            state[kind] = None
             feats = sample.features.get(kind)
             if feats is None:  # missing modality: its reference disappears, no tokens spent
                 continue
@@ -134,15 +186,24 @@ class EmoProcessor:
 
     def render(self, sample: Sample) -> list[dict[str, str]]:
         """Messages with modality references expanded into placeholder tokens (plain-string contents)."""
-        used: set[str] = set()
+        state: dict[str, int | None] = {}  # modality -> end of its spans so far; None once fully placed
         messages = []
         for msg in sample.messages:
-            content = self._render_content(msg["content"], sample, used) if msg["role"] == "user" else msg["content"]
+            content = self._render_content(msg["content"], sample, state) if msg["role"] == "user" else msg["content"]
             if not isinstance(content, str):
                 raise ValueError(f"sample {sample.name!r}: {msg['role']} content must be text")
             messages.append({"role": msg["role"], "content": content})
+        for m, end in state.items():
+            feats = sample.features.get(m)
+            if end is None or feats is None:  # fully placed, or missing (no tokens, K unknown)
+                continue
+            total = self.num_tokens(m, int(feats.shape[0]))
+            raise ValueError(
+                f"sample {sample.name!r}: the {m} spans cover [0, {end}) of {total} tokens; the last span must end at "
+                f"K (or null), so that the spans tile [0, K)"
+            )
         given = {m for m, f in sample.features.items() if f is not None}
-        unused = given - used
+        unused = given - set(state)
         if unused:
             raise ValueError(
                 f"sample {sample.name!r} has {sorted(unused)} features but no user turn refers to them; "

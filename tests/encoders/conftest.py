@@ -140,7 +140,37 @@ def make_tiny_dir(kind: str, root: Path) -> Path:
         model = open_clip.create_model(f"local-dir:{folder}", pretrained_image=False, pretrained_text=False)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
         return folder
+    if kind == "eva":
+        return make_tiny_eva(folder)
     raise ValueError(kind)
+
+
+TINY_EVA_ARGS = {"embed_dim": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 4.0}
+"""EVA-g's timm class and geometry (patch 14, 224 px, CLS + absolute positions), at width 32 and depth 3."""
+
+
+def make_tiny_eva(folder: Path, seed: int = 0) -> Path:
+    """A timm folder (``config.json`` + ``model.safetensors``) of a tiny random ``eva_giant_patch14_clip_224``."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = timm.create_model("eva_giant_patch14_clip_224", pretrained=False, num_classes=16, **TINY_EVA_ARGS)
+    with torch.no_grad():  # non-trivial biases, norms and positions, so that every tensor matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder.mkdir(parents=True)
+    config = {
+        "architecture": "eva_giant_patch14_clip_224",
+        "num_classes": 16,
+        "num_features": 32,
+        "global_pool": "token",
+        "model_args": TINY_EVA_ARGS,
+        "pretrained_cfg": {"tag": "tiny", "input_size": [3, 224, 224], "num_classes": 16},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,7 @@ CASES: dict[str, tuple[str, str | None, dict, str, list[int]]] = {
     "videomae": ("videomae", "videomae", {}, "frames", CLIP_LENGTHS),
     "videomae-patch": ("videomae", "videomae", {"tokens": "patch"}, "frames", CLIP_LENGTHS),
     "videomae-utterance": ("videomae", "videomae", {"pooling": "utterance"}, "frames", CLIP_LENGTHS),
+    "eva_vitg": ("eva_vitg", "eva", {"image_size": 112}, "frames", FRAME_LENGTHS),  # the first frame only
 }
 
 _BUILT: dict[str, torch.nn.Module] = {}
@@ -116,6 +117,7 @@ def test_padding_does_not_change_valid_outputs(case, tiny_dirs):
         "siglip-pooled",
         "open_clip",
         "videomae",
+        "eva_vitg",
     ],
 )
 def test_gradients_flow_when_trainable(case, tiny_dirs):
@@ -145,6 +147,7 @@ def test_gradients_flow_when_trainable(case, tiny_dirs):
         "videomae",
         "fer-logits",
         "open_clip",
+        "eva_vitg",
     ],
 )
 def test_wrong_feature_dim_names_both_widths(case, tiny_dirs):
