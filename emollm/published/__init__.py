@@ -1,6 +1,7 @@
 """Importers of released third-party checkpoints (Emotion-LLaMA, MiniGPT-v2) into emollm checkpoints.
 
-``emollm import emotion-llama CKPT.pth --llm-path LLAMA2_CHAT_DIR --out DIR`` (see :mod:`emollm.published.cli`).
+``emollm import emotion-llama CKPT.pth --llm-path LLAMA2_CHAT_DIR [--eva-path EVA_VIT_G] --out DIR`` (see
+:mod:`emollm.published.cli`); with ``--eva-path`` the import includes the EVA ViT-g frame branch (260 tokens).
 """
 
 from emollm.published.emotion_llama import (

@@ -1,4 +1,4 @@
-"""``emollm import {emotion-llama,minigpt-v2} CKPT.pth --llm-path LLAMA2_CHAT_DIR --out DIR``.
+"""``emollm import {emotion-llama,minigpt-v2} CKPT.pth --llm-path LLAMA2_CHAT_DIR [--eva-path EVA_VIT_G] --out DIR``.
 
 Reads a released MiniGPT-style checkpoint without unpickling code, maps its trained tensors onto an emollm model
 (LoRA -> peft names, projectors -> modality branches), saves an emollm checkpoint and prints what was mapped,
@@ -20,7 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("source", choices=SOURCES, help="which released model the file comes from")
     parser.add_argument("ckpt", help="the released .pth file (torch.save({'model': state_dict, ...}))")
     parser.add_argument("--llm-path", required=True, help="local Llama-2-7b-chat-hf folder (the base LLM)")
-    parser.add_argument("--eva-path", help="local EVA ViT-g weights for the frame branch (not supported yet)")
+    parser.add_argument(
+        "--eva-path",
+        help="local EVA ViT-g/14 weights for the frame branch (256 patch tokens + CLS; the published 260-token model): "
+        "a timm eva_giant_patch14_clip_224 folder (config.json + model.safetensors) or an EVA01-g-14 weights file "
+        "(timm, LAVIS eva_vit_g.pth, open_clip); never downloaded. Without it: the 3 feature tokens only",
+    )
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
@@ -44,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         from emollm.checkpoint import check_export_target
         from emollm.published.emotion_llama import import_checkpoint
 
-        check_export_target(args.out, [args.ckpt, args.llm_path], overwrite=args.overwrite)
+        check_export_target(
+            args.out, [args.ckpt, args.llm_path, *([args.eva_path] if args.eva_path else [])], overwrite=args.overwrite
+        )
         report = import_checkpoint(
             args.ckpt, args.out, source=args.source, layout=args.layout, llm_path=args.llm_path, eva_path=args.eva_path
         )

@@ -58,14 +58,20 @@ def tiny_build():
     return build_import_model(text_config=text_config, tokenizer=tok, rank=R, feature_dim=FEAT)
 
 
-def reference_logits(base_lm, sd, input_ids, placeholder_ids, feats) -> torch.Tensor:
-    """The published forward, by hand: splice projected features (face, video, audio) at the placeholder run."""
+def lora_merged(base_lm, sd):
+    """A copy of the base LLaMA whose q/v weights are W + (alpha / r) B A, with the released LoRA tensors."""
     lm = copy.deepcopy(base_lm)
     for i, layer in enumerate(lm.model.layers):
         for proj in ("q_proj", "v_proj"):
             pre = f"llama_model.base_model.model.model.layers.{i}.self_attn.{proj}"
             lin = getattr(layer.self_attn, proj)
             lin.weight.data += (ALPHA / R) * sd[f"{pre}.lora_B.weight"] @ sd[f"{pre}.lora_A.weight"]
+    return lm
+
+
+def reference_logits(base_lm, sd, input_ids, placeholder_ids, feats) -> torch.Tensor:
+    """The published forward, by hand: splice projected features (face, video, audio) at the placeholder run."""
+    lm = lora_merged(base_lm, sd)
     ids = input_ids[0]
     pos = [j for j, t in enumerate(ids.tolist()) if t in placeholder_ids]
     assert pos == list(range(pos[0], pos[0] + 3))  # one contiguous run of 3 tokens
@@ -169,16 +175,54 @@ def argparse_namespace():
     return argparse.Namespace(lr=1e-5)
 
 
-def test_eva_path_is_refused_loudly(tmp_path):
-    with pytest.raises(ValueError, match="EVA ViT-g frame branch"):
-        import_checkpoint(released_state(), tmp_path / "x", eva_path=tmp_path)
+def test_without_eva_path_the_frame_projectors_are_kept_loudly(tmp_path):
+    """No --eva-path: 3 feature tokens, the EVA projectors kept unused, and a note naming the way to the frame branch
+    (the frame branch itself: tests/published/test_frame_branch.py)."""
+    tok = tiny_tokenizer("llama2")
+    from emollm.backbones import get_backbone
+
+    cfg = get_backbone("llama2").text_config(n_layers=LAYERS, hidden=H, vocab_size=len(tok), n_heads=4, n_kv_heads=4)
+    report = import_checkpoint(released_state(), tmp_path / "x", text_config=cfg, tokenizer=tok)
+    assert report.settings["frame_branch"] is False and report.settings["modality_tokens"] == 3
+    assert "cls_tk_llama_proj.weight" in report.kept and "import with --eva-path" in report.notes[0]
+    assert sorted(json.loads((tmp_path / "x" / "emollm_config.json").read_text())["modalities"]) == [
+        "audio",
+        "face",
+        "video",
+    ]
 
 
-def test_imported_checkpoint_analyzes_a_clip(tmp_path):
-    """The import works with ``emollm analyze --checkpoint`` (features given as the released .npy files)."""
+LABELS = "happy,sad,neutral,angry,worried,surprise,fear,contempt,doubt"
+
+
+def analyze_with_features(tmp_path, clip, checkpoint) -> dict:
+    """``emollm analyze CLIP --checkpoint DIR --face F.npy --video V.npy --audio A.npy --json``: the result."""
+    import contextlib
+    import io
+
     import numpy as np
 
     from emollm.inference import main as analyze_main
+
+    files = []
+    for m in ("face", "video", "audio"):
+        np.save(tmp_path / f"{m}.npy", np.random.default_rng(0).normal(size=(FEAT,)).astype(np.float32))
+        files += [f"--{m}", str(tmp_path / f"{m}.npy")]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = analyze_main(
+            [str(clip), "--checkpoint", str(checkpoint), "--labels", LABELS, "--json", "--max-new-tokens", "3", *files]
+        )
+    assert code == 0
+    result = json.loads(buf.getvalue())
+    assert result["mode"] == "checkpoint" and result["label"] in LABELS.split(",")
+    assert abs(sum(result["probabilities"].values()) - 1) < 1e-4
+    return result
+
+
+def test_imported_checkpoint_analyzes_a_clip(tmp_path):
+    """The import works with ``emollm analyze --checkpoint`` (features given as the released .npy files); with the
+    frame branch: tests/published/test_frame_branch.py."""
     from emollm.media import fixtures
 
     model, processor = tiny_build()
@@ -190,20 +234,5 @@ def test_imported_checkpoint_analyzes_a_clip(tmp_path):
     out = tmp_path / "imported"
     assert main(["emotion-llama", str(path), "--llm-path", str(lm_dir), "--out", str(out)]) == 0
     clip = fixtures.make_face_clip(tmp_path / "clip.mp4", "astronaut", seconds=1.0, audio=None).path
-    files = []
-    for m in ("face", "video", "audio"):
-        np.save(tmp_path / f"{m}.npy", np.random.default_rng(0).normal(size=(FEAT,)).astype(np.float32))
-        files += [f"--{m}", str(tmp_path / f"{m}.npy")]
-    labels = "happy,sad,neutral,angry,worried,surprise,fear,contempt,doubt"
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = analyze_main(
-            [str(clip), "--checkpoint", str(out), "--labels", labels, "--json", "--max-new-tokens", "3", *files]
-        )
-    assert code == 0
-    result = json.loads(buf.getvalue())
-    assert result["mode"] == "checkpoint" and result["label"] in labels.split(",")
+    result = analyze_with_features(tmp_path, clip, out)
     assert sorted(result["modalities"]) == ["audio", "face", "video"]
