@@ -154,7 +154,7 @@ def resolve_modalities(config: EvalConfig, model_modalities: Sequence[str]) -> d
         ``{"used": [...], "dropped": [...], "not_in_prompt": [...], "not_in_model": [...]}``: ``used`` = the
         checkpoint's modalities that the prompt refers to, minus ``drop_modalities``.
     """
-    markers = list(dict.fromkeys(MARKER_RE.findall(config.resolved_prompt())))
+    markers = list(dict.fromkeys(m.group(1) for m in MARKER_RE.finditer(config.resolved_prompt())))
     model_mods = [m for m in MODALITIES if m in model_modalities]
     return {
         "used": [m for m in model_mods if m in markers and m not in config.drop_modalities],
