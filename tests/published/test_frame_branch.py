@@ -223,7 +223,8 @@ def test_eva_mismatches_are_clear_errors(eva_dir, tmp_path):
 
 
 def test_imported_checkpoint_with_frame_branch_analyzes_a_clip(eva_dir, tmp_path):
-    """``emollm analyze CLIP --checkpoint DIR``: the EVA reads the clip's first frame, the features come as .npy."""
+    """``emollm analyze CLIP --checkpoint DIR``: the EVA reads the clip's first frame, the features come as .npy;
+    ``emollm serve --checkpoint DIR`` answers an upload of the clip the same way."""
     from emollm.inference import clip_features
     from emollm.media import fixtures, load_sample
 
@@ -242,6 +243,30 @@ def test_imported_checkpoint_with_frame_branch_analyzes_a_clip(eva_dir, tmp_path
     first = load_sample(clip, modalities=["video"], frame_policy="first", max_side=None).frames
     assert missing == {} and features["frame"].shape == (1, *first.shape[1:])
     assert torch.equal(features["frame"], torch.from_numpy(first))  # the clip's first frame, full size
+    served = serve_once(out, clip, tmp_path, {m: str(tmp_path / f"{m}.npy") for m in ("face", "video", "audio")})
+    assert served["mode"] == "checkpoint" and served["modalities"] == result["modalities"]
+    assert served["label"] == result["label"]
+    assert served["probabilities"] == pytest.approx(result["probabilities"], abs=1e-4)
+
+
+def serve_once(checkpoint, clip, tmp_path, feature_files) -> dict:
+    """``emollm serve --checkpoint DIR``'s answer to one upload of ``clip`` (FastAPI's TestClient)."""
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install 'emollm[serve]')")
+    from fastapi.testclient import TestClient
+
+    from emollm.serve.app import create_app
+    from emollm.serve.settings import ServeSettings
+    from tests.published.test_emotion_llama import LABELS
+
+    options = {"feature_files": feature_files, "max_new_tokens": 3}
+    settings = ServeSettings(
+        checkpoint=str(checkpoint), labels=tuple(LABELS.split(",")), tmp_dir=str(tmp_path),
+        analyzer_options=options,
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as client, open(clip, "rb") as f:
+        response = client.post("/v1/analyze", files={"file": (clip.name, f)})
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 RUN_YAML = """
