@@ -191,6 +191,29 @@ class AUStage:
         kwargs["frames"] = np.asarray(sample.face_indices, dtype=np.int64) + 1  # OpenFace-style 1-based numbers
         return AUSequence(**kwargs, min_confidence=self.min_conf), list(sample.face_indices)
 
+    def _peak_record(self, seq, source: str, au_file: str | None) -> dict[str, Any]:
+        """Peak frame -> AU-combination label fields of an AU record, for either AU source (``peak_index`` is the
+        peak's row in ``seq``, ``peak_frame`` its frame number as ``seq`` gives it)."""
+        from emollm.aus.cues import describe_aus, label_from_peak
+        from emollm.aus.peaks import select_peak
+
+        peak = select_peak(seq, self.rule, self.table.active_intensity, top_k=self.table.peak_top_k)
+        cues = label_from_peak(seq, peak, self.table)
+        return {
+            "au_source": source,
+            "au_file": au_file,
+            "AU_list": [a for a in seq.intensity if peak.counts.get(a, 0) > 0],
+            "peak_index": int(peak.index),
+            "peak_frame": int(peak.frame),
+            "peak_rule": peak.rule,
+            "peak_AU_list": list(cues.peak_AU_list),
+            "pseu_emotion": cues.pseu_emotion,
+            "strength": cues.strength,
+            "candidates": [c.to_dict() for c in cues.candidates],
+            "visual_expression": describe_aus(cues.peak_AU_list, self.table),
+            "threshold": self.table.mean_intensity,
+        }
+
     def __call__(self, clip: ClipInput, ctx: ClipContext) -> dict[str, Any]:
         """The AU record of ``clip`` (JSON-ready); sets ``ctx.info``.
 
@@ -198,9 +221,7 @@ class AUStage:
             ValueError: the file has no video stream.
             FileNotFoundError: no CSV and ``au.fallback: none``.
         """
-        from emollm.aus.cues import describe_aus, label_from_peak
         from emollm.aus.openface import read_openface_csv
-        from emollm.aus.peaks import select_peak
         from emollm.media import probe
 
         info = probe(clip.video)
@@ -218,43 +239,21 @@ class AUStage:
             csv = run_openface(clip, self.cfg.output_dir, self.cfg.au.openface_bin)
         if csv is not None:
             seq = read_openface_csv(csv, self.min_conf)
-            peak = select_peak(seq, self.rule, self.table.active_intensity, top_k=self.table.peak_top_k)
-            cues = label_from_peak(seq, peak, self.table)
-            return base | {
-                "au_source": "openface",
-                "au_file": csv.name,
-                "AU_list": [a for a in seq.intensity if peak.counts.get(a, 0) > 0],
-                "peak_index": int(peak.index),
-                "peak_frame": int(peak.frame),
-                "peak_rule": peak.rule,
-                "peak_AU_list": list(cues.peak_AU_list),
-                "pseu_emotion": cues.pseu_emotion,
-                "strength": cues.strength,
-                "candidates": [c.to_dict() for c in cues.candidates],
-                "visual_expression": describe_aus(cues.peak_AU_list, self.table),
-                "threshold": self.table.mean_intensity,
-                "csv_frames": int(seq.n_frames),
-            }
+            return base | self._peak_record(seq, "openface", csv.name) | {"csv_frames": int(seq.n_frames)}
         if self.cfg.au.fallback == "blendshapes":
             seq, indices = self._blendshapes(clip)
-            peak = select_peak(seq, self.rule, self.table.active_intensity, top_k=self.table.peak_top_k)
-            cues = label_from_peak(seq, peak, self.table)
-            return base | {
-                "au_source": "blendshapes",
-                "au_file": None,
-                "AU_list": [a for a in seq.intensity if peak.counts.get(a, 0) > 0],
-                "peak_index": int(indices[peak.index]),  # the video frame, like OpenFace's CSV row
-                "peak_frame": int(indices[peak.index]) + 1,
-                "peak_rule": peak.rule,
-                "peak_AU_list": list(cues.peak_AU_list),
-                "pseu_emotion": cues.pseu_emotion,
-                "strength": cues.strength,
-                "candidates": [c.to_dict() for c in cues.candidates],
-                "visual_expression": describe_aus(cues.peak_AU_list, self.table),
-                "threshold": self.table.mean_intensity,
-                "au_frames": [int(i) for i in indices],
-                "au_note": "no OpenFace CSV: AUs estimated from MediaPipe blendshapes (emollm.clues.blendshapes)",
-            }
+            record = self._peak_record(seq, "blendshapes", None)
+            video_frame = int(indices[record["peak_index"]])  # the sampled video frame, like OpenFace's CSV row
+            return (
+                base
+                | record
+                | {
+                    "peak_index": video_frame,  # replaces the row in seq, keeping the key's place
+                    "peak_frame": video_frame + 1,
+                    "au_frames": [int(i) for i in indices],
+                    "au_note": "no OpenFace CSV: AUs estimated from MediaPipe blendshapes (emollm.clues.blendshapes)",
+                }
+            )
         if self.cfg.au.fallback != "fer":
             where = (
                 "no inputs.openface_dir"
