@@ -184,7 +184,32 @@ def _no_text(model_id: str) -> TextEmotion:
     return TextEmotion(False, "no text", {}, model_id)
 
 
-class MiniLMZeroShot:
+class _TextClassifier:
+    """What both classifiers share: one text or a batch in, a :class:`TextEmotion` per text out, blank texts
+    answered ``has_text=False`` without running the model. Subclasses set ``model_id`` and implement ``_classify``
+    (the non-blank texts, stripped)."""
+
+    model_id: str
+
+    def __call__(self, text: str) -> TextEmotion:
+        """Classifies one text; empty text gives ``has_text=False``."""
+        return self.batch([text])[0]
+
+    def batch(self, texts: Sequence[str]) -> list[TextEmotion]:
+        """Classifies several texts in one pass."""
+        clean = [t.strip() if isinstance(t, str) else "" for t in texts]
+        keep = [i for i, t in enumerate(clean) if t]
+        out: list[TextEmotion] = [_no_text(self.model_id)] * len(clean)
+        if keep:
+            for i, result in zip(keep, self._classify([clean[i] for i in keep]), strict=True):
+                out[i] = result
+        return out
+
+    def _classify(self, texts: list[str]) -> list[TextEmotion]:
+        raise NotImplementedError
+
+
+class MiniLMZeroShot(_TextClassifier):
     """Zero-shot text emotion by cosine similarity to label prototypes (all-MiniLM-L6-v2).
 
     Args:
@@ -241,24 +266,16 @@ class MiniLMZeroShot:
             vectors, _ = self.encoder(texts)  # (B, 1, D), unit rows
         return vectors[:, 0].float().cpu().numpy()
 
-    def __call__(self, text: str) -> TextEmotion:
-        """Classifies one text; empty text gives ``has_text=False``."""
-        return self.batch([text])[0]
-
-    def batch(self, texts: Sequence[str]) -> list[TextEmotion]:
-        """Classifies several texts in one encoder pass."""
-        clean = [t.strip() if isinstance(t, str) else "" for t in texts]
-        keep = [i for i, t in enumerate(clean) if t]
-        out: list[TextEmotion] = [_no_text(self.model_id)] * len(clean)
-        if keep:
-            cos = self._embed([clean[i] for i in keep]) @ self.prototypes.T  # (B, L)
-            z = cos / self.temperature
-            p = np.exp(z - z.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            for row, i in enumerate(keep):
-                dist = {lb: float(p[row, j]) for j, lb in enumerate(self.labels)}
-                scores = {lb: float(cos[row, j]) for j, lb in enumerate(self.labels)}
-                out[i] = TextEmotion(True, None, dist, self.model_id, scores)
+    def _classify(self, texts: list[str]) -> list[TextEmotion]:
+        cos = self._embed(texts) @ self.prototypes.T  # (B, L), one encoder pass
+        z = cos / self.temperature
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        out = []
+        for row in range(len(texts)):
+            dist = {lb: float(p[row, j]) for j, lb in enumerate(self.labels)}
+            scores = {lb: float(cos[row, j]) for j, lb in enumerate(self.labels)}
+            out.append(TextEmotion(True, None, dist, self.model_id, scores))
         return out
 
 
@@ -270,7 +287,7 @@ def _embedded_minilm() -> Any:
     return SentenceEncoder.from_pretrained(None)
 
 
-class NadePlutchik:
+class NadePlutchik(_TextClassifier):
     """nade's eight Plutchik intensities, mapped onto a label set with :data:`PLUTCHIK_TO_LABEL`.
 
     Args:
@@ -318,24 +335,15 @@ class NadePlutchik:
             return self.neutral_level
         return float(np.prod([plutchik[e] for e in parts]) ** (1.0 / len(parts)))  # geometric mean of a dyad
 
-    def __call__(self, text: str) -> TextEmotion:
-        """Classifies one text; empty text gives ``has_text=False``."""
-        return self.batch([text])[0]
-
-    def batch(self, texts: Sequence[str]) -> list[TextEmotion]:
-        """Classifies several texts in one pass."""
-        clean = [t.strip() if isinstance(t, str) else "" for t in texts]
-        keep = [i for i, t in enumerate(clean) if t]
-        out: list[TextEmotion] = [_no_text(self.model_id)] * len(clean)
-        if not keep:
-            return out
-        inten = self.intensities([clean[i] for i in keep])
-        for row, i in enumerate(keep):
+    def _classify(self, texts: list[str]) -> list[TextEmotion]:
+        inten = self.intensities(texts)
+        out = []
+        for row in range(len(texts)):
             plutchik = {e: float(inten[row, j]) for j, e in enumerate(PLUTCHIK)}
             raw = {lb: self._score(self.mapping[lb], plutchik) for lb in self.labels}
             total = sum(raw.values())
             dist = {lb: v / total for lb, v in raw.items()} if total > 0 else {lb: 1 / len(raw) for lb in raw}
-            out[i] = TextEmotion(True, None, dist, self.model_id, plutchik)
+            out.append(TextEmotion(True, None, dist, self.model_id, plutchik))
         return out
 
 
