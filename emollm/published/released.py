@@ -35,6 +35,8 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes): an interrupted download or copy? fetch the checkpoint again")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -44,7 +46,10 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             f"emollm never runs a checkpoint's pickled code. {_RESAVE}"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({e})") from None
+        why = str(e).strip() or type(e).__name__
+        raise ValueError(
+            f"{path} is not a readable torch checkpoint ({why}); is it a damaged or partial copy?"
+        ) from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no tensor state dict under 'model' (nor at the top level); {_RESAVE}")

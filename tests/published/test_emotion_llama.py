@@ -169,6 +169,17 @@ def test_refuses_pickled_code_with_the_fix(tmp_path):
         read_released_state_dict(path)
 
 
+def test_empty_and_damaged_files_are_named_with_the_fix(tmp_path):
+    empty, damaged = tmp_path / "empty.pth", tmp_path / "damaged.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pth is empty \(0 bytes\).*fetch the checkpoint again"):
+        read_released_state_dict(empty)
+    torch.save({"model": released_state()}, damaged)
+    damaged.write_bytes(damaged.read_bytes()[:200])  # a copy cut short
+    with pytest.raises(ValueError, match=r"damaged\.pth is not a readable torch checkpoint \(.+\); is it a damaged"):
+        read_released_state_dict(damaged)
+
+
 def argparse_namespace():
     import argparse
 
