@@ -18,8 +18,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emollm.batch import run_batch  # noqa: E402
-from emollm.clues.analyzer import ClueAnalyzer, ClueSettings  # noqa: E402
+from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings  # noqa: E402
+from emollm.jobs.batch import run_batch  # noqa: E402
 from emollm.media import fixtures  # noqa: E402
 
 SENTENCES = [

@@ -20,12 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from emollm.backbones import get_backbone  # noqa: E402
-from emollm.chat_formats import get_chat_format  # noqa: E402
+from emollm.backbones import (
+    get_backbone,  # noqa: E402
+    get_chat_format,  # noqa: E402
+)
 from emollm.data.synthetic import SyntheticEmotionData  # noqa: E402
-from emollm.factory import build_model, emotion_llama_modalities  # noqa: E402
-from emollm.generation import chat  # noqa: E402
-from emollm.lora import LoraSettings, TrainableSpec, apply_lora, set_trainable  # noqa: E402
+from emollm.model.factory import build_model, emotion_llama_modalities  # noqa: E402
+from emollm.model.generation import chat  # noqa: E402
+from emollm.model.lora import LoraSettings, TrainableSpec, apply_lora, set_trainable  # noqa: E402
 from emollm.testing import build_tiny_tokenizer  # noqa: E402
 
 

@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from emollm.configuration import ModalityConfig  # noqa: E402
 from emollm.encoders import FeatureStore, build_encoder  # noqa: E402
-from emollm.features import ExtractSpec, extract, modality_from_cache  # noqa: E402
+from emollm.jobs.features import ExtractSpec, extract, modality_from_cache  # noqa: E402
 from emollm.media import fixtures, load_sample, probe, read_frames, sample_frame_indices  # noqa: E402
 from emollm.media.audio import load_audio  # noqa: E402
 from emollm.media.faces import build_face_detector, detect_faces  # noqa: E402
-from emollm.processing import Sample  # noqa: E402
+from emollm.model.configuration import ModalityConfig  # noqa: E402
+from emollm.model.processing import Sample  # noqa: E402
 
 SPECS = [
     ExtractSpec("fer", frame_policy="uniform:8", face_detector="haar"),
@@ -59,9 +59,8 @@ def bench_extraction(clips: list[Path], cache: Path) -> list[dict]:
 
 def bench_training(clips: list[Path], cache: Path, steps: int) -> dict:
     """Samples/s of a tiny-LLM train step fed by live media+encoders vs by the feature cache."""
-    from emollm.backbones import get_backbone
-    from emollm.chat_formats import get_chat_format
-    from emollm.factory import build_model
+    from emollm.backbones import get_backbone, get_chat_format
+    from emollm.model.factory import build_model
     from emollm.testing import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer(get_chat_format("chatml"))

@@ -93,7 +93,7 @@ def main() -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         queue = clients  # capacity workers + queue >= clients: the load phase must never see a 503
-        cmd = [sys.executable, "-m", "emollm.serve.cli", "--host", "127.0.0.1", "--port", str(port),
+        cmd = [sys.executable, "-m", "emollm.apps.serve.cli", "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(args.workers), "--queue", str(queue), "--reasoning", args.reasoning,
                "--frames", "8", "--timeout-s", "300", "--log-level", "warning", "--tmp-dir", str(root)]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -10,7 +10,7 @@ bandwidth (best of a few sums of a 512 MiB fp32 array). Then, for the embedded S
 - decode: tokens/s with the KV cache (batch 1, greedy), as a share of the bandwidth floor = bandwidth / weight bytes
   read per token (every weight once per token; the KV cache and activations left out), for fp32, bf16 autocast over
   fp32 weights (what ``precision: bf16`` did before packing) and emollm's inference path (bf16 autocast with
-  oneDNN-packed bf16 linears, :mod:`emollm.utils.packed_linear`); then the kernels alone: the same matrix-vector
+  oneDNN-packed bf16 linears, :mod:`emollm.model.packed_linear`); then the kernels alone: the same matrix-vector
   products over the model's own weight shapes with no model around them (fp32 ``F.linear`` and the packed bf16
   kernel), which is the most any decode built on these kernels can reach; with ``--compile`` also a static KV cache
   with ``torch.compile`` (inductor, weights frozen and packed), bf16 weights, which is slow to compile and was not
@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from emollm.backbones import get_backbone  # noqa: E402
-from emollm.llm import load_language_model, resolve_llm_path  # noqa: E402
-from emollm.utils.packed_linear import pack_linears  # noqa: E402
+from emollm.backbones.loading import load_language_model, resolve_llm_path  # noqa: E402
+from emollm.model.packed_linear import pack_linears  # noqa: E402
 
 GOALS = {"prefill": 0.60, "decode": 0.70, "train": 0.40}
 

@@ -16,16 +16,24 @@ from emollm import __version__
 # name -> (module, function, one-line help). Modules outside ``emollm`` (emollm_merr, emollm_eval, emollm_train) are
 # the recipe packages (repo folders merr/, eval/, train/).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "backbones": ("emollm.backbones", "cli_main", "list the registered LLM backbones (--json for machine output)"),
-    "demo": ("emollm.demo", "main", "the quick mechanics demo; `demo data` makes the clips of `make demo`"),
-    "chat": ("emollm.chat", "main", "questions about a clip (--media), answered from its evidence"),
-    "export": ("emollm.checkpoint", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
-    "analyze": ("emollm.inference", "main", "emotion probabilities, evidence and reasoning for a clip (or a folder)"),
-    "assess": ("emollm.assess.cli", "main", "assessment assistant for clinicians (not a diagnosis); 'assess compare'"),
-    "import": ("emollm.published.cli", "main", "import a released checkpoint (emotion-llama, minigpt-v2)"),
+    "backbones": ("emollm.backbones.cli", "cli_main", "list the registered LLM backbones (--json for machine output)"),
+    "demo": ("emollm.apps.demo", "main", "the quick mechanics demo; `demo data` makes the clips of `make demo`"),
+    "chat": ("emollm.apps.chat", "main", "questions about a clip (--media), answered from its evidence"),
+    "export": ("emollm.checkpoints", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
+    "analyze": (
+        "emollm.apps.analyze",
+        "main",
+        "emotion probabilities, evidence and reasoning for a clip (or a folder)",
+    ),
+    "assess": (
+        "emollm.apps.assess.cli",
+        "main",
+        "assessment assistant for clinicians (not a diagnosis); 'assess compare'",
+    ),
+    "import": ("emollm.checkpoints.published.cli", "main", "import a released checkpoint (emotion-llama, minigpt-v2)"),
     "data": ("emollm.data.corpora_cli", "main", "corpora: list a local copy (RAVDESS, CREMA-D, IEMOCAP, MELD), splits"),
     "fusion": ("emollm.fusion.cli", "main", "classic fusion baselines on cached features: list, train, eval, synth"),
-    "features": ("emollm.features", "main", "feature cache: extract live-encoder features of media files"),
+    "features": ("emollm.jobs.features", "main", "feature cache: extract live-encoder features of media files"),
     "score": ("emollm_eval.score", "main", "score predictions against gold labels (dfew, mer2023, ov)"),
     "eval": ("emollm_eval.cli", "main", "run a checkpoint over a dataset; EMER judge scoring; ablate; label-order"),
     "bench": (
@@ -33,9 +41,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table",
     ),
-    "serve": ("emollm.serve.cli", "main", "HTTP service + web page: POST /v1/analyze, /health, /docs (loopback)"),
+    "serve": ("emollm.apps.serve.cli", "main", "HTTP service + web page: POST /v1/analyze, /health, /docs (loopback)"),
     "merr": ("emollm_merr.cli", "main", "MERR construction: build, review export|import, au-label"),
-    "plan": ("emollm.plan", "main", "will a training config fit? per-GPU memory estimate (meta device, no weights)"),
+    "plan": (
+        "emollm.planning.memory",
+        "main",
+        "will a training config fit? per-GPU memory estimate (meta device, no weights)",
+    ),
     "train": (
         "emollm_train.sft",
         "main",

@@ -1,7 +1,7 @@
 """Settings that configs and code share, torch-free: LoRA hyper-parameters, the trainable spec, named stages.
 
 The YAML schema (:mod:`emollm.runconfig`) uses these very classes as the types of ``train.lora`` and
-``train.trainable``, and :mod:`emollm.lora` applies them to a model, so the two cannot drift apart. Nothing here
+``train.trainable``, and :mod:`emollm.model.lora` applies them to a model, so the two cannot drift apart. Nothing here
 imports torch: ``emollm validate`` checks a config without it.
 
 Which parts train is data, not code paths: ``TrainableSpec(projectors=True, llm="lora")`` is stage 2 of
@@ -48,7 +48,7 @@ class LoraSettings:
 
 @dataclass
 class TrainableSpec:
-    """Which parts of ``EmoLLMForCausalLM`` receive gradients (applied by ``emollm.lora.set_trainable``)."""
+    """Which parts of ``EmoLLMForCausalLM`` receive gradients (applied by ``emollm.model.lora.set_trainable``)."""
 
     encoders: bool = False
     """Live encoders (precomputed features have no weights)."""

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emollm.chat_formats import ChatFormat, get_chat_format
+from emollm.backbones import get_chat_format
+from emollm.backbones.chat import ChatFormat
 
 __all__ = [
     "TINY_CORPUS",
@@ -139,7 +140,7 @@ def _build_tiny_tokenizer(name: str, format_tokens: tuple[str, ...], extras: tup
 
 def default_cache_dir() -> Path:
     """Where converted tokenizers are cached: emollm's cache root (``$EMOLLM_CACHE``, default ``~/.cache/emollm``)."""
-    from emollm.llm import cache_dir
+    from emollm.utils.cache import cache_dir
 
     return cache_dir()
 

@@ -66,7 +66,7 @@ def _load(config: EvalConfig, model: Any, processor: Any) -> tuple[Any, Any]:
         return model, processor
     import torch
 
-    from emollm.checkpoint import load_model
+    from emollm.checkpoints import load_model
 
     return load_model(
         config.checkpoint,

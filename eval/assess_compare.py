@@ -2,7 +2,7 @@
 closer to a clinician's? (The with/without-emotion study of the assessment assistant's design.)
 
 For every case the conclusion is written twice by the same LLM, from the same answers, with the same instruction
-(:func:`emollm.assess.conclusion.conclusion_prompt`): **with** the per-answer emotion estimates and their evidence,
+(:func:`emollm.apps.assess.conclusion.conclusion_prompt`): **with** the per-answer emotion estimates and their evidence,
 and **without** them (transcripts only). Both are scored against the clinician's reference conclusion by an
 EMER-style overlap judge (:func:`emollm_eval.emer.score_emer`: clue overlap by default, label overlap on request;
 1-10, higher = closer), and the table gives the per-case scores, their difference and the means, with the judge id.
@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from emollm.assess.answers import AnswerResult, answer_from_analysis
-from emollm.assess.conclusion import Conclusion, conclusion_prompt, write_conclusion
-from emollm.assess.report import DISCLAIMER_SHORT
+from emollm.apps.assess.answers import AnswerResult, answer_from_analysis
+from emollm.apps.assess.conclusion import Conclusion, conclusion_prompt, write_conclusion
+from emollm.apps.assess.session import DISCLAIMER_SHORT
 from emollm.utils.io import atomic_write_json, atomic_write_text
 from emollm_eval.datasets import EMERSample
 from emollm_eval.emer import EMER_METRICS, EMER_PROMPTS_VERSION, score_emer
@@ -197,7 +197,7 @@ def read_cases(folder: str | os.PathLike[str]) -> list[Case]:
 def case_answers(
     case: Case, analyzer: Callable[[], Any] | None, *, analyse_transcripts: bool = True
 ) -> tuple[list[AnswerResult], list[str]]:
-    """The case's answers as :class:`~emollm.assess.answers.AnswerResult`, and where each emotion came from
+    """The case's answers as :class:`~emollm.apps.assess.answers.AnswerResult`, and where each emotion came from
     (``case file``, ``media``, ``transcript``, ``none`` or ``failed``).
 
     Args:
@@ -472,7 +472,7 @@ def main(argv: list[str]) -> int:
 
     def analyzer() -> Any:
         if not analyzers:
-            from emollm.inference import load_analyzer
+            from emollm.apps.analyze import load_analyzer
 
             opts: dict[str, Any] = (
                 {"reasoning": "template", "frames": args.frames, "precision": args.precision}
@@ -491,7 +491,7 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
         llm = None
         if not args.no_llm:
-            from emollm.reasoning import LLMReasoner
+            from emollm.apps.reasoning import LLMReasoner
 
             llm = LLMReasoner(
                 args.backbone, args.llm_path, max_new_tokens=args.max_new_tokens, precision=args.precision

@@ -117,8 +117,8 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
     """Train with the shared recipe, then evaluate the final model on the validation split (in this process)."""
     import torch
 
-    from emollm.generation import chat
     from emollm.labels import LabelParser
+    from emollm.model.generation import chat
     from emollm.runconfig import load_config
     from emollm_eval.metrics import INVALID, accuracy, uar
     from emollm_train.sft import SFTRecipe

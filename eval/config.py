@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from emollm.configuration import MODALITIES
 from emollm.data.splits import is_test_split, looks_like_test_split
 from emollm.labels import DFEW_LABELS, MER2023_LABELS, MERR_LABELS, label_set
-from emollm.prompts import EVAL_PROMPTS
+from emollm.model.configuration import MODALITIES
+from emollm.model.prompts import EVAL_PROMPTS
 from emollm.utils import typed_config
 from emollm_eval.datasets import MER2023_PROTOCOLS
 
@@ -126,7 +126,8 @@ class EvalConfig:
     """Bootstrap seed."""
     ov_gold: str | None = None
     """Open-vocabulary references: a MER-OV CSV ``name,openset`` (``openset`` a list literal such as
-    ``"['happy', 'calm']"``). Each free-text answer is parsed into a set of emotion words (``emollm.openvocab``) and
+    ``"['happy', 'calm']"``). Each free-text answer is parsed into a set of emotion words
+    (``emollm.scoring.openvocab``) and
     scored against it: set precision, recall, F-score and hit rate in ``metrics.json`` (``open_vocabulary``) and
     ``report.md``. Scoring only: not in the config hash, so it may be added to a finished run."""
     judge: str | None = None
@@ -225,8 +226,8 @@ class EvalConfig:
 
     def resolved_precision(self, weights: str, device: str | None = None) -> str:
         """``bf16`` (autocast) or ``fp32`` (none) for an LLM whose weights have dtype ``weights`` on ``device``
-        (default: ``device``, else ``cpu``); see :func:`emollm.precision.resolve_precision`."""
-        from emollm.precision import resolve_precision
+        (default: ``device``, else ``cpu``); see :func:`emollm.model.precision.resolve_precision`."""
+        from emollm.model.precision import resolve_precision
 
         return resolve_precision(self.precision, device or self.device or "cpu", weights=weights)
 

@@ -147,8 +147,8 @@ class LocalJudge:
         missing weights (nothing is downloaded).
         """
         from emollm.backbones import get_backbone
-        from emollm.factory import build_model
-        from emollm.llm import resolve_llm_path
+        from emollm.backbones.loading import resolve_llm_path
+        from emollm.model.factory import build_model
 
         spec = get_backbone(backbone)
         folder = resolve_llm_path(spec, llm_path)
@@ -162,7 +162,7 @@ class LocalJudge:
         """An emollm checkpoint folder, or an HF model folder / GGUF file of a registry backbone family."""
         path = Path(path).expanduser()
         if (path / "checkpoint.json").is_file():
-            from emollm.checkpoint import load_model
+            from emollm.checkpoints import load_model
 
             model, processor = load_model(path, backbone=backbone)
             judge_id = f"local:checkpoint:{path.resolve()}#{_fingerprint(path)}"
@@ -184,8 +184,8 @@ class LocalJudge:
 
     def complete_batch(self, prompts: list[str]) -> list[str]:
         """Answer prompts greedily in batches (left padding); returns one answer per prompt, in order."""
-        from emollm.generation import chat
-        from emollm.processing import Sample
+        from emollm.model.generation import chat
+        from emollm.model.processing import Sample
 
         samples = [Sample(messages=[{"role": "user", "content": p}], name=f"judge-{i}") for i, p in enumerate(prompts)]
         answers = chat(

@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from emollm.configuration import MARKER_RE, MODALITIES
 from emollm.data.merr_files import read_transcriptions_csv
 from emollm.labels import LabelParser
-from emollm.prompts import clean_subtitle, fill_prompt
+from emollm.model.configuration import MARKER_RE, MODALITIES
+from emollm.model.prompts import clean_subtitle, fill_prompt
 from emollm.utils.io import atomic_write_json, atomic_write_text
 from emollm_eval.classification import classification_report
 from emollm_eval.config import (
@@ -236,8 +236,8 @@ def _load_features(stores: dict[str, Any], name: str) -> tuple[dict[str, Any], l
 
 def _checkpoint_config(path: str) -> Any:
     """A checkpoint's ``EmoLLMConfig`` without loading any weights."""
-    from emollm.checkpoint import read_checkpoint_meta
-    from emollm.configuration import EmoLLMConfig
+    from emollm.checkpoints import read_checkpoint_meta
+    from emollm.model.configuration import EmoLLMConfig
 
     read_checkpoint_meta(path)
     return EmoLLMConfig.load(Path(path) / "emollm_config.json")
@@ -261,7 +261,7 @@ def _llm_weights(config: EvalConfig, model: Any, model_config: Any) -> tuple[str
 
 
 def _feature_dirs(config: EvalConfig, model_config: Any, used: Sequence[str]) -> dict[str, str]:
-    from emollm.configuration import EMOTION_LLAMA_FEATURE_DIRS
+    from emollm.model.configuration import EMOTION_LLAMA_FEATURE_DIRS
 
     dirs = {}
     for m in used:
@@ -289,9 +289,9 @@ def run_eval(
     from tqdm.auto import tqdm
 
     from emollm.encoders.precomputed import FeatureStore
-    from emollm.generation import chat
-    from emollm.precision import autocast
-    from emollm.processing import Sample
+    from emollm.model.generation import chat
+    from emollm.model.precision import autocast
+    from emollm.model.processing import Sample
 
     gold_all = read_gold(config)
     items = gold_all[: config.limit] if config.limit else gold_all
@@ -335,7 +335,7 @@ def run_eval(
     if todo and model is None:
         import torch
 
-        from emollm.checkpoint import load_model
+        from emollm.checkpoints import load_model
 
         model, processor = load_model(
             config.checkpoint,
@@ -346,7 +346,7 @@ def run_eval(
     if model is not None:
         model.eval()
         if todo and owned:  # a model the caller passed in stays as it was given
-            from emollm.utils.packed_linear import pack_linears
+            from emollm.model.packed_linear import pack_linears
 
             # Same numbers as autocast's linears (so not in metrics.json, which a rerun must reproduce unloaded).
             kernels = pack_linears(model.language_model, precision, device)
@@ -394,15 +394,15 @@ def run_eval(
 def open_vocabulary_metrics(ov_gold: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Score the free-text answers of ``rows`` as emotion-word sets against a MER-OV ``name,openset`` CSV.
 
-    Each answer is parsed with :func:`emollm.openvocab.parse_emotions` (synonyms grouped, negated words dropped),
-    each reference with :func:`~emollm.openvocab.normalize_set`; only rows whose name has a non-empty reference are
-    scored (``ov_scores`` skips empty ones).
+    Each answer is parsed with :func:`emollm.scoring.openvocab.parse_emotions` (synonyms grouped, negated words
+    dropped), each reference with :func:`~emollm.scoring.openvocab.normalize_set`; only rows whose name has a
+    non-empty reference are scored (``ov_scores`` skips empty ones).
 
     Returns:
-        :func:`~emollm.openvocab.ov_scores`'s keys plus ``gold_file``, ``without_reference`` (evaluated samples the
-        CSV lacks) and ``parser``.
+        :func:`~emollm.scoring.openvocab.ov_scores`'s keys plus ``gold_file``, ``without_reference`` (evaluated
+        samples the CSV lacks) and ``parser``.
     """
-    from emollm.openvocab import normalize_set, ov_scores, parse_emotions
+    from emollm.scoring.openvocab import normalize_set, ov_scores, parse_emotions
     from emollm_eval.datasets import read_ov_labels
 
     gold = {s.name: normalize_set(s.openset) for s in read_ov_labels(ov_gold)}
@@ -413,7 +413,7 @@ def open_vocabulary_metrics(ov_gold: str | Path, rows: Sequence[dict[str, Any]])
         **scores,
         "gold_file": str(ov_gold),
         "without_reference": len(rows) - len(scored),
-        "parser": "emollm.openvocab.parse_emotions (synonym groups, negations dropped)",
+        "parser": "emollm.scoring.openvocab.parse_emotions (synonym groups, negations dropped)",
     }
 
 

@@ -20,7 +20,7 @@ empty cell) is scored as valence 0 (neutral) and counted in ``valence_missing``.
 
 Open vocabulary (``ov``, MER2024-OV / MER2025 track 2): both files are ``name,openset`` with ``openset`` a Python list
 literal (``"['happy', 'calm']"``) or a comma-separated string; a prediction cell may also be free text. Words are
-grouped by synonym and inflection, negated mentions dropped (:mod:`emollm.openvocab`); reported: set precision,
+grouped by synonym and inflection, negated mentions dropped (:mod:`emollm.scoring.openvocab`); reported: set precision,
 recall, F-score (of the means), mean per-sample F-score, MER2024-OV's mean(precision, recall) and the MER-UniBench
 hit rate. Gold rows with an empty set are skipped; a gold name without a prediction row scores 0.
 """
@@ -248,8 +248,8 @@ def _score_mer2023(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[
 
 
 def _read_openset_csv(path: Path) -> dict[str, list[str]]:
-    """``name -> openset items`` of a ``name,openset`` CSV (:func:`emollm.openvocab.parse_openset_cell`)."""
-    from emollm.openvocab import parse_openset_cell
+    """``name -> openset items`` of a ``name,openset`` CSV (:func:`emollm.scoring.openvocab.parse_openset_cell`)."""
+    from emollm.scoring.openvocab import parse_openset_cell
     from emollm_eval.datasets import _Csv, _UniqueNames
 
     table = _Csv(path, "name,openset")
@@ -266,7 +266,7 @@ def _read_openset_csv(path: Path) -> dict[str, list[str]]:
 
 
 def _score_ov(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
-    from emollm.openvocab import normalize_set, ov_scores, set_scores
+    from emollm.scoring.openvocab import normalize_set, ov_scores, set_scores
 
     gold = _read_openset_csv(args.gold)
     pred = _read_openset_csv(args.pred)

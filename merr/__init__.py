@@ -8,7 +8,7 @@ the describers in ``clue``, ``describe_offline``, ``describe_models``, the audio
 confidence), ``review`` (human-in-the-loop CSV), ``pipeline`` (the cached, resumable ``emollm merr build``; its steps
 in ``stages``, its files in ``export``, its cache in :mod:`emollm.utils.stage_cache`), ``config`` (its typed YAML
 config), ``cli`` (``emollm merr``). The MERR record schema and Emotion-LLaMA's JSON/TXT/CSV files are library code
-(:mod:`emollm.data.merr_schema`, :mod:`emollm.data.merr_files`), as are the prompts (:mod:`emollm.prompts`).
+(:mod:`emollm.data.merr_schema`, :mod:`emollm.data.merr_files`), as are the prompts (:mod:`emollm.model.prompts`).
 
 Example:
     >>> from emollm_merr import load_build_config, run_build
@@ -16,6 +16,7 @@ Example:
     >>> print(result.table())  # doctest: +SKIP
 """
 
+from emollm.apps.reasoning import LLMReasoner, ReasoningClient
 from emollm.aus.cues import CueResult, CueTable, describe_aus, label_csv, label_from_peak, load_cue_table
 from emollm.aus.openface import AUSequence, NoFaceError, OpenFaceRunner, read_openface_csv
 from emollm.aus.peaks import PeakResult, find_peaks_chronological, select_peak
@@ -29,7 +30,6 @@ from emollm.data.merr_files import (
     write_transcriptions_csv,
 )
 from emollm.data.merr_schema import LABELS, LabelRow, MERRExtras, MERRRecord
-from emollm.reasoning import LLMReasoner, ReasoningClient
 from emollm_merr.config import BuildConfig, BuildConfigError, load_build_config
 from emollm_merr.describe import ClipContext, Clue, Describer, FERFallbackAU, MeasuredAudioDescriber, build_describer
 from emollm_merr.pipeline import BuildResult, MERRBuilder, run_build

@@ -134,7 +134,7 @@ class ReasonConfig:
     temperature: float = 0.7
     top_p: float = 0.9
     prompt_version: str = "v1"
-    """Prompt template version (:data:`emollm.prompts.REASONING_PROMPTS`); part of the cache key."""
+    """Prompt template version (:data:`emollm.model.prompts.REASONING_PROMPTS`); part of the cache key."""
     device: str = "cpu"
     """Torch device of the reasoning LLM."""
     precision: Literal["auto", "fp32", "bf16", "no"] = "auto"
@@ -151,7 +151,7 @@ class ReasonConfig:
             ValueError: ``bf16`` over a backbone loaded in float16, or an unknown backbone.
         """
         from emollm.backbones import get_backbone
-        from emollm.precision import resolve_precision
+        from emollm.model.precision import resolve_precision
 
         return resolve_precision(self.precision, self.device, weights=get_backbone(self.backbone).default_dtype)
 
@@ -231,7 +231,7 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Cross-field checks; raises :class:`BuildConfigError`."""
-        from emollm.prompts import REASONING_PROMPTS as PROMPTS
+        from emollm.model.prompts import REASONING_PROMPTS as PROMPTS
         from emollm_merr.describe import parse_spec
 
         if not self.inputs.video_dir:

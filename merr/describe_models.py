@@ -64,8 +64,8 @@ class CheckpointDescriber:
     ):
         if clue not in ("visual", "audio"):
             raise ValueError(f"checkpoint describers give 'visual' or 'audio' clues, not {clue!r}")
-        from emollm.checkpoint import read_checkpoint_meta
-        from emollm.configuration import EmoLLMConfig
+        from emollm.checkpoints import read_checkpoint_meta
+        from emollm.model.configuration import EmoLLMConfig
 
         self.path = Path(path)
         read_checkpoint_meta(self.path)  # fails early with a clear message when it is not a checkpoint
@@ -93,7 +93,7 @@ class CheckpointDescriber:
 
     def _model(self):
         if self._loaded is None:
-            from emollm.checkpoint import load_model
+            from emollm.checkpoints import load_model
 
             self._loaded = load_model(self.path, device=self.device)
         return self._loaded
@@ -124,8 +124,8 @@ class CheckpointDescriber:
         return torch.from_numpy(sample.faces), None
 
     def describe(self, clip: ClipContext) -> Clue:
-        from emollm.generation import chat
-        from emollm.processing import MARKERS, Sample
+        from emollm.model.generation import chat
+        from emollm.model.processing import MARKERS, Sample
 
         model, processor = self._model()
         modality = self.modality

@@ -20,7 +20,7 @@ from typing import Any
 
 from emollm.data.merr_files import write_label_txt, write_merr_json
 from emollm.data.merr_schema import MERRExtras, MERRRecord
-from emollm.prompts import coarse_caption
+from emollm.model.prompts import coarse_caption
 from emollm.utils.io import atomic_write_text
 from emollm.utils.stage_cache import StageStats, file_sha256, write_json_compact
 from emollm_merr.clue import Clue
@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 write_json_atomic = write_json_compact
 """Compact, key-sorted JSON written atomically (``summary.json``, ``manifest.json``, cache files)."""
 
-_MARKERS = {"audio": "<audio>", "face": "<face>", "video": "<video>"}  # = emollm.processing.MARKERS (no torch here)
+_MARKERS = {
+    "audio": "<audio>",
+    "face": "<face>",
+    "video": "<video>",
+}  # = emollm.model.processing.MARKERS (no torch here)
 
 
 # ================================================================================================ per clip
@@ -168,7 +172,8 @@ def build_record(
 
 def train_record(rec: MERRRecord) -> dict[str, Any]:
     """Our training JSONL row for a record (schema in :mod:`emollm_merr.pipeline`'s docstring)."""
-    from emollm.runconfig import DEFAULT_INSTRUCTIONS, DataConfig
+    from emollm.data.config import DataConfig
+    from emollm.model.prompts import DEFAULT_INSTRUCTIONS
 
     d = DataConfig()
     task = "reason" if rec.smp_reason_caption else "caption"

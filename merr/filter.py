@@ -1,7 +1,7 @@
 """MERR step 7 filtering: deduplication, class balancing, neutral samples, confidence.
 
-The contradiction and degenerate-text checks are library code (:func:`emollm.reasoning.check_reasoning`,
-:func:`emollm.reasoning.check_quality`), shared with the clue mode of ``emollm analyze``.
+The contradiction and degenerate-text checks are library code (:func:`emollm.apps.reasoning.check_reasoning`,
+:func:`emollm.apps.reasoning.check_quality`), shared with the clue mode of ``emollm analyze``.
 
 **Deduplication** (:func:`dedup_key`): reasonings are compared after lower-casing and collapsing everything but
 letters/digits to single spaces; the first sample in name order keeps it.

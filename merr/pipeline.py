@@ -72,8 +72,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emollm.apps.reasoning import ReasoningClient
 from emollm.data.merr_schema import MERRRecord
-from emollm.reasoning import ReasoningClient
 from emollm.utils.stage_cache import (
     FingerprintIndex,
     RunLock,
@@ -161,7 +161,7 @@ class MERRBuilder:
 
     Args:
         cfg: The configuration.
-        reasoner: A :class:`~emollm.reasoning.ReasoningClient` (default: from ``cfg.reason``, loaded lazily).
+        reasoner: A :class:`~emollm.apps.reasoning.ReasoningClient` (default: from ``cfg.reason``, loaded lazily).
         describers: Clue -> describer overrides (``visual`` / ``audio`` / ``subtitle``).
         fer: The stage-1 fallback (default: :class:`~emollm_merr.describe.FERFallbackAU` from ``cfg.au``).
         progress: Show progress bars (None: when stderr is a terminal).

@@ -7,13 +7,13 @@ The published recipe (REFERENCE.md §1.5 step 7) gives LLaMA-3-8B-Instruct every
     user:   <clues> + "Please sort out the correct emotional clues and infer why the person in the video feels
              {label}"
 
-:data:`emollm.prompts.REASONING_PROMPTS` holds that text as prompt version ``v1``; clues are one line each
+:data:`emollm.model.prompts.REASONING_PROMPTS` holds that text as prompt version ``v1``; clues are one line each
 (``Visual expression: ...``, ``Visual description: ...``, ``Audio tone: ...``, ``Subtitle: "..."``) and
 unavailable clues are left out, never filled in. A new wording is a new version, so cached reasonings of the old
 one are not reused by mistake.
 
-Any LLM works through the :class:`emollm.reasoning.ReasoningClient` protocol (``id`` + ``generate(system, user,
-seed=...)``); :class:`emollm.reasoning.LLMReasoner` runs a text-only backbone of the registry (SmolLM2 offline, or
+Any LLM works through the :class:`emollm.apps.reasoning.ReasoningClient` protocol (``id`` + ``generate(system, user,
+seed=...)``); :class:`emollm.apps.reasoning.LLMReasoner` runs a text-only backbone of the registry (SmolLM2 offline, or
 ``llm_path`` for a local LLaMA-3 / Qwen / Mistral folder).
 
 :class:`ReasoningCache` stores each answer under ``sha256(client id, prompt version, system, user)``: a finished
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from emollm.reasoning import LLMReasoner, ReasoningClient
+from emollm.apps.reasoning import LLMReasoner, ReasoningClient
 
 __all__ = ["ReasoningCache", "build_reasoning_client"]
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from emollm.apps.reasoning import ReasoningClient, check_quality, check_reasoning
 from emollm.data.merr_files import VIDEO_EXTENSIONS
-from emollm.prompts import build_reasoning_prompt
-from emollm.reasoning import ReasoningClient, check_quality, check_reasoning
+from emollm.model.prompts import build_reasoning_prompt
 from emollm.utils.stage_cache import StageStats, file_sha256, stable_hash
 from emollm_merr.clue import ClipContext, Clue, Describer
 from emollm_merr.config import BuildConfig, FilterConfig

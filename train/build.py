@@ -1,7 +1,7 @@
 """Model set-up for the recipe: build from the run config, then restore weights from a checkpoint.
 
 Every run builds its model the same way (``build_run_model``); ``build_for_run`` then takes weights from a
-checkpoint folder with the library's one restore API (``emollm.restore.restore_into``):
+checkpoint folder with the library's one restore API (``emollm.checkpoints.restore.restore_into``):
 
 - ``base``: the full LLM weights a checkpoint stores in ``llm/`` (random-init debug model, full fine-tune),
   loaded before LoRA is applied;
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.configuration import ModalityConfig, ProjectorConfig
+from emollm.model.configuration import ModalityConfig, ProjectorConfig
 from emollm.runconfig import RunConfig
 from emollm.settings import TrainableSpec
 
@@ -64,7 +64,7 @@ def modality_configs(cfg: RunConfig) -> dict[str, ModalityConfig]:
 
 def tiny_tokenizer(backbone: str, vocab_size: int):
     """The tiny BPE tokenizer of a backbone's chat format (with LLaMA-3's reserved placeholder tokens)."""
-    from emollm.chat_formats import get_chat_format
+    from emollm.backbones import get_chat_format
     from emollm.testing import build_tiny_tokenizer
 
     spec = get_backbone(backbone)
@@ -77,7 +77,7 @@ def tiny_tokenizer(backbone: str, vocab_size: int):
 
 def build_run_model(cfg: RunConfig):
     """``(model, processor)`` as the config says: a tiny random LLM, or real weights (optionally 4/8-bit)."""
-    from emollm.factory import build_model
+    from emollm.model.factory import build_model
 
     m = cfg.model
     mods = modality_configs(cfg)
@@ -135,9 +135,9 @@ def build_for_run(cfg: RunConfig, resume_dir: Path | None = None) -> RunModel:
     Returns:
         The :class:`RunModel`.
     """
-    from emollm.checkpoint import read_checkpoint
-    from emollm.lora import apply_lora
-    from emollm.restore import restore_into
+    from emollm.checkpoints import read_checkpoint
+    from emollm.checkpoints.restore import restore_into
+    from emollm.model.lora import apply_lora
     from emollm_train.stages import lora_settings, trainable_spec
 
     t = cfg.train

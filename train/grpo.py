@@ -3,7 +3,7 @@
 Each optimizer step, on every process: take ``batch_size x grad_accum`` prompts of the run's data (the conversation
 without its answer), sample ``G = grpo.group_size`` completions per prompt from the current policy (LoRA on; the
 sampling RNG is seeded by seed, step, process and micro-batch, so a resumed run samples the same completions), score
-them with the weighted reward functions of :mod:`emollm.rewards`, normalise the rewards within each group
+them with the weighted reward functions of :mod:`emollm.scoring.rewards`, normalise the rewards within each group
 (``(r - mean) / (std + eps)``) and minimise, per completion token,
 
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL,   ratio = pi / pi_old
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from emollm.lora import keep_4bit_trainable
+from emollm.model.lora import keep_4bit_trainable
 
 __all__ = [
     "GRPOBatch",
@@ -188,8 +188,8 @@ def sample_group(
     Returns:
         The batch and the completions' texts.
     """
-    from emollm.generation import _gen_kwargs
-    from emollm.rewards import RewardSample, combine
+    from emollm.model.generation import _gen_kwargs
+    from emollm.scoring.rewards import RewardSample, combine
 
     g = cfg.train.grpo
     G = g.group_size

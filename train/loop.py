@@ -159,8 +159,8 @@ def evaluate(
     Returns:
         ``{"val_loss": ...}`` and ``val_accuracy`` when there were emotion samples.
     """
-    from emollm.generation import chat
     from emollm.labels import LabelParser
+    from emollm.model.generation import chat
 
     acc = accelerator
     n = min(len(val_ds), max_samples)

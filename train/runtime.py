@@ -76,7 +76,7 @@ def resolve_mixed_precision(
     Raises:
         ConfigError: fp16 without a CUDA GPU.
     """
-    from emollm.precision import cpu_has_native_bf16
+    from emollm.model.precision import cpu_has_native_bf16
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if mixed_precision == "fp16" and not cuda:

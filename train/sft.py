@@ -21,7 +21,8 @@ uninterrupted run.
 
 The recipe class holds the run's state and drives it; the separable jobs live beside it: ``runtime.py`` (accelerator,
 mixed precision, ZeRO), ``build.py`` (model, weights from ``init_from`` / the resumed checkpoint through
-``emollm.restore.restore_into``), ``data.py`` (datasets, batch plan, the stream of optimizer steps), ``loop.py``
+``emollm.checkpoints.restore.restore_into``), ``data.py`` (datasets, batch plan, the stream of optimizer steps),
+``loop.py``
 (loss, optimizer step, validation), ``state.py`` (resumable-checkpoint files), ``optim.py`` and ``monitor.py``.
 """
 
@@ -72,7 +73,7 @@ class SFTRecipe:
         """Accelerator, model (+ weights from ``init_from`` or the resumed checkpoint), data, optimizer, logging."""
         from accelerate.utils import set_seed
 
-        from emollm.lora import set_trainable
+        from emollm.model.lora import set_trainable
         from emollm_train import runtime, state
         from emollm_train.build import build_for_run
         from emollm_train.data import build_run_data
@@ -318,13 +319,13 @@ class SFTRecipe:
         return gathered(self.accelerator, self.raw_model, full=full)
 
     def save_model(self, path: Path, extra: dict[str, Any] | None = None) -> None:
-        """A self-describing model checkpoint (``emollm.checkpoint.save_checkpoint``: atomic) at ``path``.
+        """A self-describing model checkpoint (``emollm.checkpoints.save_checkpoint``: atomic) at ``path``.
 
         Args:
             path: The folder to write.
             extra: More JSON files to put in it, by name.
         """
-        from emollm.checkpoint import save_checkpoint
+        from emollm.checkpoints import save_checkpoint
         from emollm_train.stages import lora_settings
         from emollm_train.state import write_json
 

@@ -1,7 +1,7 @@
 """Trainer state for an exact resume, in files that load without unpickling arbitrary objects.
 
-A resumable checkpoint ``checkpoints/step-N/`` is a self-describing model folder (``emollm.checkpoint``; its weights
-are restored by ``emollm.restore.restore_into``, see ``train/build.py``) plus:
+A resumable checkpoint ``checkpoints/step-N/`` is a self-describing model folder (``emollm.checkpoints``; its weights
+are restored by ``emollm.checkpoints.restore.restore_into``, see ``train/build.py``) plus:
 
     trainer_state.json        step, epoch, position, total steps, best metric, world size, the order-defining config
     optimizer.pt              optimizer.state_dict(): tensors + numbers only, read with torch.load(weights_only=True)

@@ -7,6 +7,8 @@ Shared by MERR construction (``emollm merr``) and the zero-shot clue mode (``emo
 - :mod:`.peaks`: :func:`select_peak` (the paper's rule or MER-Factory's), :class:`PeakResult`;
 - :mod:`.cues`: :func:`load_cue_table` (``au_cues.yaml``, data not code), :func:`label_from_peak`,
   :func:`describe_aus`.
+
+Imports: nothing of emollm but the foundations (the blendshape AU source lives in ``clues``, which imports this).
 """
 
 from emollm.aus.cues import CueResult, CueTable, describe_aus, label_from_peak, load_cue_table

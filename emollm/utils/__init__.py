@@ -1,1 +1,4 @@
-"""Helpers without global state."""
+"""Helpers without global state.
+
+Imports: nothing of emollm (everything else may import it).
+"""

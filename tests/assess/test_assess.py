@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from emollm.analysis import Analysis
-from emollm.assess import (
+from emollm.apps.analysis import Analysis
+from emollm.apps.assess import (
     DISCLAIMER,
     AnswerResult,
     check_conclusion,
@@ -20,8 +20,8 @@ from emollm.assess import (
     validate_questions,
     write_conclusion,
 )
-from emollm.assess.cli import main
-from emollm.assess.questions import QUESTION_BANK, template_questions
+from emollm.apps.assess.cli import main
+from emollm.apps.assess.questions import QUESTION_BANK, template_questions
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from emollm.analysis import Analysis
-from emollm.batch import BatchError, collect_inputs, run_batch
-from emollm.clues.analyzer import ClueAnalyzer, ClueSettings, template_reasoning
+from emollm.apps.analysis import Analysis
+from emollm.apps.analyze import main
+from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings, template_reasoning
 from emollm.clues.fusion import FusionConfig, Vote, fuse, load_fusion_config, map_distribution
-from emollm.inference import main
+from emollm.jobs.batch import BatchError, collect_inputs, run_batch
 from emollm.media import fixtures
 
 LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
@@ -79,7 +79,7 @@ class _FakeLLM:
 def test_rationale_is_checked_and_replaced(text, source):
     analyzer = ClueAnalyzer(LABELS)
     analyzer._models["llm"] = _FakeLLM(text)
-    from emollm.clues.analyzer import _Timer
+    from emollm.apps.clue_mode import _Timer
 
     clues = {"visual_expression": "lip corner puller (smile)", "audio": None, "subtitle": "I passed", "visual": None}
     reasoning, got = analyzer._reason("happy", clues, _Timer())
@@ -252,12 +252,12 @@ class _EchoLLM:
 
 
 def test_clip_chat_keeps_history_and_gives_the_evidence(media, analyzer):
-    from emollm.chat import ClipChat
+    from emollm.apps.chat import ClipChat
 
     analysis = analyzer(media / "happy.mp4")
     chat = ClipChat.__new__(ClipChat)  # the real constructor loads SmolLM2; the slow test below covers it
     chat.media, chat.max_new_tokens, chat.analysis, chat.checkpoint, chat.history = media, 16, analysis, None, []
-    from emollm.chat import SYSTEM
+    from emollm.apps.chat import SYSTEM
 
     chat.system = SYSTEM.format(clues=analysis.clue_description())
     chat._llm = _EchoLLM()
@@ -273,7 +273,7 @@ def test_clip_chat_keeps_history_and_gives_the_evidence(media, analyzer):
 
 @pytest.mark.slow
 def test_chat_cli_streams_answers_from_smollm2(media, capsys):
-    from emollm.chat import main as chat_main
+    from emollm.apps.chat import main as chat_main
 
     assert (
         chat_main(["--media", str(media / "note.txt"), "--ask", "What does the person say?", "--max-new-tokens", "24"])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emollm.backbones import get_backbone
-from emollm.chat_formats import get_chat_format
-from emollm.configuration import ModalityConfig, ProjectorConfig
-from emollm.factory import build_model
+from emollm.backbones import get_backbone, get_chat_format
+from emollm.model.configuration import ModalityConfig, ProjectorConfig
+from emollm.model.factory import build_model
 from emollm.testing import build_tiny_tokenizer
 
 

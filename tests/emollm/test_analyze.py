@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from emollm.checkpoint import save_checkpoint
-from emollm.configuration import ModalityConfig
-from emollm.features import ExtractSpec, extract, modality_from_cache
-from emollm.inference import analyze_checkpoint as analyze
-from emollm.inference import main
+from emollm.apps.analyze import analyze_checkpoint as analyze
+from emollm.apps.analyze import main
+from emollm.checkpoints import save_checkpoint
+from emollm.jobs.features import ExtractSpec, extract, modality_from_cache
 from emollm.media import fixtures
+from emollm.model.configuration import ModalityConfig
 
 from .conftest import make_tiny
 
@@ -100,10 +100,10 @@ def test_cli_json_and_errors(setup, tmp_path, capsys):
 
 
 def test_checkpoint_reasoning_that_names_another_label_is_flagged(setup, monkeypatch):
-    import emollm.generation
+    import emollm.model.generation
 
     root, model, proc, _ = setup
-    monkeypatch.setattr(emollm.generation, "chat", lambda *a, **k: ["The person is clearly sad."])
+    monkeypatch.setattr(emollm.model.generation, "chat", lambda *a, **k: ["The person is clearly sad."])
     result = analyze(model, proc, root / "happy.mp4", labels=LABELS, max_new_tokens=2)
     if result.label != "sad":
         assert result.reasoning_source == f"checkpoint (the text names sad; the likelihoods favour {result.label})"

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from emollm.backbones import BackboneSpec, get_backbone, list_backbones
-from emollm.chat_formats import list_chat_formats
-from emollm.llm import check_family, resolve_llm_path
+from emollm.backbones import BackboneSpec, get_backbone, list_backbones, list_chat_formats
+from emollm.backbones.loading import check_family, resolve_llm_path
 
 REQUIRED = {"llama2", "mistral", "llama3", "qwen2", "smollm2"}
 

@@ -1,4 +1,5 @@
-"""``emollm chat CHECKPOINT "question" [--face F.npy]`` (``emollm.demo.chat_main``): answers, and one-line errors."""
+"""``emollm chat CHECKPOINT "question" [--face F.npy]`` (``emollm.apps.demo.chat_main``): answers, and one-line
+errors."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from emollm.checkpoint import save_checkpoint
-from emollm.demo import chat_main
+from emollm.apps.demo import chat_main
+from emollm.checkpoints import save_checkpoint
 
 from .conftest import make_tiny, tiny_modalities
 

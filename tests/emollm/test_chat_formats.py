@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from emollm.chat_formats import ChatFormat, RenderedChat, get_chat_format, list_chat_formats, tokenize_chat
+from emollm.backbones import get_chat_format, list_chat_formats
+from emollm.backbones.chat import ChatFormat, RenderedChat, tokenize_chat
 from emollm.testing import (
     TINY_CORPUS,
     _build_tiny_tokenizer,

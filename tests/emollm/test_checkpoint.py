@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.checkpoint import export_merged, load_model, save_checkpoint
-from emollm.generation import chat
-from emollm.lora import LoraSettings, TrainableSpec, apply_lora, set_trainable
+from emollm.checkpoints import export_merged, load_model, save_checkpoint
+from emollm.model.generation import chat
+from emollm.model.lora import LoraSettings, TrainableSpec, apply_lora, set_trainable
 
 from .conftest import make_tiny, tiny_tokenizer
 from .test_modeling import sample
@@ -155,7 +155,7 @@ def test_checkpoint_from_tokenizer_roundtrip_keeps_placeholders(tmp_path):
 
 
 def test_export_cli_merges(tmp_path):
-    from emollm.checkpoint import cli_main
+    from emollm.checkpoints import cli_main
 
     model, proc, lora, spec = _trained_tiny("llama2")
     ref = _logits(model, proc)
@@ -187,7 +187,7 @@ def _edit_json(file, **changes):
 
 
 def _export(capsys, *argv):
-    from emollm.checkpoint import cli_main
+    from emollm.checkpoints import cli_main
 
     code = cli_main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -311,7 +311,7 @@ def test_checkpoint_naming_another_backbone_is_refused(tmp_path, capsys, pristin
     ],
 )
 def test_damaged_checkpoint_fails_in_one_line_naming_the_file(tmp_path, capsys, pristine, damage, file, message):
-    from emollm.inference import main as analyze_main
+    from emollm.apps.analyze import main as analyze_main
 
     ckpt = _copy(pristine, tmp_path / "ckpt")
     target = ckpt / file

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emollm.features import ExtractSpec, extract, list_inputs, main, modality_from_cache
+from emollm.jobs.features import ExtractSpec, extract, list_inputs, main, modality_from_cache
 from emollm.media import fixtures
 
 
@@ -93,9 +93,9 @@ def test_audio_cache_and_cli(clips, tmp_path, capsys):
 
 def test_cached_features_equal_live_encoding(clips, tmp_path):
     """A model reading the cache and a model running the encoder live see the same tokens."""
-    from emollm.configuration import ModalityConfig
     from emollm.media import load_sample
-    from emollm.processing import Sample
+    from emollm.model.configuration import ModalityConfig
+    from emollm.model.processing import Sample
 
     from .conftest import make_tiny
 
@@ -158,7 +158,7 @@ def test_name_outside_the_cache_is_refused_in_the_api_too(clips, tmp_path):
 def test_one_writer_per_folder_and_stale_temp_files_are_removed(clips, tmp_path):
     import os
 
-    from emollm.features import CacheBusy, lock_cache_folder
+    from emollm.jobs.features import CacheBusy, lock_cache_folder
 
     folder = tmp_path / "FACE"
     folder.mkdir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from emollm.generation import chat, stream_chat
-from emollm.processing import Sample
+from emollm.model.generation import chat, stream_chat
+from emollm.model.processing import Sample
 
 from .conftest import make_tiny
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.factory import build_model
-from emollm.lora import LoraSettings, TrainableSpec, apply_lora, count_trainable, set_trainable
+from emollm.model.factory import build_model
+from emollm.model.lora import LoraSettings, TrainableSpec, apply_lora, count_trainable, set_trainable
 
 from .conftest import make_tiny, tiny_modalities, tiny_tokenizer
 from .test_modeling import sample

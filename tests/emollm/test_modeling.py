@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from emollm.backbones import list_backbones
-from emollm.processing import IGNORE_INDEX, Sample
+from emollm.model.processing import IGNORE_INDEX, Sample
 
 from .conftest import make_tiny
 
@@ -149,7 +149,7 @@ def test_typed_parts_equal_markers():
 
 
 def test_fusion_qformer_and_type_embeddings_train():
-    from emollm.configuration import ModalityConfig, ProjectorConfig
+    from emollm.model.configuration import ModalityConfig, ProjectorConfig
 
     mods = {
         "audio": ModalityConfig(
@@ -184,7 +184,7 @@ def test_truncation_never_cuts_modality_tokens():
 def test_frozen_towers_stay_in_eval_mode():
     from torch import nn
 
-    from emollm.lora import TrainableSpec, set_trainable
+    from emollm.model.lora import TrainableSpec, set_trainable
 
     model, _ = make_tiny("llama2")
     model.towers["audio"].probe = nn.Dropout(0.5)  # a parameter-free module: frozen by definition

@@ -1,9 +1,16 @@
-"""emollm.openvocab: free text -> emotion sets (synonyms, inflections, negation) and set scores."""
+"""emollm.scoring.openvocab: free text -> emotion sets (synonyms, inflections, negation) and set scores."""
 
 import pytest
 
 from emollm.labels import DEFAULT_SYNONYMS, LabelParser
-from emollm.openvocab import OV_SYNONYMS, normalize_set, ov_scores, parse_emotions, parse_openset_cell, set_scores
+from emollm.scoring.openvocab import (
+    OV_SYNONYMS,
+    normalize_set,
+    ov_scores,
+    parse_emotions,
+    parse_openset_cell,
+    set_scores,
+)
 
 
 @pytest.mark.parametrize(

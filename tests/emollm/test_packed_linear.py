@@ -1,4 +1,4 @@
-"""``emollm.utils.packed_linear``: packed bf16 linears compute what autocast's linear computes, and stay out of the
+"""``emollm.model.packed_linear``: packed bf16 linears compute what autocast's linear computes, and stay out of the
 way where they do not apply (fp32, no native bf16, training, peft LoRA layers, the opt-out variable)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-import emollm.utils.packed_linear as packed
-from emollm.utils.packed_linear import PackedLinear, pack_linears
+import emollm.model.packed_linear as packed
+from emollm.model.packed_linear import PackedLinear, pack_linears
 
 pytestmark = pytest.mark.skipif(
     packed._packing_available() is not None, reason=f"no oneDNN bf16 packing here: {packed._packing_available()}"
@@ -93,7 +93,7 @@ def test_lora_layers_are_left_alone():
 
 def test_embedded_smollm2_reasoner_answers_the_same_packed(monkeypatch):
     """The real model: the reasoner's greedy rationale is token for token the one autocast gives."""
-    from emollm.reasoning import LLMReasoner
+    from emollm.apps.reasoning import LLMReasoner
 
     system, user = "You explain emotions briefly.", "A man smiles widely and says he passed his exam. Why is he happy?"
     packed_llm = LLMReasoner(max_new_tokens=24, precision="bf16")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.plan import (
+from emollm.planning.memory import (
     GIB,
     ActivationSettings,
     activation_bytes,

@@ -1,17 +1,17 @@
-"""``emollm.precision``: what ``auto`` resolves to per device and weight dtype, and the autocast it gives."""
+"""``emollm.model.precision``: what ``auto`` resolves to per device and weight dtype, and the autocast it gives."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import emollm.precision
-from emollm.precision import autocast, resolve_precision
+import emollm.model.precision
+from emollm.model.precision import autocast, resolve_precision
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
 def test_auto_follows_the_cpu(monkeypatch, native, expected):
-    monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("auto", "cpu", weights=torch.float32) == expected
     # autocast pays over fp32 weights only: a model loaded in bf16/fp16 runs as loaded
@@ -47,7 +47,7 @@ def test_merr_reasoning_precision(tmp_path, monkeypatch, native, expected):
     from emollm_merr.config import BuildConfig, BuildConfigError
     from emollm_merr.reason import build_reasoning_client
 
-    monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: native)
 
     def cfg(**reason):
         return BuildConfig.from_dict({"inputs": {"video_dir": str(tmp_path)}, "reason": reason})
@@ -73,7 +73,7 @@ def test_eval_and_train_auto(monkeypatch, native, expected):
     from emollm_eval.config import EvalConfig
     from emollm_train.runtime import resolve_mixed_precision
 
-    monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: native)
     ev = EvalConfig.from_dict({"checkpoint": "c", "dataset": "dfew", "gold": "g.csv", "output_dir": "o"})
     assert ev.resolved_precision("float32") == expected
     assert resolve_mixed_precision("auto", cuda=False)[0] == {"bf16": "bf16", "fp32": "no"}[expected]

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from emollm.configuration import EMOTION_LLAMA_FEATURE_DIRS, EmoLLMConfig
 from emollm.encoders import FeatureStore, PrecomputedEncoder, build_encoder, list_encoders
+from emollm.model.configuration import EMOTION_LLAMA_FEATURE_DIRS, EmoLLMConfig
 
 
 def _layout(root):

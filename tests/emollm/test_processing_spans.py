@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emollm.configuration import MARKER_RE, ModalityConfig, ProjectorConfig
-from emollm.processing import Sample
-from emollm.projectors import build_projector
+from emollm.model.configuration import MARKER_RE, ModalityConfig, ProjectorConfig
+from emollm.model.processing import Sample
+from emollm.model.projectors import build_projector
 from tests.emollm.conftest import make_tiny
 
 W = 8  # frame feature width
@@ -90,7 +90,7 @@ def test_embed_fills_the_runs_in_reading_order():
 
 
 def model_inputs(feat):
-    from emollm.modeling import ModalityInputs
+    from emollm.model.modeling import ModalityInputs
 
     return ModalityInputs(feat[None], torch.tensor([feat.shape[0]]), torch.tensor([0]))
 

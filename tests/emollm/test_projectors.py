@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from emollm.projectors import PROJECTOR_KINDS, CrossModalFusion, ModalityTypeEmbedding, build_projector
+from emollm.model.projectors import PROJECTOR_KINDS, CrossModalFusion, ModalityTypeEmbedding, build_projector
 
 OUT = 32
 

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from emollm.backbones import get_backbone
-from emollm.checkpoint import read_checkpoint, save_checkpoint
-from emollm.lora import LoraSettings, apply_lora
-from emollm.restore import restore_into
+from emollm.checkpoints import read_checkpoint, save_checkpoint
+from emollm.checkpoints.restore import restore_into
+from emollm.model.lora import LoraSettings, apply_lora
 
 from .conftest import make_tiny, tiny_modalities
 from .test_checkpoint import _logits, _trained_tiny

@@ -1,8 +1,8 @@
-"""emollm.rewards: the GRPO reward registry, each reward's values, reward hacking, weighting."""
+"""emollm.scoring.rewards: the GRPO reward registry, each reward's values, reward hacking, weighting."""
 
 import pytest
 
-from emollm.rewards import REWARDS, RewardSample, combine, extract_answer, list_rewards, register
+from emollm.scoring.rewards import REWARDS, RewardSample, combine, extract_answer, list_rewards, register
 
 LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")
 S = RewardSample(label="happy", labels=LABELS)

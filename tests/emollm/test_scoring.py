@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emollm.processing import Sample
-from emollm.scoring import label_log_likelihoods, label_probabilities
+from emollm.model.likelihood import label_log_likelihoods, label_probabilities
+from emollm.model.processing import Sample
 
 from .conftest import make_tiny
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.factory import build_model, emotion_llama_modalities
-from emollm.generation import chat
-from emollm.llm import resolve_llm_path
-from emollm.processing import Sample
+from emollm.backbones.loading import resolve_llm_path
+from emollm.model.factory import build_model, emotion_llama_modalities
+from emollm.model.generation import chat
+from emollm.model.processing import Sample
 
 pytestmark = pytest.mark.slow
 

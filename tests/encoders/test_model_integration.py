@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emollm.configuration import ModalityConfig, ProjectorConfig
-from emollm.processing import Sample
+from emollm.model.configuration import ModalityConfig, ProjectorConfig
+from emollm.model.processing import Sample
 
 
 def test_hubert_tower_in_the_full_model(tiny_dirs):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import emollm.generation
+import emollm.model.generation
 from emollm_eval.ablation import label_order_sensitivity, label_orders, modality_ablation, shapley_values
 from emollm_eval.cli import main
 from emollm_eval.runner import load_config
@@ -50,7 +50,7 @@ def test_ablation_numbers_with_a_scripted_model(tiny_checkpoint, dfew_data, tmp_
         right = {"audio", "face"} <= has or ("audio" in has and int(sample.name) % 2 == 0)
         return gold[sample.name] if right else "no idea"
 
-    monkeypatch.setattr(emollm.generation, "chat", CountingChat(answer))
+    monkeypatch.setattr(emollm.model.generation, "chat", CountingChat(answer))
     res = modality_ablation(cfg, progress=False)
     war = {r["variant"]: r["war"] for r in res.rows}
     # sample 00003 has no audio file: never right; 5 of 10 names are even
@@ -77,7 +77,7 @@ def test_label_order_sensitivity(tiny_checkpoint, dfew_data, tmp_path, monkeypat
     def answer(sample):
         return sample.messages[0]["content"].split("represents: ")[1].split(",")[0]
 
-    monkeypatch.setattr(emollm.generation, "chat", CountingChat(answer))
+    monkeypatch.setattr(emollm.model.generation, "chat", CountingChat(answer))
     cfg = load_config(None, dfew_overrides(tiny_checkpoint, dfew_data, tmp_path / "o", "n_bootstrap=0"))
     res = label_order_sensitivity(cfg, 5, seed=3, progress=False)
     names = [r["variant"] for r in res.rows]

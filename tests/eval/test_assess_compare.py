@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from emollm.analysis import Analysis
+from emollm.apps.analysis import Analysis
 from emollm_eval import assess_compare
 from emollm_eval.assess_compare import compare_cases, read_cases, write_compare_outputs
 from emollm_eval.judge import JudgeCache
@@ -134,7 +134,7 @@ def test_cli_runs_with_a_plugged_judge_and_reports_bad_cases(cases, tmp_path, mo
 
 def test_the_session_cli_dispatches_compare(cases, tmp_path, monkeypatch):
     import emollm_eval.judge
-    from emollm.assess.cli import main
+    from emollm.apps.assess.cli import main
 
     monkeypatch.setattr(emollm_eval.judge, "make_judge", lambda spec, **kw: OverlapJudge())
     assert main(["compare", str(cases), "--judge", "fake", "--out", str(tmp_path / "o"), "--no-llm"]) == 0

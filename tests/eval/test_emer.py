@@ -252,7 +252,7 @@ def test_emer_eval_run_with_judge(tmp_path, emer_files):
     """dataset: emer generates reasoning with the checkpoint, then scores it (here with the fake judge)."""
     import torch
 
-    from emollm.checkpoint import save_checkpoint
+    from emollm.checkpoints import save_checkpoint
     from emollm_eval.runner import load_config, run_eval
     from tests.emollm.conftest import make_tiny
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-import emollm.generation
-import emollm.precision
+import emollm.model.generation
+import emollm.model.precision
 from emollm.encoders.precomputed import FeatureStore
 from emollm_eval.runner import ConfigMismatchError, EvalConfig, load_config, run_eval
 
@@ -30,7 +30,7 @@ def test_config_precision(tmp_path, monkeypatch):
         EvalConfig.from_dict({**OK, "precision": "bf16", "dtype": "float16"})
     auto, fp32, bf16 = (EvalConfig.from_dict({**OK, "precision": p}) for p in ("auto", "no", "bf16"))
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda native=native: native)
         assert auto.resolved_precision("float32") == expected
         assert auto.resolved_precision("bfloat16") == "fp32"  # a model loaded in bf16 runs as loaded
         assert fp32.resolved_precision("float32") == "fp32" and bf16.resolved_precision("float32") == "bf16"
@@ -49,11 +49,11 @@ def test_generation_runs_under_the_resolved_precision(tiny_checkpoint, dfew_data
         return "happy"
 
     monkeypatch.setattr(FeatureStore, "load", load)
-    monkeypatch.setattr(emollm.generation, "chat", CountingChat(answer))
+    monkeypatch.setattr(emollm.model.generation, "chat", CountingChat(answer))
     out = tmp_path / "out"
     base = dfew_overrides(tiny_checkpoint, dfew_data, out, "limit=4", "n_bootstrap=0")
 
-    monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: True)
     m = run_eval(load_config(None, base), progress=False).metrics
     assert (m["precision"], m["llm_dtype"]) == ("bf16", "float32")  # the tiny checkpoint stores fp32 weights
     assert seen["chat"] and all(seen["chat"]) and not any(seen["features"])
@@ -61,7 +61,7 @@ def test_generation_runs_under_the_resolved_precision(tiny_checkpoint, dfew_data
     assert run["fingerprint"]["precision"] == "bf16" and run["config"]["precision"] == "auto"
 
     # the same config on a CPU without native bf16 would give fp32 predictions: not mixed into this folder
-    monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: False)
     with pytest.raises(ConfigMismatchError, match="precision"):
         run_eval(load_config(None, base), progress=False)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import emollm.checkpoint as emollm_checkpoint
-import emollm.generation
-from emollm.prompts import EVAL_PROMPTS as DEFAULT_PROMPTS
-from emollm.prompts import fill_prompt as build_prompt
+import emollm.checkpoints as emollm_checkpoint
+import emollm.model.generation
+from emollm.model.prompts import EVAL_PROMPTS as DEFAULT_PROMPTS
+from emollm.model.prompts import fill_prompt as build_prompt
 from emollm_eval import metrics as M
 from emollm_eval.cli import main
 from emollm_eval.runner import (
@@ -45,7 +45,7 @@ def write_features(root: Path, names: list[str], missing: dict[str, set[str]] | 
 def tiny_checkpoint(tmp_path_factory) -> Path:
     import torch
 
-    from emollm.checkpoint import save_checkpoint
+    from emollm.checkpoints import save_checkpoint
     from tests.emollm.conftest import make_tiny
 
     torch.manual_seed(0)
@@ -75,10 +75,10 @@ def write_yaml(path: Path, overrides: list[str]) -> Path:
 
 
 class CountingChat:
-    """Wraps emollm.generation.chat (optionally replacing the answers) and counts the samples it is asked."""
+    """Wraps emollm.model.generation.chat (optionally replacing the answers) and counts the samples it is asked."""
 
     def __init__(self, answer=None):
-        self.real = emollm.generation.chat
+        self.real = emollm.model.generation.chat
         self.answer = answer
         self.samples: list = []
 
@@ -170,7 +170,7 @@ def test_scripted_answers_mer2023(tiny_checkpoint, tmp_path, monkeypatch):
     feats = write_features(tmp_path / "feats", names)
     by_name = dict(zip(names, answers, strict=True))
     fake = CountingChat(lambda s: by_name[s.name])
-    monkeypatch.setattr(emollm.generation, "chat", fake)
+    monkeypatch.setattr(emollm.model.generation, "chat", fake)
     cfg = load_config(
         REPO / "configs/eval/mer2023.yaml",
         [
@@ -203,7 +203,7 @@ def test_scripted_answers_mer2023(tiny_checkpoint, tmp_path, monkeypatch):
 
 def test_resume_and_refusal(tiny_checkpoint, dfew_data, tmp_path, monkeypatch, capsys):
     fake = CountingChat()
-    monkeypatch.setattr(emollm.generation, "chat", fake)
+    monkeypatch.setattr(emollm.model.generation, "chat", fake)
     out = tmp_path / "out"
     base = dfew_overrides(tiny_checkpoint, dfew_data, out)
     first = run_eval(load_config(None, [*base, "limit=4"]), progress=False)

@@ -1,4 +1,5 @@
-"""``emollm eval`` with ``ov_gold``: free-text answers scored as emotion-word sets (``emollm.openvocab``) against a
+"""``emollm eval`` with ``ov_gold``: free-text answers scored as emotion-word sets (``emollm.scoring.openvocab``)
+against a
 MER-OV ``name,openset`` CSV, in ``metrics.json`` and ``report.md``; adding the key later reuses the predictions."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import json
 
 import pytest
 
-import emollm.generation
+import emollm.model.generation
 from emollm_eval.runner import load_config, run_eval
 
 from .test_runner import REPO, CountingChat, dfew_data, dfew_overrides, tiny_checkpoint, write_yaml  # noqa: F401
@@ -30,12 +31,12 @@ GOLD = {
 
 
 def test_eval_reports_open_vocabulary_metrics(tiny_checkpoint, dfew_data, tmp_path, monkeypatch):  # noqa: F811
-    from emollm.openvocab import normalize_set, ov_scores, parse_emotions
+    from emollm.scoring.openvocab import normalize_set, ov_scores, parse_emotions
 
     ov = tmp_path / "ov-gold.csv"
     ov.write_text("name,openset\n" + "".join(f'{n},"{s}"\n' for n, s in GOLD.items()))
     fake = CountingChat(lambda s: ANSWERS.get(s.name, "I cannot tell."))
-    monkeypatch.setattr(emollm.generation, "chat", fake)
+    monkeypatch.setattr(emollm.model.generation, "chat", fake)
     out = tmp_path / "out"
     cfg = load_config(write_yaml(tmp_path / "e.yaml", dfew_overrides(tiny_checkpoint, dfew_data, out, "limit=6")))
     assert "open_vocabulary" not in run_eval(cfg, progress=False).metrics  # no ov_gold: no OV section

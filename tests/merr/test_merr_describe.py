@@ -144,12 +144,11 @@ def test_checkpoint_describer_on_a_live_face_tower(tmp_path):
     """A tiny random emollm checkpoint with the FER2013 face tower: peak-frame face crop -> chat -> clue."""
     import torch
 
-    from emollm.backbones import get_backbone
-    from emollm.chat_formats import get_chat_format
-    from emollm.checkpoint import save_checkpoint
-    from emollm.configuration import ModalityConfig, ProjectorConfig
-    from emollm.factory import build_model
+    from emollm.backbones import get_backbone, get_chat_format
+    from emollm.checkpoints import save_checkpoint
     from emollm.media.fixtures import make_face_clip
+    from emollm.model.configuration import ModalityConfig, ProjectorConfig
+    from emollm.model.factory import build_model
     from emollm.testing import build_tiny_tokenizer
 
     spec = get_backbone("smollm2")

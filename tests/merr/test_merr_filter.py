@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from emollm.apps.reasoning import check_reasoning
 from emollm.data.merr_schema import LABELS
-from emollm.reasoning import check_reasoning
 from emollm_merr.filter import (
     balance,
     dedup_key,
@@ -71,7 +71,7 @@ def test_confidence_formulas():
 
 
 def test_check_quality_flags_loops_and_cut_text():
-    from emollm.reasoning import check_quality
+    from emollm.apps.reasoning import check_quality
 
     loop = "Inner brow raiser: surprise - Outer brow raiser: surprise. " * 3
     assert check_quality(loop) == "repetitive"

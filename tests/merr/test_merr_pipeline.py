@@ -105,7 +105,7 @@ def test_emotion_llama_layout_and_round_trip(built, tmp_path):
 def test_exports_load_in_training_loader(built):
     pytest.importorskip("datasets")
     from emollm.data.datasets import load_records
-    from emollm.processing import MARKERS
+    from emollm.model.processing import MARKERS
 
     cfg, _ = built
     out = cfg.output_dir

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from emollm.prompts import REASONING_PROMPTS as PROMPTS
-from emollm.prompts import build_reasoning_prompt as build_prompt
-from emollm.prompts import coarse_caption
-from emollm.reasoning import LLMReasoner, prompt_seed, trim_to_sentence
+from emollm.apps.reasoning import LLMReasoner, prompt_seed, trim_to_sentence
+from emollm.model.prompts import REASONING_PROMPTS as PROMPTS
+from emollm.model.prompts import build_reasoning_prompt as build_prompt
+from emollm.model.prompts import coarse_caption
 from emollm_merr.reason import ReasoningCache, build_reasoning_client
 
 CLUES = {

@@ -13,11 +13,16 @@ import json
 import pytest
 import torch
 
-from emollm.checkpoint import load_model
-from emollm.processing import Sample
-from emollm.published import build_import_model, emotion_llama_messages, import_checkpoint, import_state_dict
-from emollm.published.cli import main
-from emollm.published.released import read_released_state_dict
+from emollm.checkpoints import load_model
+from emollm.checkpoints.published import (
+    build_import_model,
+    emotion_llama_messages,
+    import_checkpoint,
+    import_state_dict,
+)
+from emollm.checkpoints.published.cli import main
+from emollm.checkpoints.published.released import read_released_state_dict
+from emollm.model.processing import Sample
 from tests.emollm.conftest import tiny_tokenizer
 
 H, R, ALPHA, FEAT, LAYERS = 64, 4, 16, 16, 2
@@ -213,7 +218,7 @@ def analyze_with_features(tmp_path, clip, checkpoint) -> dict:
 
     import numpy as np
 
-    from emollm.inference import main as analyze_main
+    from emollm.apps.analyze import main as analyze_main
 
     files = []
     for m in ("face", "video", "audio"):

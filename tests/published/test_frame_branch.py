@@ -20,10 +20,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from emollm.checkpoint import load_model
-from emollm.processing import Sample
-from emollm.published import build_import_model, emotion_llama_messages, import_checkpoint, import_state_dict
-from emollm.published.cli import main
+from emollm.checkpoints import load_model
+from emollm.checkpoints.published import (
+    build_import_model,
+    emotion_llama_messages,
+    import_checkpoint,
+    import_state_dict,
+)
+from emollm.checkpoints.published.cli import main
+from emollm.model.processing import Sample
 from tests.emollm.conftest import tiny_tokenizer
 from tests.encoders.conftest import TINY_EVA_ARGS, make_tiny_eva
 from tests.encoders.eva_reference import released_eva_tokens
@@ -225,7 +230,7 @@ def test_eva_mismatches_are_clear_errors(eva_dir, tmp_path):
 def test_imported_checkpoint_with_frame_branch_analyzes_a_clip(eva_dir, tmp_path):
     """``emollm analyze CLIP --checkpoint DIR``: the EVA reads the clip's first frame, the features come as .npy;
     ``emollm serve --checkpoint DIR`` answers an upload of the clip the same way."""
-    from emollm.inference import clip_features
+    from emollm.apps.analyze import clip_features
     from emollm.media import fixtures, load_sample
 
     model, processor = tiny_build(eva_dir)
@@ -254,8 +259,8 @@ def serve_once(checkpoint, clip, tmp_path, feature_files) -> dict:
     pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install 'emollm[serve]')")
     from fastapi.testclient import TestClient
 
-    from emollm.serve.app import create_app
-    from emollm.serve.settings import ServeSettings
+    from emollm.apps.serve.app import create_app
+    from emollm.apps.serve.settings import ServeSettings
     from tests.published.test_emotion_llama import LABELS
 
     options = {"feature_files": feature_files, "max_new_tokens": 3}
@@ -349,8 +354,8 @@ def test_eval_feeds_cached_eva_tokens_as_the_clip_would(eva_dir, tmp_path):
     """``emollm eval`` on an import with the frame branch, from a feature folder holding the EVA tokens that
     ``features extract --encoders eva_vitg`` caches: every answer is the one the model gives on the clips' own
     frames (EVA run live) with the same prompt, so the cached tokens land where the released layout puts them."""
-    from emollm.generation import chat
-    from emollm.prompts import fill_prompt
+    from emollm.model.generation import chat
+    from emollm.model.prompts import fill_prompt
     from emollm_eval.runner import load_config, run_eval
 
     sd = released_state_eva()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emollm.analysis import Analysis
+from emollm.apps.analysis import Analysis
 from emollm.media import fixtures
 
 LABELS = ("neutral", "angry", "happy", "sad", "worried", "surprise")

@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'emollm[serve]')")
 
-from emollm.serve.app import create_app  # noqa: E402
-from emollm.serve.settings import ServeSettings  # noqa: E402
+from emollm.apps.serve.app import create_app  # noqa: E402
+from emollm.apps.serve.settings import ServeSettings  # noqa: E402
 
 from .conftest import LABELS, assert_no_uploads_left  # noqa: E402
 
@@ -40,7 +40,7 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     """A real uvicorn server in a thread, with the fast clue analyzer; stopped (bounded) after the module."""
     uvicorn = pytest.importorskip("uvicorn")
-    from emollm.clues.analyzer import ClueAnalyzer, ClueSettings
+    from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings
 
     app = create_app(
         ServeSettings(labels=LABELS, tmp_dir=str(tmp_path_factory.mktemp("up"))),

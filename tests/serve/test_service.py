@@ -14,10 +14,10 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from emollm.apps.serve.app import create_app  # noqa: E402
+from emollm.apps.serve.cli import main  # noqa: E402
+from emollm.apps.serve.settings import ServeSettings  # noqa: E402
 from emollm.media import MediaError, probe  # noqa: E402
-from emollm.serve.app import create_app  # noqa: E402
-from emollm.serve.cli import main  # noqa: E402
-from emollm.serve.settings import ServeSettings  # noqa: E402
 
 from .conftest import LABELS, WAIT_S, StubAnalyzer, assert_no_uploads_left  # noqa: E402
 
@@ -42,7 +42,7 @@ def _wait(cond, what: str) -> None:
 # ------------------------------------------------------------------------------------ the real clue analyzer
 @pytest.fixture(scope="module")
 def clue_client(tmp_path_factory):
-    from emollm.clues.analyzer import ClueAnalyzer, ClueSettings
+    from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings
 
     analyzer = ClueAnalyzer(LABELS, ClueSettings(frames=6, reasoning="template"))
     app = create_app(ServeSettings(labels=LABELS, tmp_dir=str(tmp_path_factory.mktemp("up"))), [analyzer])

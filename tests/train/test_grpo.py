@@ -67,7 +67,7 @@ def test_grpo_loss_clips_and_penalises_kl():
 def test_reference_is_the_adapter_disabled_policy():
     """The reference log-probs equal those of the same model built without LoRA; the policy's differ."""
     from emollm.backbones import get_backbone
-    from emollm.lora import apply_lora
+    from emollm.model.lora import apply_lora
     from emollm_train.build import build_run_model
 
     cfg = load_config(TINY_GRPO, ["train.init_from=null"])

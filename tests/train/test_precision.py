@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import emollm.precision
+import emollm.model.precision
 from emollm.runconfig import ConfigError, load_config
 from emollm_train.monitor import read_log
 from emollm_train.runtime import resolve_mixed_precision
@@ -25,7 +25,7 @@ def native_bf16(monkeypatch):
     """``native_bf16(flag)``: pretend this CPU has (or lacks) native bf16."""
 
     def _set(flag: bool) -> None:
-        monkeypatch.setattr(emollm.precision, "cpu_has_native_bf16", lambda: flag)
+        monkeypatch.setattr(emollm.model.precision, "cpu_has_native_bf16", lambda: flag)
 
     return _set
 
@@ -95,9 +95,9 @@ def bf16_config(out, *, steps: int, eval_every: int):
 
 def test_bf16_checkpoint_reloads_bit_identically(tmp_path):
     """Weights stay fp32 under autocast: the saved checkpoint reloads to the same tensors and the same logits."""
-    from emollm.checkpoint import load_model
+    from emollm.checkpoints import load_model
     from emollm.data.synthetic import SyntheticEmotionData
-    from emollm.precision import autocast
+    from emollm.model.precision import autocast
     from emollm_train.sft import SFTRecipe
 
     out = tmp_path / "run"
@@ -137,17 +137,17 @@ def test_bf16_checkpoint_reloads_bit_identically(tmp_path):
 def test_validation_answers_are_generated_under_the_runs_autocast(tmp_path, monkeypatch):
     """The accuracy's greedy answers come from the unwrapped model, which has no autocast of its own: the loop puts
     the run's autocast around them, so a bf16 run is validated in bf16, as it trains."""
-    import emollm.generation
+    import emollm.model.generation
     from emollm_train.sft import SFTRecipe
 
     seen: list[tuple[bool, torch.dtype]] = []
-    real_chat = emollm.generation.chat
+    real_chat = emollm.model.generation.chat
 
     def recording_chat(*args, **kwargs):
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return real_chat(*args, **kwargs)
 
-    monkeypatch.setattr(emollm.generation, "chat", recording_chat)
+    monkeypatch.setattr(emollm.model.generation, "chat", recording_chat)
     recipe = SFTRecipe(bf16_config(tmp_path / "run", steps=2, eval_every=2))
     try:
         recipe.setup()

@@ -226,7 +226,7 @@ def test_check_paths(tmp_path):
 
 
 def test_projector_kinds_match_the_core():
-    from emollm.projectors import PROJECTOR_KINDS
+    from emollm.model.projectors import PROJECTOR_KINDS
     from emollm.runconfig import _PROJECTOR_KINDS
 
     assert tuple(_PROJECTOR_KINDS) == tuple(PROJECTOR_KINDS)

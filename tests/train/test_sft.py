@@ -87,9 +87,9 @@ def test_checkpoint_folders(two_stages):
 
 
 def test_final_checkpoint_answers_a_prompt(two_stages):
-    from emollm.checkpoint import load_model
+    from emollm.checkpoints import load_model
     from emollm.data.synthetic import SyntheticEmotionData
-    from emollm.generation import chat
+    from emollm.model.generation import chat
 
     _, ins, _, _ = two_stages
     model, processor = load_model(ins / "final")

@@ -1,0 +1,316 @@
+"""The FastAPI app of ``emollm serve``: ``POST /v1/analyze``, ``GET /health``, ``GET /version`` and the web page.
+
+One request's path: API key (401) -> admission into the bounded pool (503 + ``Retry-After`` when full) -> the upload
+streams into a private folder, refused past the size limit as it arrives (413) -> the header is probed (400 with the
+media layer's one-line message, 413 past the duration limit) -> the analysis runs on a worker thread that owns its
+analyzer (504 past the timeout) -> :meth:`emollm.apps.analysis.Analysis.to_dict` with ``file`` set to the upload's name.
+The request's folder is deleted on every path. Errors answer ``{"error": one line, "file": upload name}``.
+
+Decisions:
+
+- **Labels per request**: a request may repeat the server's label set (any order or case) but not change it (400
+  naming the server's labels). Another set would need another analyzer, i.e. another copy of every model per set;
+  run a second server with ``--labels`` instead, so memory stays what ``--workers`` says.
+- **Open routes**: ``/health``, the page, its static files and the OpenAPI docs need no key (liveness checks and the
+  page's own start-up); ``/version`` and ``/v1/*`` do.
+- **Timeouts**: the clock starts once the upload is in (probe, queue wait, analysis). A timed-out job that already
+  runs cannot be interrupted (Python threads): it finishes on its worker, its answer is dropped, and it keeps its
+  slot until then, so the bound on admitted requests holds. A timed-out job still waiting never runs.
+- **Paths**: answers name the upload (``file`` and every message), never the server's temporary path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+
+from emollm import __version__
+from emollm.apps.serve.jobs import JobPool, Ticket
+from emollm.apps.serve.settings import ServeSettings
+from emollm.apps.serve.upload import BadUpload, UploadTooLarge, receive_upload, too_large_message
+
+__all__ = ["ServiceError", "create_app"]
+
+log = logging.getLogger("emollm.apps.serve")
+STATIC = Path(__file__).parent / "static"
+FIELD_ALLOWANCE = 1 << 20
+"""Body bytes allowed beyond the file limit, for the text fields and multipart headers."""
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY (when the server has a key)")
+_x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="the key (when the server has one)")
+
+_ANALYZE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "video, audio, image or .txt"},
+                    "labels": {"type": "string", "description": "comma-separated; must be the server's label set"},
+                    "subtitle": {"type": "string", "description": "what the person says (skips speech recognition)"},
+                    "prompt": {"type": "string", "description": "only for analyzers that take one (else 400)"},
+                },
+            }
+        }
+    },
+}
+
+
+class ServiceError(Exception):
+    """An error answer: HTTP status, one-line message, the upload's name, extra headers."""
+
+    def __init__(self, status: int, message: str, file: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.file, self.headers = status, message, file, headers or {}
+
+
+class Service:
+    """The state shared by the routes: settings, the worker pool, the private upload root."""
+
+    def __init__(self, settings: ServeSettings, analyzers: Sequence[Any]) -> None:
+        self.settings = settings
+        self.pool = JobPool(list(analyzers), settings.queue)
+        self.tmp_root = Path(tempfile.mkdtemp(prefix="emollm-serve-", dir=settings.tmp_dir))  # mode 0700
+        call = type(analyzers[0]).__call__
+        self.takes_prompt = "prompt" in inspect.signature(call).parameters
+        self.frame_side = _decode_max_side()
+        self.started = time.time()
+
+    def close(self) -> None:
+        """Stop the workers, close the analyzers, remove the upload root."""
+        self.pool.close()
+        shutil.rmtree(self.tmp_root, ignore_errors=True)
+
+
+def _decode_max_side() -> int | None:
+    """The longer side frames are decoded at (:func:`emollm.media.load_sample`'s default): face boxes use it."""
+    from emollm.media import load_sample
+
+    return inspect.signature(load_sample).parameters["max_side"].default
+
+
+def load_analyzers(settings: ServeSettings) -> list[Any]:
+    """One analyzer per worker, from :func:`emollm.apps.analyze.load_analyzer`."""
+    from emollm.apps.analyze import load_analyzer
+
+    options = settings.analyzer_options
+    return [load_analyzer(settings.checkpoint, settings.labels, **options) for _ in range(settings.workers)]
+
+
+def create_app(
+    settings: ServeSettings | None = None, analyzers: Sequence[Any] | Callable[[], Sequence[Any]] | None = None
+) -> FastAPI:
+    """The service app; the analyzers load here, once, before the first request.
+
+    Args:
+        settings: :class:`ServeSettings` (defaults: clue mode, loopback, no key).
+        analyzers: One analyzer per worker (or a callable making them); None: :func:`load_analyzers`.
+
+    Returns:
+        The app; ``app.state.service`` holds the pool and the upload root, released at shutdown.
+    """
+    settings = settings or ServeSettings()
+    made = analyzers() if callable(analyzers) else analyzers
+    service = Service(settings, made if made is not None else load_analyzers(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        service.close()
+
+    app = FastAPI(
+        title="emollm",
+        version=__version__,
+        summary="Multimodal emotion recognition: label probabilities, evidence and reasoning for a clip.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"error": exc.message, "file": exc.file}, status_code=exc.status, headers=exc.headers)
+
+    async def require_key(
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        x_key: Annotated[str | None, Depends(_x_api_key)],
+    ) -> None:
+        key = settings.api_key
+        if key is None:
+            return
+        given = x_key or (bearer.credentials if bearer is not None else None)
+        if given is None or not hmac.compare_digest(given.encode(), key.encode()):
+            raise ServiceError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    @app.get("/health", summary="liveness, load and limits (no key needed)")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "pool": service.pool.stats(),
+            "limits": {
+                "max_upload_mb": settings.max_upload_mb,
+                "max_duration_s": settings.max_duration_s,
+                "timeout_s": settings.timeout_s,
+            },
+            "labels": list(settings.labels),
+            "auth": settings.api_key is not None,
+        }
+
+    @app.get("/version", summary="emollm version and how results are produced", dependencies=[Depends(require_key)])
+    async def version() -> dict[str, Any]:
+        return {"emollm": __version__, "produced_by": service.pool.analyzers[0].produced_by()}
+
+    @app.post(
+        "/v1/analyze",
+        summary="analyse one uploaded clip: the JSON of `emollm analyze --json`",
+        dependencies=[Depends(require_key)],
+        openapi_extra={"requestBody": _ANALYZE_BODY},
+        responses={400: {}, 401: {}, 413: {}, 503: {}, 504: {}},
+    )
+    async def analyze(request: Request) -> JSONResponse:
+        ticket = service.pool.admit()
+        if ticket is None:
+            retry = service.pool.retry_after_s()
+            raise ServiceError(
+                503, f"the server is busy ({service.pool.capacity} requests in progress); retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )  # fmt: skip
+        folder = Path(tempfile.mkdtemp(dir=service.tmp_root))  # mode 0700
+        try:
+            return await _analyze(request, ticket, folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            if ticket.future is None:
+                ticket.release()
+            else:
+                ticket.cancel()  # a no-op unless it is still waiting
+
+    async def _analyze(request: Request, ticket: Ticket, folder: Path) -> JSONResponse:
+        limit = settings.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit + FIELD_ALLOWANCE:
+            raise ServiceError(413, too_large_message(limit))
+        try:
+            upload = await receive_upload(
+                request.headers.get("content-type", ""), request.stream(), folder,
+                max_bytes=limit, body_bytes=limit + FIELD_ALLOWANCE, drain_bytes=4 * limit,
+            )  # fmt: skip
+        except UploadTooLarge as e:
+            raise ServiceError(413, str(e)) from None
+        except BadUpload as e:
+            raise ServiceError(400, str(e)) from None
+        name, path = upload.filename, upload.path
+        assert path is not None
+        scrub = lambda text: text.replace(str(path), name).replace(str(folder), ".")  # noqa: E731
+        _check_labels(upload.fields.get("labels"), name)  # the answer keeps the server's order and spelling
+        prompt = (upload.fields.get("prompt") or "").strip() or None
+        if prompt is not None and not service.takes_prompt:
+            raise ServiceError(400, "this server's analyzer takes no prompt: leave 'prompt' out", name)
+        subtitle = (upload.fields.get("subtitle") or "").strip() or None
+        info = await anyio.to_thread.run_sync(_probe, path, settings.max_duration_s, scrub, name)
+
+        def job(analyzer: Any) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {"subtitle": subtitle}
+            if prompt is not None:
+                kwargs["prompt"] = prompt
+            result = _scrubbed(analyzer(path, **kwargs).to_dict(), scrub)  # messages name the upload, not our path
+            result["file"] = name
+            return result
+
+        future = asyncio.wrap_future(ticket.submit(job))
+        try:
+            result = await asyncio.wait_for(future, settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(
+                504, f"the analysis took longer than the server's limit of {settings.timeout_s:g} s (--timeout-s)", name
+            ) from None
+        except Exception as e:
+            from emollm.media import MediaError, MediaTooLarge
+
+            if isinstance(e, MediaError):
+                raise ServiceError(413 if isinstance(e, MediaTooLarge) else 400, scrub(str(e)), name) from None
+            log.exception("analysis of %s failed", name)
+            message = f"the analysis failed ({type(e).__name__}); the server log has the details"
+            raise ServiceError(500, message, name) from None
+        return JSONResponse(result, headers={"X-Emollm-Media": json.dumps(_media_header(info, service.frame_side))})
+
+    def _check_labels(text: str | None, name: str) -> None:
+        if text is None or not text.strip():
+            return
+        asked = [lab.strip() for lab in text.split(",") if lab.strip()]
+        if sorted(a.lower() for a in asked) != sorted(lab.lower() for lab in settings.labels):
+            raise ServiceError(
+                400,
+                f"this server analyses the labels {','.join(settings.labels)}; got {','.join(asked)}: leave 'labels' "
+                "out, or run a server with --labels for that set",
+                name,
+            )
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _probe(path: Path, max_duration_s: float, scrub: Callable[[str], str], name: str) -> Any:
+    """The file's header (400/413 with the media layer's one-line message), and the server's duration limit."""
+    from emollm.media import MediaError, MediaTooLarge, probe
+
+    try:
+        info = probe(path)
+    except MediaError as e:
+        raise ServiceError(413 if isinstance(e, MediaTooLarge) else 400, scrub(str(e)), name) from None
+    if info.duration > max_duration_s:
+        raise ServiceError(
+            413,
+            f"{name}: the clip lasts {info.duration:.1f} s, longer than this server's limit of {max_duration_s:g} s "
+            "(send a shorter clip, or run the server with a larger --max-duration-s)",
+            name,
+        )
+    return info
+
+
+def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    """``value`` (JSON-ready) with ``scrub`` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(k) if isinstance(k, str) else k: _scrubbed(v, scrub) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v, scrub) for v in value]
+    return value
+
+
+def _media_header(info: Any, max_side: int | None) -> dict[str, Any]:
+    """What the page needs to draw the face box over the clip: frame rate and the size frames were decoded at."""
+    scale = 1.0
+    if max_side and max(info.width, info.height) > max_side:
+        scale = max_side / max(info.width, info.height)
+    return {
+        "kind": info.kind, "fps": info.fps, "frames": info.frames, "duration": round(info.duration, 3),
+        "width": info.width, "height": info.height, "box_scale": scale,
+    }  # fmt: skip

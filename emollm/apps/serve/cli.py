@@ -1,0 +1,81 @@
+"""``emollm serve``: the analysis service and its web page (FastAPI + uvicorn), on loopback unless asked.
+
+Endpoints: ``POST /v1/analyze`` (multipart ``file``; optional ``labels``, ``subtitle``, ``prompt``) answers the JSON of
+``emollm analyze --json``; ``GET /health`` (never needs the key); ``GET /version``; the page at ``/``; OpenAPI at
+``/docs`` and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from emollm.apps.serve.settings import API_KEY_ENV, ServeSettings
+from emollm.labels import MER2023_LABELS
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emollm serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", help="a trained checkpoint folder; without it: the zero-shot clue mode")
+    p.add_argument("--labels", default=",".join(MER2023_LABELS), help="comma-separated label set, in prompt order")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help=f"require this key on /v1/* and /version (better: set {API_KEY_ENV})")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload, checked as it arrives (413)")
+    p.add_argument("--max-duration-s", type=float, default=120.0, help="longest clip, from its header (413)")
+    p.add_argument("--workers", type=int, default=1, help="worker threads, one analyzer (and its memory) each")
+    p.add_argument("--queue", type=int, default=4, help="requests admitted beyond the running ones; more get 503")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="seconds per request after the upload (504)")
+    p.add_argument("--tmp-dir", help="parent of the private upload folder (default: the system temporary folder)")
+    clue = p.add_argument_group("clue mode")
+    clue.add_argument("--frames", type=int, default=12, help="frames sampled for the face branch")
+    clue.add_argument("--reasoning", default="llm", choices=["llm", "template"])
+    clue.add_argument("--no-asr", action="store_true", help="do not transcribe speech")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--llm-path", help="LLM folder/GGUF (checkpoint base, or the clue-mode reasoning backbone)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p
+
+
+def _settings(args: argparse.Namespace) -> ServeSettings:
+    labels = [lab.strip() for lab in args.labels.split(",") if lab.strip()]
+    options: dict[str, Any] = {"precision": args.precision, "llm_path": args.llm_path, "asr": not args.no_asr}
+    if args.checkpoint is None:
+        options.update(frames=args.frames, reasoning=args.reasoning)
+    return ServeSettings(
+        checkpoint=args.checkpoint, labels=tuple(labels), host=args.host, port=args.port,
+        api_key=ServeSettings.api_key_from_env(args.api_key), max_upload_mb=args.max_upload_mb,
+        max_duration_s=args.max_duration_s, workers=args.workers, queue=args.queue, timeout_s=args.timeout_s,
+        tmp_dir=args.tmp_dir, analyzer_options=options,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``emollm serve``; returns the exit status (2 on a bad flag or checkpoint)."""
+    args = _parser().parse_args(argv)
+    import uvicorn
+
+    from emollm.apps.serve.app import create_app
+    from emollm.media import MediaError
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+        app = create_app(settings)
+    except (OSError, ValueError, ImportError, MediaError) as e:
+        print(f"emollm serve: {e}", file=sys.stderr)
+        return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        logging.getLogger("emollm.apps.serve").warning(
+            "serving on %s without an API key: anyone who can reach it can use it (set %s)", settings.host, API_KEY_ENV
+        )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,327 @@
+"""Chat formats: messages -> prompt text with the char spans the loss is computed on (the machinery; each family
+file of this package declares its format as data, and ``emollm.backbones.get_chat_format`` finds it by name).
+
+Each format reproduces, character for character, the official Jinja ``chat_template`` of its model family (copies of
+those templates live in ``tests/assets/chat_templates/`` and the parity tests render both), and additionally records
+where each assistant turn sits in the text, so that :func:`tokenize_chat` can build a loss mask from the tokenizer's
+offset mapping in a single tokenizer call.
+
+Formats (registry keys):
+
+- ``llama2``: ``meta-llama/Llama-2-7b-chat-hf``: ``<s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST] {answer}
+  </s>``; contents are stripped as the official template does. Nothing is added for a generation prompt.
+- ``mistral``: ``mistralai/Mistral-7B-Instruct-v0.1`` (tokenizer v1): ``<s> [INST] {user} [/INST] {answer}</s>``.
+  A system message is prepended to the first user message, separated by ``"\\n\\n"``; this is what the current
+  published template does (its first versions rejected system messages; see ``tests/assets/chat_templates/SOURCES.md``)
+  and what ``mistral-common`` does for v1 models. Nothing is added for a generation prompt.
+- ``llama3``: ``meta-llama/Meta-Llama-3-8B-Instruct``: ``<|begin_of_text|>`` then, per message,
+  ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>`` with contents trimmed.
+- ``chatml``: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` (Qwen2/Qwen2.5, SmolLM2). The Qwen2.5 and SmolLM2
+  templates insert a default system message when there is none; the backbone registry sets it through
+  ``get_chat_format("chatml", default_system=...)``.
+
+Example:
+    >>> from emollm.backbones import get_chat_format
+    >>> fmt = get_chat_format("llama3")
+    >>> chat = fmt.render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    >>> [chat.text[s:e] for s, e in chat.train_spans]
+    ['Hello!<|eot_id|>']
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "CHATML",
+    "ChatFormat",
+    "InstFormat",
+    "RenderedChat",
+    "Role",
+    "TurnFormat",
+    "tokenize_chat",
+]
+
+Role = Literal["system", "user", "assistant"]
+_ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class RenderedChat:
+    """A conversation rendered to prompt text.
+
+    Attributes:
+        text: The prompt text, equal to the official chat template's output.
+        train_spans: Sorted, non-overlapping ``[start, end)`` character spans of ``text`` on which the loss is
+            computed: each assistant turn's content together with its end-of-turn token (``</s>``, ``<|eot_id|>``,
+            ``<|im_end|>``). Role headers, user/system text and the whitespace or newline written after the
+            end-of-turn token are outside the spans. For ``llama2``/``mistral`` the single space the template writes
+            before the answer is inside the span, because sentencepiece glues it to the answer's first token
+            (``"▁Hello"``).
+    """
+
+    text: str
+    train_spans: list[tuple[int, int]]
+
+
+class _Builder:
+    """Concatenates text pieces and records the spans of the trainable ones (adjacent ones merged)."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._spans: list[tuple[int, int]] = []
+        self._pos = 0
+
+    def add(self, text: str, *, train: bool = False) -> None:
+        if not text:
+            return
+        start, self._pos = self._pos, self._pos + len(text)
+        self._parts.append(text)
+        if train:
+            if self._spans and self._spans[-1][1] == start:
+                self._spans[-1] = (self._spans[-1][0], self._pos)
+            else:
+                self._spans.append((start, self._pos))
+
+    def build(self) -> RenderedChat:
+        return RenderedChat(text="".join(self._parts), train_spans=list(self._spans))
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat prompt format. Get one with :func:`get_chat_format`; the subclasses below implement the layouts.
+
+    Attributes:
+        name: Registry key (``"llama2"``, ``"mistral"``, ``"llama3"``, ``"chatml"``).
+        stop_strings: Strings whose token ends an assistant turn in generation. The first one is the end-of-turn
+            string the format writes after each answer.
+        special_tokens: Strings the format requires to be single special tokens of the tokenizer (used to build tiny
+            test tokenizers and checked by :func:`tokenize_chat`).
+        default_system: System message inserted when the conversation has none (the Qwen2.5 and SmolLM2 templates do
+            this); ``None`` inserts nothing.
+        bos_token: Default ``bos_token`` passed to the template ("" where the format writes none).
+        eos_token: Default ``eos_token`` passed to the template.
+    """
+
+    name: str
+    stop_strings: tuple[str, ...]
+    special_tokens: tuple[str, ...]
+    default_system: str | None = None
+    bos_token: str = field(default="", kw_only=True)
+    eos_token: str = field(default="", kw_only=True)
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        add_generation_prompt: bool = False,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ) -> RenderedChat:
+        """Renders a conversation exactly as the official template of this format does.
+
+        Args:
+            messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``: an optional system message
+                first, then user and assistant turns alternating, starting with a user turn.
+            add_generation_prompt: Append the header that opens an assistant turn (nothing for llama2/mistral,
+                whose prompts end with ``[/INST]``).
+            bos_token: Overrides :attr:`bos_token` (used only where the official template writes ``bos_token``).
+            eos_token: Overrides :attr:`eos_token` (used only where the official template writes ``eos_token``).
+
+        Returns:
+            The text and the character spans of the assistant turns (see :class:`RenderedChat`).
+
+        Raises:
+            ValueError: On an empty conversation, an unknown role, a misplaced system message or turns that do not
+                alternate; the message names the offending index and role.
+            TypeError: If a message is not a mapping or its content is not a string.
+        """
+        turns = _validate(messages)
+        if self.default_system is not None and turns[0][0] != "system":
+            turns.insert(0, ("system", self.default_system))
+        builder = _Builder()
+        self._render(
+            builder,
+            turns,
+            add_generation_prompt=add_generation_prompt,
+            bos=self.bos_token if bos_token is None else bos_token,
+            eos=self.eos_token if eos_token is None else eos_token,
+        )
+        return builder.build()
+
+    def _render(
+        self, b: _Builder, turns: list[tuple[str, str]], *, add_generation_prompt: bool, bos: str, eos: str
+    ) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement a layout")
+
+
+def _split_system(turns: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
+    if turns[0][0] == "system":
+        return turns[0][1], turns[1:]
+    return None, turns
+
+
+@dataclass(frozen=True)
+class TurnFormat(ChatFormat):
+    """Every message as ``header`` + content + end-of-turn (+ untrained ``after_turn``): LLaMA-3, ChatML and kin.
+
+    Attributes:
+        header: Text that opens a turn; ``{role}`` is replaced by the role's name in ``role_names`` (default: the role).
+        after_turn: Text the template writes after the end-of-turn string, outside the loss (ChatML's newline).
+        strip: Trim each content as the template does (``| trim``).
+        role_names: Template names of our roles where they differ (Gemma's ``assistant`` -> ``model``).
+    """
+
+    header: str = field(default="", kw_only=True)
+    after_turn: str = field(default="", kw_only=True)
+    strip: bool = field(default=False, kw_only=True)
+    role_names: Mapping[str, str] = field(default_factory=dict, kw_only=True)
+
+    def _header(self, role: str) -> str:
+        return self.header.format(role=self.role_names.get(role, role))
+
+    def _render(
+        self, b: _Builder, turns: list[tuple[str, str]], *, add_generation_prompt: bool, bos: str, eos: str
+    ) -> None:
+        eot = self.stop_strings[0]  # the templates write a literal end-of-turn, whatever eos_token is
+        b.add(bos)
+        for role, content in turns:
+            b.add(self._header(role))
+            b.add((content.strip() if self.strip else content) + eot, train=role == "assistant")
+            b.add(self.after_turn)
+        if add_generation_prompt:
+            b.add(self._header("assistant"))
+
+
+@dataclass(frozen=True)
+class InstFormat(ChatFormat):
+    """``[INST] user [/INST] answer`` layouts (LLaMA-2, Mistral v0.1): no generation prompt, the system message
+    folded into the first user turn through ``system_template``.
+
+    Attributes:
+        system_template: How the system message joins the first user message (``{system}``, ``{user}``).
+        user_turn: One user turn (``{bos}``, ``{user}``); ``{bos}`` only where the template writes bos per turn.
+        answer_turn: One answer (``{answer}``, ``{eos}``); trained, including the space before the answer.
+        bos_once: Write bos once at the start (Mistral) instead of through ``user_turn``.
+        strip: Trim contents as the template does.
+    """
+
+    system_template: str = field(default="{system}\n\n{user}", kw_only=True)
+    user_turn: str = field(default=" [INST] {user} [/INST]", kw_only=True)
+    answer_turn: str = field(default=" {answer}{eos}", kw_only=True)
+    bos_once: bool = field(default=True, kw_only=True)
+    strip: bool = field(default=False, kw_only=True)
+
+    def _render(
+        self, b: _Builder, turns: list[tuple[str, str]], *, add_generation_prompt: bool, bos: str, eos: str
+    ) -> None:
+        system, turns = _split_system(turns)
+        if self.bos_once:
+            b.add(bos)
+        for i, (role, content) in enumerate(turns):
+            if role == "user":
+                if i == 0 and system is not None:
+                    content = self.system_template.format(system=system, user=content)
+                user = content.strip() if self.strip else content
+                b.add(self.user_turn.format(bos="" if self.bos_once else bos, user=user))
+            else:
+                answer = content.strip() if self.strip else content
+                b.add(self.answer_turn.format(answer=answer, eos=eos), train=True)
+
+
+#: ChatML (``<|im_start|>{role}\n{content}<|im_end|>\n``), shared by the Qwen2/2.5 and SmolLM families; a family sets
+#: its template's default system message through ``get_chat_format("chatml", default_system=...)``.
+CHATML = TurnFormat(
+    name="chatml",
+    stop_strings=("<|im_end|>",),
+    special_tokens=("<|im_start|>", "<|im_end|>"),
+    eos_token="<|im_end|>",
+    header="<|im_start|>{role}\n",
+    after_turn="\n",
+)
+
+
+def _validate(messages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Checks roles and alternation like the official templates; returns ``[(role, content), ...]``."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        raise TypeError(f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages is empty: a conversation needs at least one user message")
+    turns: list[tuple[str, str]] = []
+    offset = 1 if isinstance(messages[0], Mapping) and messages[0].get("role") == "system" else 0
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise TypeError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            raise ValueError(f"messages[{i}] has unknown role {role!r}; expected one of {', '.join(_ROLES)}")
+        if not isinstance(content, str):
+            raise TypeError(f"messages[{i}] (role {role!r}): content must be a str, got {type(content).__name__}")
+        if role == "system":
+            if i != 0:
+                raise ValueError(f"messages[{i}] has role 'system': a system message is only allowed first")
+        else:
+            expected = "user" if (i - offset) % 2 == 0 else "assistant"
+            if role != expected:
+                raise ValueError(
+                    f"messages[{i}] has role {role!r} but {expected!r} was expected: after the optional system "
+                    "message, roles must alternate user/assistant/user/... starting with user"
+                )
+        turns.append((role, content))
+    if len(turns) == offset:
+        raise ValueError("messages has a system message but no user message")
+    return turns
+
+
+def tokenize_chat(
+    tokenizer: Any,
+    fmt: ChatFormat,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = False,
+) -> tuple[list[int], list[bool]]:
+    """Renders a conversation, tokenizes it in one call and marks the tokens the loss is computed on.
+
+    The whole text is tokenized once with ``add_special_tokens=False`` (the format writes bos itself), which is what
+    ``tokenizer.apply_chat_template(..., tokenize=True)`` does, so the ids are identical. A token is trainable iff its
+    start offset lies inside a train span of :class:`RenderedChat` (so a token that straddles a span boundary is
+    trainable iff it starts inside the span).
+
+    Args:
+        tokenizer: A fast (``tokenizers``-backed) Hugging Face tokenizer in which the format's special tokens are
+            single added tokens.
+        fmt: The chat format.
+        messages: The conversation (see :meth:`ChatFormat.render`).
+        add_generation_prompt: Append the assistant header (for generation).
+
+    Returns:
+        ``(input_ids, loss_mask)`` of equal length.
+
+    Raises:
+        TypeError: If the tokenizer is not a fast tokenizer (offset mappings are needed).
+        ValueError: If a special token the rendered text uses is not an added token of the tokenizer (it would be
+            split into pieces), or on invalid messages.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(
+            f"tokenize_chat needs a fast tokenizer (offset mappings), got {type(tokenizer).__name__}; "
+            "load it with use_fast=True / as a PreTrainedTokenizerFast"
+        )
+    chat = fmt.render(messages, add_generation_prompt=add_generation_prompt)
+    added = tokenizer.get_added_vocab()
+    missing = [t for t in fmt.special_tokens if t in chat.text and t not in added]
+    if missing:
+        raise ValueError(
+            f"chat format {fmt.name!r} needs {missing} to be special tokens of the tokenizer, but "
+            f"{type(tokenizer).__name__} would split them into pieces; add them with tokenizer.add_special_tokens"
+        )
+    enc = tokenizer(chat.text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = [s for s, _ in chat.train_spans]
+    loss_mask = []
+    for start, _ in enc["offset_mapping"]:
+        k = bisect.bisect_right(starts, start) - 1
+        loss_mask.append(k >= 0 and start < chat.train_spans[k][1])
+    return list(enc["input_ids"]), loss_mask

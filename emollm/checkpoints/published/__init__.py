@@ -1,0 +1,29 @@
+"""Importers of released third-party checkpoints (Emotion-LLaMA, MiniGPT-v2) into emollm checkpoints.
+
+``emollm import emotion-llama CKPT.pth --llm-path LLAMA2_CHAT_DIR [--eva-path EVA_VIT_G] --out DIR`` (see
+:mod:`emollm.checkpoints.published.cli`); with ``--eva-path`` the import includes the EVA ViT-g frame branch
+(260 tokens).
+
+Imports: ``checkpoints``, ``model`` and the foundations.
+"""
+
+from emollm.checkpoints.published.emotion_llama import (
+    LAYOUTS,
+    SOURCES,
+    build_import_model,
+    emotion_llama_messages,
+    import_checkpoint,
+    import_state_dict,
+)
+from emollm.checkpoints.published.released import ImportReport, read_released_state_dict
+
+__all__ = [
+    "LAYOUTS",
+    "SOURCES",
+    "ImportReport",
+    "build_import_model",
+    "emotion_llama_messages",
+    "import_checkpoint",
+    "import_state_dict",
+    "read_released_state_dict",
+]

@@ -1,0 +1,211 @@
+"""``EmoLLMForCausalLM``: modality encoders + projectors spliced into any causal LM, by composition.
+
+Shape legend used in comments:
+    B    batch size                    L    text length (with placeholder tokens)
+    B_m  samples in the batch that have modality m
+    T    encoder frames                K    projected tokens per sample
+    D_e  encoder width                 D    LLM hidden size
+
+The one merge routine (``embed``) serves training and generation alike: the processor has already expanded every
+modality placeholder into exactly as many placeholder tokens as the projector will produce, and ``embed`` overwrites
+those positions with one ``masked_scatter`` per modality, raising when the counts disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from emollm.encoders import build_encoder
+from emollm.model.configuration import MODALITIES, EmoLLMConfig
+from emollm.model.projectors import CrossModalFusion, ModalityTypeEmbedding, build_projector
+from emollm.utils.tensors import valid_mask
+
+
+@dataclass
+class ModalityInputs:
+    """A padded batch of one modality, holding only the samples that have it.
+
+    Attributes:
+        features: (B_m, T, ...) encoder inputs padded along T: precomputed features (B_m, T, D_e), or raw inputs of a
+            live encoder (a waveform (B_m, T_samples), frames (B_m, T_frames, 3, H, W), ...).
+        lengths: (B_m,) valid frames per row.
+        sample_index: (B_m,) row of each entry in the full text batch, ascending.
+    """
+
+    features: Tensor
+    lengths: Tensor
+    sample_index: Tensor
+
+    def to(self, device=None, dtype=None) -> ModalityInputs:
+        feats = self.features.to(device=device, dtype=dtype) if dtype else self.features.to(device)
+        return ModalityInputs(feats, self.lengths.to(device), self.sample_index.to(device))
+
+
+class EmoLLMForCausalLM(nn.Module):
+    """Multimodal wrapper around a transformers causal LM (``language_model``), which may be a peft model."""
+
+    def __init__(self, config: EmoLLMConfig, language_model: nn.Module | None = None):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.language_model = language_model or AutoModelForCausalLM.from_config(config.hf_text_config())
+        dim = config.hidden_size
+        self.towers = nn.ModuleDict(
+            {
+                m: build_encoder(c.encoder, feature_dim=c.feature_dim, path=c.encoder_path, **c.encoder_options)
+                for m, c in config.modalities.items()
+            }
+        )
+        self.projectors = nn.ModuleDict(
+            {
+                m: build_projector(
+                    c.projector.kind,
+                    self.towers[m].output_dim,
+                    dim,
+                    num_queries=c.projector.num_queries,
+                    num_layers=c.projector.num_layers,
+                    num_heads=c.projector.num_heads,
+                    hidden_dim=c.projector.hidden_dim,
+                    merge=c.projector.merge,
+                    dropout=c.projector.dropout,
+                )
+                for m, c in config.modalities.items()
+            }
+        )
+        mods = [m for m in MODALITIES if m in config.modalities]  # canonical row order, whatever the dict order
+        self.modality_embedding = ModalityTypeEmbedding(mods, dim) if config.modality_type_embeddings else None
+        self.fusion = (
+            CrossModalFusion(
+                dim,
+                config.fusion.pairs,
+                depth=config.fusion.depth,
+                fusion_dim=config.fusion.fusion_dim,
+                num_heads=config.fusion.num_heads,
+            )
+            if config.fusion
+            else None
+        )
+
+    def train(self, mode: bool = True) -> EmoLLMForCausalLM:
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (no dropout, SpecAugment or BatchNorm
+        statistics updates in a tower that is not being trained)."""
+        super().train(mode)
+        for tower in self.towers.values():
+            if not any(p.requires_grad for p in tower.parameters()):
+                tower.eval()
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def num_tokens(self, modality: str, input_length: int) -> int:
+        """Placeholder tokens one sample of ``modality`` with ``input_length`` frames occupies."""
+        frames = self.towers[modality].num_tokens(input_length)
+        return self.projectors[modality].num_tokens(frames)
+
+    def connector_modules(self) -> dict[str, nn.Module]:
+        """The non-LLM trainable parts besides the encoders: projectors, type embeddings, fusion."""
+        parts: dict[str, nn.Module] = {"projectors": self.projectors}
+        if self.modality_embedding is not None:
+            parts["modality_embedding"] = self.modality_embedding
+        if self.fusion is not None:
+            parts["fusion"] = self.fusion
+        return parts
+
+    def get_placeholder_mask(self, input_ids: Tensor, modality: str) -> Tensor:
+        """(B, L) bool mask of ``modality``'s placeholder positions."""
+        token_id = self.config.modalities[modality].token_id
+        if token_id < 0:
+            raise RuntimeError(f"modality {modality!r} has no placeholder token id; was the tokenizer prepared?")
+        return input_ids == token_id
+
+    def get_modality_features(self, modality: str, inputs: ModalityInputs) -> tuple[Tensor, Tensor]:
+        """Encoder -> projector for one modality. Returns padded tokens (B_m, K, D) and token lengths (B_m,)."""
+        feats, lengths = self.towers[modality](inputs.features, inputs.lengths)  # (B_m, T, D_e)
+        tokens, token_lengths = self.projectors[modality](feats, lengths)  # (B_m, T, D_e) -> (B_m, K, D)
+        if self.modality_embedding is not None:
+            tokens = self.modality_embedding(tokens, modality)  # (B_m, K, D)
+        return tokens, token_lengths
+
+    # ------------------------------------------------------------------ the merge
+    def embed(self, input_ids: Tensor, modality_inputs: dict[str, ModalityInputs] | None = None) -> Tensor:
+        """Token embeddings with every placeholder position replaced by its projected modality feature.
+
+        Args:
+            input_ids: (B, L) token ids from ``EmoProcessor``.
+            modality_inputs: modality -> ``ModalityInputs`` for the samples that have it.
+
+        Returns:
+            (B, L, D) input embeddings for the language model.
+        """
+        embeds = self.get_input_embeddings()(input_ids)  # (B, L) -> (B, L, D)
+        modality_inputs = modality_inputs or {}
+        for modality in self.config.modalities:
+            if modality not in modality_inputs and self.get_placeholder_mask(input_ids, modality).any():
+                raise ValueError(
+                    f"{modality} placeholder tokens and features do not match: "
+                    f"tokens: {int(self.get_placeholder_mask(input_ids, modality).sum())}, features: 0"
+                )
+        unknown = set(modality_inputs) - set(self.config.modalities)
+        if unknown:
+            raise ValueError(f"got inputs for modalities {sorted(unknown)} this model was not built with")
+        tokens: dict[str, Tensor] = {}
+        lengths: dict[str, Tensor] = {}
+        index: dict[str, Tensor] = {}
+        for modality, inputs in modality_inputs.items():
+            tokens[modality], lengths[modality] = self.get_modality_features(modality, inputs)
+            index[modality] = inputs.sample_index
+        if self.fusion is not None and tokens:
+            tokens = self.fusion(tokens, lengths, index)
+        for modality, feats in tokens.items():
+            mask = self.get_placeholder_mask(input_ids, modality)  # (B, L)
+            per_sample = mask.sum(dim=1)  # (B,)
+            expected = torch.zeros_like(per_sample)
+            expected[index[modality]] = lengths[modality].to(per_sample.dtype)
+            if not torch.equal(per_sample, expected):
+                bad = int((per_sample != expected).nonzero()[0, 0])
+                raise ValueError(
+                    f"{modality} placeholder tokens and features do not match: tokens: {int(per_sample.sum())}, "
+                    f"features: {int(expected.sum())} (first mismatch in batch row {bad}: "
+                    f"{int(per_sample[bad])} tokens vs {int(expected[bad])} features)"
+                )
+            flat = feats[valid_mask(lengths[modality], feats.shape[1])]  # (B_m, K, D) -> (N_m, D)
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), flat.to(embeds.dtype))  # fills row-major order
+        return embeds
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        modality_inputs: dict[str, ModalityInputs] | None = None,
+        **kwargs,
+    ):
+        """Causal-LM forward over spliced embeddings; returns the language model's output (loss when labels given)."""
+        embeds = self.embed(input_ids, modality_inputs)
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        modality_inputs: dict[str, ModalityInputs] | None = None,
+        **generate_kwargs,
+    ) -> Tensor:
+        """Generate from a left-padded batch; returns only the new tokens (B, N_new).
+
+        Placeholder ids are always suppressed, so the model can never emit one.
+        """
+        embeds = self.embed(input_ids, modality_inputs)
+        suppress = sorted({c.token_id for c in self.config.modalities.values() if c.token_id >= 0})
+        if suppress:
+            generate_kwargs["suppress_tokens"] = sorted(
+                set(generate_kwargs.get("suppress_tokens") or []) | set(suppress)
+            )
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
