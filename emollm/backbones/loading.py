@@ -21,6 +21,7 @@ import torch
 
 from emollm.backbones.registry import BackboneSpec
 from emollm.utils.cache import cache_dir
+from emollm.utils.locks import build_once
 
 Quantization = Literal["4bit", "8bit"] | None
 
@@ -85,18 +86,15 @@ def resolve_llm_path(spec: BackboneSpec, llm_path: str | os.PathLike | None) -> 
                 "(a folder with config.json, or a .gguf file); emollm never downloads weights"
             )
         target = cache_dir() / "hf" / f"{spec.embedded}-{SMOLLM2_GGUF.removesuffix('.gguf').lower()}"
-        if not (target / "config.json").exists():
-            convert_gguf(embedded_gguf(spec.embedded), target)
-        return target
+        # build_once: N ranks starting together convert once; the others wait, then read the finished folder
+        return build_once(target, lambda tmp: convert_gguf(embedded_gguf(spec.embedded), tmp), marker="config.json")
     path = Path(llm_path).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise FileNotFoundError(f"--llm-path {path}: no such GGUF file")
         stat = path.stat()
         target = cache_dir() / "hf" / f"{path.stem.lower()}-{stat.st_size}-{int(stat.st_mtime)}"
-        if not (target / "config.json").exists():
-            convert_gguf(path, target)
-        return target
+        return build_once(target, lambda tmp: convert_gguf(path, tmp), marker="config.json")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"--llm-path {path}: expected a model folder with config.json (or a .gguf file); "

