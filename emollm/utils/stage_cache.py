@@ -260,6 +260,7 @@ class StageCache:
         thread_safe: bool,
         cacheable: bool = True,
         retry_errors: bool = False,
+        bar: Any = None,
     ) -> dict[str, Artifact]:
         """Reuse or compute the artifact of every job.
 
@@ -270,6 +271,8 @@ class StageCache:
             cacheable: False for stages cheaper than their cache: nothing is read or written, and the items count
                 as ``instant``.
             retry_errors: Recompute items whose stored artifact is an error.
+            bar: A progress object (``update(n)``) that counts every item, reused or computed, instead of this
+                cache's own bar; the caller closes it (the data-parallel jobs' one bar per job).
 
         Returns:
             Item name -> artifact (``ok``, and ``result`` or ``error``). Failed items are counted in
@@ -288,14 +291,18 @@ class StageCache:
                 stats.cached += 1
             else:
                 todo.append(job)
-        bar = tqdm(
-            total=len(jobs),
-            initial=len(jobs) - len(todo),
-            desc=f"{self.label} {stage}".strip(),
-            unit="clip",
-            disable=not self.progress,
-            leave=False,
-        )
+        own_bar = bar is None
+        if own_bar:
+            bar = tqdm(
+                total=len(jobs),
+                initial=len(jobs) - len(todo),
+                desc=f"{self.label} {stage}".strip(),
+                unit="clip",
+                disable=not self.progress,
+                leave=False,
+            )
+        elif len(jobs) > len(todo):
+            bar.update(len(jobs) - len(todo))
         try:
             if self.workers > 1 and thread_safe and len(todo) > 1:
                 prefix = f"{self.label}-{stage}" if self.label else stage
@@ -309,7 +316,8 @@ class StageCache:
                     results[job.name] = self.compute(stage, job, store=cacheable)
                     bar.update()
         finally:
-            bar.close()
+            if own_bar:
+                bar.close()
         if cacheable:
             stats.computed += len(todo)
         else:
@@ -322,15 +330,20 @@ class StageCache:
 
 
 class RunLock:
-    """A lock file holding the owner's pid: a second live run in the same folder is refused; a lock left by a
-    killed process is taken over.
+    """A lock file holding the owner's pid and host: a second live run in the same folder is refused; a lock left by
+    a killed process of this host is taken over.
+
+    On a folder shared by several nodes, a lock written on another host is never taken over (its pid means nothing
+    here): the refusal names that host, and the lock file is removed by hand once that run is known to be gone.
+    ``O_CREAT | O_EXCL`` is atomic on local filesystems and on NFSv3+.
 
     Args:
         path: The lock file (e.g. ``<out>/build.lock``).
         owner: How the refusal names the other run (``"`emollm merr build`"``).
 
     Raises:
-        RuntimeError: on ``__enter__``, when a live process other than this one holds the lock.
+        RuntimeError: on ``__enter__``, when a live process other than this one (or any process of another host)
+            holds the lock.
     """
 
     def __init__(self, path: Path, owner: str = "run"):
@@ -339,16 +352,26 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
+        import socket
+
+        here = socket.gethostname()
         for _ in range(2):
             try:
                 self.fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.write(self.fd, str(os.getpid()).encode())
+                os.write(self.fd, f"{os.getpid()} {here}".encode())
                 return self
             except FileExistsError:
                 try:
-                    pid = int(self.path.read_text().strip() or 0)
+                    pid_text, _, host = self.path.read_text().strip().partition(" ")
+                    pid = int(pid_text or 0)
                 except (OSError, ValueError):
-                    pid = 0
+                    pid, host = 0, ""
+                host = host or here  # a lock of an older version names no host: it was written here
+                if host != here:
+                    raise RuntimeError(
+                        f"{self.path.parent}: another {self.owner} (pid {pid} on host {host}) holds this output "
+                        f"folder; wait for it, or remove {self.path} if that run is gone"
+                    ) from None
                 if pid and pid != os.getpid() and _alive(pid):
                     raise RuntimeError(
                         f"{self.path.parent}: another {self.owner} (pid {pid}) is running "

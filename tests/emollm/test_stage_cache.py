@@ -186,18 +186,25 @@ def test_fingerprint_index_memoises_and_rehashes_on_change(tmp_path, monkeypatch
 
 
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    import socket
+
     lock = tmp_path / "build.lock"
     with RunLock(lock, owner="`job`"):
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text() == f"{os.getpid()} {socket.gethostname()}"
     assert not lock.exists()
     lock.write_text(str(os.getppid()))  # a live process that is not us
     with pytest.raises(RuntimeError, match=r"another `job` \(pid \d+\) is running"), RunLock(lock, owner="`job`"):
         pass
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock.write_text(str(dead.pid))
+    lock.write_text(str(dead.pid))  # the older format (no host): written on this host
     with RunLock(lock):
-        assert lock.read_text() == str(os.getpid())
+        assert lock.read_text().split()[0] == str(os.getpid())
+    # a folder shared between nodes: a pid of another host means nothing here, so its lock is never taken over
+    lock.write_text(f"{dead.pid} gpu-node-17")
+    with pytest.raises(RuntimeError, match=r"pid \d+ on host gpu-node-17\) holds .* remove .*build.lock"):
+        RunLock(lock, owner="`job`").__enter__()
+    assert lock.read_text() == f"{dead.pid} gpu-node-17"
 
 
 def test_remove_temp_files(tmp_path):
