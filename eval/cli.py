@@ -88,13 +88,25 @@ def _emer_parser() -> argparse.ArgumentParser:
     p.add_argument("--gold", required=True, help="EMER ground truth: gt-eng.csv (v1) or final-EMER-reason.csv (v2)")
     p.add_argument("--pred", required=True, help="predictions: names,chi_reasons CSV or emollm predictions.jsonl")
     p.add_argument(
-        "--judge", required=True, help="registry backbone (smollm2), local path (checkpoint/HF folder/.gguf) or URL"
-    )
+        "--judge", "--llm-endpoint", dest="judge", required=True,
+        help="registry backbone (smollm2), local path (checkpoint/HF folder/.gguf) or an OpenAI-compatible server URL",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (emer_scores.jsonl, emer_metrics.json, emer_report.md)")
-    p.add_argument("--judge-model", help="model name for an http(s) judge")
+    p.add_argument("--judge-model", "--llm-model", dest="judge_model", help="model name for an http(s) judge")
+    p.add_argument(
+        "--judge-engine", "--llm-engine", dest="judge_engine", choices=("auto", "transformers", "llama.cpp"),
+        default="auto", help="registry backbone / .gguf judge: auto = llama.cpp on CPU when installed",
+    )  # fmt: skip
+    p.add_argument(
+        "--judge-concurrency", "--llm-concurrency", dest="judge_concurrency", type=int, default=4,
+        help="http(s) judge: requests in flight at most (default 4)",
+    )  # fmt: skip
     p.add_argument("--judge-backbone", help="backbone of a local judge path when its family is ambiguous")
     p.add_argument("--judge-llm-path", help="local weights for a registry-backbone judge without embedded weights")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var with the API key of an http(s) judge")
+    p.add_argument(
+        "--api-key-env", "--llm-api-key-env", dest="api_key_env", default="OPENAI_API_KEY",
+        help="env var with the API key of an http(s) judge",
+    )  # fmt: skip
     p.add_argument("--cache", help="judge-call cache file (default OUT/judge_cache.jsonl); share it between runs")
     p.add_argument(
         "--metrics", default="clue_overlap,label_overlap", help="comma-separated: clue_overlap,label_overlap"
@@ -212,6 +224,8 @@ def _main(argv: list[str]) -> int:
             api_key_env=args.api_key_env,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
+            engine=args.judge_engine,
+            concurrency=args.judge_concurrency,
         )
         result = run_emer(
             args.gold,

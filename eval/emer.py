@@ -386,6 +386,8 @@ def score_emer(
             rows.append(make_row(g.name, "label_overlap", prompts.get(g.name), gt_emotions=gw, pred_emotions=pw))
     summary: dict[str, Any] = {
         "judge_id": judge.id,
+        # engine judges: engine, model as the server names it, sampling sent (LocalJudge: its id says it all)
+        "judge_produced_by": judge.produced_by() if callable(getattr(judge, "produced_by", None)) else None,
         "prompt_version": EMER_PROMPTS_VERSION,
         "n_gold": len(gold),
         "n_predicted": len(judged),

@@ -8,8 +8,11 @@ cache entry is never reused by another judge.
 - :class:`LocalJudge`: any registry backbone (``smollm2`` runs on the embedded weights; the others need a local
   ``llm_path``), an emollm checkpoint folder, a local HF folder or GGUF, or an already-built ``(model, processor)``.
   It never downloads anything.
-- :class:`OpenAICompatibleJudge`: ``POST {base_url}/chat/completions`` with ``temperature: 0`` via ``urllib``; it is
-  only contacted when a user configures it (a URL as ``--judge``).
+- :class:`EngineJudge`: any engine of :mod:`emollm.engines`; llama.cpp in process is the default for a registry
+  backbone or GGUF on a CPU when it is installed (``--judge-engine``).
+- :class:`OpenAICompatibleJudge`: ``POST {base_url}/chat/completions`` with ``temperature: 0`` through
+  :class:`emollm.engines.EndpointEngine` (concurrent, retried, time-limited); it is only contacted when a user
+  configures it (a URL as ``--judge`` / ``--llm-endpoint``).
 - :class:`JudgeCache`: an append-only JSONL file keyed by ``(judge id, prompt version, sha256(prompt))``.
 
 Example:
@@ -22,15 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "CachedJudge",
+    "EngineJudge",
     "Judge",
     "JudgeCache",
     "JudgeError",
@@ -201,14 +202,51 @@ class LocalJudge:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# OpenAI-compatible HTTP judge
+# Judges over an engine of emollm.engines (llama.cpp in process, an OpenAI-compatible server)
 
 
-class OpenAICompatibleJudge:
-    """A judge behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, OpenAI, ...).
+class EngineJudge:
+    """A judge over any :class:`emollm.engines.TextEngine`: each prompt is one user turn, answered greedily; a batch
+    goes through the engine's ``complete_many`` (a server answers ``concurrency`` prompts at a time).
 
-    Only contacted when a user configures it. Requests use ``temperature: 0``; transient failures (HTTP 429/5xx,
-    connection errors) are retried ``retries`` times with a short back-off.
+    Args:
+        engine: The engine (greedy sampling; its ``id`` is the judge id).
+    """
+
+    def __init__(self, engine: Any):
+        if engine.sampling.do_sample:
+            raise ValueError("a judge decodes greedily: build its engine with do_sample=False")
+        self.engine = engine
+        self.id = engine.id
+        self.calls = 0
+        """Prompts answered so far."""
+
+    def produced_by(self) -> dict[str, Any]:
+        """The engine's provenance (engine, model as served, sampling)."""
+        return self.engine.produced_by()
+
+    def complete(self, prompt: str) -> str:
+        """Answer one prompt."""
+        return self.complete_batch([prompt])[0]
+
+    def complete_batch(self, prompts: list[str]) -> list[str]:
+        """Answer prompts (concurrently on a server), in order; an engine failure is a :class:`JudgeError`."""
+        from emollm.engines import EngineError
+
+        try:
+            done = self.engine.complete_many([[{"role": "user", "content": p}] for p in prompts])
+        except EngineError as e:
+            raise JudgeError(f"{e}; answers received so far are cached: rerun the same command to resume") from e
+        self.calls += len(done)
+        return [c.text for c in done]
+
+
+class OpenAICompatibleJudge(EngineJudge):
+    """A judge behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server, OpenAI, ...)
+    through :class:`emollm.engines.EndpointEngine`.
+
+    Only contacted when a user configures it. Requests use ``temperature: 0``; transient failures (connection errors,
+    timeouts, HTTP 408/429/5xx) are retried ``retries`` times with backoff; ``concurrency`` requests run at once.
 
     Args:
         base_url: Up to and including the version, e.g. ``http://127.0.0.1:8000/v1``.
@@ -218,6 +256,7 @@ class OpenAICompatibleJudge:
         max_tokens: Answer length limit (part of the judge id).
         timeout: Seconds per request.
         retries: Extra attempts after a transient failure.
+        concurrency: Requests in flight at most.
     """
 
     def __init__(
@@ -229,65 +268,19 @@ class OpenAICompatibleJudge:
         max_tokens: int = 256,
         timeout: float = 60.0,
         retries: int = 2,
+        concurrency: int = 4,
     ):
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        from emollm.engines import EndpointEngine
+
         if not model:
             raise ValueError("an OpenAI-compatible judge needs a model name (--judge-model NAME)")
-        self.base_url = base_url.rstrip("/")
+        engine = EndpointEngine(
+            base_url, model, api_key_env=api_key_env, max_new_tokens=max_tokens, timeout=timeout, retries=retries,
+            concurrency=concurrency, backoff=0.5,
+        )  # fmt: skip
+        super().__init__(engine)
+        self.base_url = engine.base_url
         self.model = model
-        self.api_key_env = api_key_env
-        self.max_tokens = max_tokens
-        self.timeout = timeout
-        self.retries = retries
-        self.id = f"openai-compatible:{model}@{self.base_url}|temperature=0,max_tokens={max_tokens}"
-        self.calls = 0
-
-    def _request(self, prompt: str) -> urllib.request.Request:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": 0,
-            "max_tokens": self.max_tokens,
-        }
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        url = f"{self.base_url}/chat/completions"
-        return urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-
-    def complete(self, prompt: str) -> str:
-        """POST one prompt and return the first choice's message content."""
-        url = f"{self.base_url}/chat/completions"
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(min(2.0**attempt, 10.0) * 0.5)
-            try:
-                with urllib.request.urlopen(self._request(prompt), timeout=self.timeout) as resp:  # noqa: S310
-                    payload = json.loads(resp.read().decode("utf-8"))
-                break
-            except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:300]
-                last = JudgeError(f"judge {url}: HTTP {err.code} {err.reason}: {detail}")
-                if err.code != 429 and err.code < 500:
-                    raise last from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                last = JudgeError(f"judge {url}: cannot connect ({err}); is the server running?")
-            except json.JSONDecodeError as err:
-                raise JudgeError(f"judge {url}: the response is not JSON ({err})") from None
-        else:
-            assert last is not None
-            raise last
-        try:
-            content = payload["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise JudgeError(
-                f"judge {url}: unexpected response {str(payload)[:300]!r}; expected choices[0].message.content"
-            ) from None
-        self.calls += 1
-        return "" if content is None else str(content)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -402,6 +395,8 @@ def make_judge(
     api_key_env: str | None = "OPENAI_API_KEY",
     max_new_tokens: int = 64,
     batch_size: int = 8,
+    engine: str = "auto",
+    concurrency: int = 4,
 ) -> Judge:
     """Build a judge from a command-line spec.
 
@@ -413,12 +408,23 @@ def make_judge(
         llm_path: Local weights for a registry backbone without embedded weights.
         api_key_env: URL judges: environment variable with the API key.
         max_new_tokens: Answer length limit.
-        batch_size: Local judges: prompts per generate call.
+        batch_size: Local transformers judges: prompts per generate call.
+        engine: Registry backbones and ``.gguf`` files: ``auto`` (llama.cpp on a CPU when installed and the
+            weights are a GGUF, see :func:`emollm.engines.choose_local_engine`), ``transformers`` or ``llama.cpp``.
+        concurrency: URL judges: requests in flight at most.
     """
     if spec.startswith(("http://", "https://")):
-        return OpenAICompatibleJudge(spec, model or "", api_key_env=api_key_env, max_tokens=max_new_tokens)
+        return OpenAICompatibleJudge(
+            spec, model or "", api_key_env=api_key_env, max_tokens=max_new_tokens, concurrency=concurrency
+        )
     from emollm.backbones import list_backbones
+    from emollm.engines import build_engine, choose_local_engine
 
+    gguf = Path(spec).expanduser().suffix == ".gguf" and backbone is not None
+    if spec in list_backbones() or gguf:
+        name, weights = (spec, llm_path) if spec in list_backbones() else (backbone or "", spec)
+        if choose_local_engine(engine, name, weights)[0] == "llama.cpp":
+            return EngineJudge(build_engine(name, weights, engine=engine, max_new_tokens=max_new_tokens))
     if spec in list_backbones():
         return LocalJudge.from_backbone(spec, llm_path, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if Path(spec).expanduser().exists():

@@ -2,6 +2,8 @@
 
 ``emollm merr build --config configs/merr/build.yaml [key=value ...] [--retry-errors] [--no-progress]`` runs (or
 resumes) the whole pipeline (:mod:`emollm_merr.pipeline`) and prints a table of what it computed, reused and dropped.
+``--llm-endpoint URL --llm-model NAME`` sends the reasoning prompts to an OpenAI-compatible server
+(``--llm-concurrency`` at a time); a server that goes away stops the build with its answers cached: rerun to resume.
 
 ``emollm merr review export --config CFG [--out review.csv] [--limit N]`` writes the least confident / most
 contradictory samples of the last build for a human; ``emollm merr review import FILE --config CFG [--reviewer
@@ -78,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config", required=True, metavar="YAML", help=_CONFIG_HELP)
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. reason.max_new_tokens=64")
     b.add_argument("--retry-errors", action="store_true", help="recompute clips whose stage failed last time")
+    llm = b.add_argument_group("reasoning LLM (override reason.* of the config)")
+    llm.add_argument("--llm-endpoint", metavar="URL", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    llm.add_argument("--llm-model", metavar="NAME", help="the served model's name (with --llm-endpoint)")
+    llm.add_argument("--llm-api-key-env", metavar="VAR", help="environment variable with the server's API key")
+    llm.add_argument("--llm-concurrency", type=int, metavar="N", help="server requests in flight at most")
+    llm.add_argument("--llm-engine", choices=("auto", "transformers", "llama.cpp"), help="in-process engine")
     prog = b.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show bars")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
@@ -114,6 +122,12 @@ def _build(args: argparse.Namespace) -> int:
     merr_log.setLevel(logging.INFO)
     try:
         cfg = load_build_config(args.config, args.overrides)
+        for flag, key in (
+            ("llm_endpoint", "endpoint"), ("llm_model", "model"), ("llm_api_key_env", "api_key_env"),
+            ("llm_concurrency", "concurrency"), ("llm_engine", "engine"),
+        ):  # fmt: skip
+            if getattr(args, flag) is not None:
+                setattr(cfg.reason, key, getattr(args, flag))
         result = run_build(cfg, progress=args.progress, retry_errors=args.retry_errors)
     finally:
         merr_log.removeHandler(handler)

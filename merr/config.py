@@ -123,6 +123,24 @@ class ReasonConfig:
     """Backbone registry name (``emollm backbones``); ``smollm2`` runs offline on embedded weights."""
     llm_path: str | None = None
     """Local weights (HF folder or ``.gguf``) for backbones without embedded weights."""
+    engine: Literal["auto", "transformers", "llama.cpp"] = "auto"
+    """In-process engine (:mod:`emollm.engines.select`): ``auto`` = llama.cpp on a CPU when it is installed
+    (``make install-engines``) and the weights are a GGUF (the embedded SmolLM2), else transformers. Part of the
+    client id, so each engine's reasonings are cached apart."""
+    endpoint: str | None = None
+    """An OpenAI-compatible server (``http://HOST:PORT/v1``; ``--llm-endpoint``) instead of an in-process engine."""
+    model: str | None = None
+    """The served model's name (``--llm-model``; required with ``endpoint``)."""
+    api_key_env: str = "EMOLLM_LLM_API_KEY"
+    """Environment variable holding the server's API key (unset: no key is sent)."""
+    concurrency: int = 4
+    """Server: requests in flight at most."""
+    timeout: float = 120.0
+    """Server: seconds per request attempt."""
+    retries: int = 3
+    """Server: extra attempts after a transient failure (connection, timeout, HTTP 408/429/5xx), with backoff."""
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    """Server: extra request fields, e.g. ``{repeat_penalty: 1.0}`` for llama.cpp's server (its default is 1.1)."""
     client: str | None = None
     """``python:<module>:<factory>``: your own :class:`~emollm_merr.reason.ReasoningClient` instead of ``backbone``."""
     client_options: dict[str, Any] = field(default_factory=dict)

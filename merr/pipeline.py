@@ -65,6 +65,7 @@ unavailable); ``peak_index`` the 0-based peak row/frame.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -225,6 +226,8 @@ class MERRBuilder:
                 "client": self.reasoner.id,
                 "prompt": self.cfg.reason.prompt_version,
                 "precision": getattr(self.reasoner, "precision", None),  # None: a python: client decides its own
+                "engine": getattr(self.reasoner, "kind", None),  # transformers, llama.cpp, openai-compatible
+                "engine_chosen": getattr(self.reasoner, "chosen", None),
             }
             if self.cfg.reason.enabled
             else None
@@ -320,6 +323,7 @@ class MERRBuilder:
 
         # ---- stage 5: reasoning
         reasoning: dict[str, str] = {}
+        produced: dict[str, dict[str, Any]] = {}
         if cfg.reason.enabled and chosen:
             reasoning = run_reasoning(
                 chosen,
@@ -332,6 +336,7 @@ class MERRBuilder:
                 stats=self.stats["reason"],
                 on_error=lambda n, err: self._error(n, "reason", err),
                 progress=self.progress,
+                produced=produced,
             )
 
         # ---- filters, records, exports
@@ -351,6 +356,10 @@ class MERRBuilder:
         files = write_outputs(self.out, cfg, records, filt, rows, self.errors)
         summary = build_summary(len(by_name), au, status, label, source, neutral_added, filt, clues, self.errors, files)
         summary["reasoning_precision"] = settings["reason"]["precision"] if settings["reason"] else None
+        # How the reasonings were produced (engine, model as served, sampling), once per distinct setting; read from
+        # the cache entries, so a resumed or fully cached run writes the same summary.
+        distinct = {json.dumps(produced[n], sort_keys=True): produced[n] for n in sorted(produced)}
+        summary["reasoning_produced_by"] = [distinct[k] for k in sorted(distinct)]
         files["summary"] = write_json_atomic(self.out / "summary.json", summary, fsync=True)
         seconds = time.perf_counter() - t0
         append_run_log(self.out, seconds, len(clips), self.stats)

@@ -13,8 +13,10 @@ unavailable clues are left out, never filled in. A new wording is a new version,
 one are not reused by mistake.
 
 Any LLM works through the :class:`emollm.apps.reasoning.ReasoningClient` protocol (``id`` + ``generate(system, user,
-seed=...)``); :class:`emollm.apps.reasoning.LLMReasoner` runs a text-only backbone of the registry (SmolLM2 offline, or
-``llm_path`` for a local LLaMA-3 / Qwen / Mistral folder).
+seed=...)``); :func:`emollm.engines.build_engine` gives a text-only backbone of the registry in this process
+(llama.cpp or transformers; SmolLM2 offline, or ``llm_path`` for a local LLaMA-3 / Qwen / Mistral folder or GGUF), or
+any OpenAI-compatible server (``reason.endpoint`` + ``reason.model``: vLLM, llama.cpp, SGLang, TGI), whose requests
+run ``reason.concurrency`` at a time.
 
 :class:`ReasoningCache` stores each answer under ``sha256(client id, prompt version, system, user)``: a finished
 sample is never generated twice, a changed clue or label (e.g. a reviewer's correction) gets a fresh answer.
@@ -28,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from emollm.apps.reasoning import LLMReasoner, ReasoningClient
+from emollm.apps.reasoning import ReasoningClient
 
 __all__ = ["ReasoningCache", "build_reasoning_client"]
 
@@ -54,11 +56,17 @@ class ReasoningCache:
 
     def get(self, key: str) -> str | None:
         """The cached answer, or None."""
+        entry = self.get_entry(key)
+        return None if entry is None else entry["answer"]
+
+    def get_entry(self, key: str) -> dict[str, Any] | None:
+        """The whole cached entry (``answer`` and the metadata stored with it, e.g. ``produced_by``), or None."""
         try:
             entry = json.loads(self.path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return entry.get("answer") if isinstance(entry, dict) and entry.get("key") == key else None
+        ok = isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("answer"), str)
+        return entry if ok else None
 
     def put(self, key: str, answer: str, **meta: Any) -> None:
         """Store an answer (with ``meta`` such as the prompt, for audits)."""
@@ -84,13 +92,23 @@ def build_reasoning_client(cfg: Any) -> ReasoningClient:
                 "(needs an `id` string and generate(system, user, *, seed))"
             )
         return client
-    return LLMReasoner(
+    from emollm.engines import build_engine
+
+    return build_engine(
         cfg.backbone,
         cfg.llm_path,
+        engine=cfg.engine,
+        endpoint=cfg.endpoint,
+        model=cfg.model,
+        api_key_env=cfg.api_key_env,
         max_new_tokens=cfg.max_new_tokens,
         do_sample=cfg.do_sample,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         device=cfg.device,
         precision=cfg.resolved_precision(),  # resolved for the backbone's weights: auto is none over bf16/fp16 ones
+        concurrency=cfg.concurrency,
+        timeout=cfg.timeout,
+        retries=cfg.retries,
+        extra_body=cfg.extra_body or None,
     )

@@ -393,9 +393,12 @@ def run_reasoning(
     stats: StageStats,
     on_error: Callable[[str, dict[str, str]], None],
     progress: bool = False,
+    produced: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """Stage 5: the reasoning of each chosen clip, from ``cache_dir`` (content-addressed by client, prompt version
-    and prompt) or generated one prompt at a time (a prompt seen twice in one run is generated once).
+    and prompt) or generated (a prompt seen twice in one run is generated once). An engine of
+    :mod:`emollm.engines` answers through its ``imap``: a server ``concurrency`` prompts at a time, each answer cached
+    as it arrives; other clients one prompt at a time through ``generate``.
 
     Args:
         chosen: Clips to reason about, in order.
@@ -408,43 +411,92 @@ def run_reasoning(
         stats: Counters to update.
         on_error: Called with ``(clip, {"type", "message"})`` for a failed generation.
         progress: Show a progress bar.
+        produced: Filled with clip -> how its reasoning was produced (the engine's ``produced_by`` stored with the
+            answer; absent for clients that have none).
 
     Returns:
         Clip -> whitespace-normalised reasoning (failed clips are missing).
+
+    Raises:
+        EngineError: A fatal engine error (the server is gone or answers garbage). Every answer received before it
+            is cached, so rerunning the build resumes where it stopped.
     """
     from tqdm import tqdm
 
     cache = ReasoningCache(cache_dir)
     out: dict[str, str] = {}
-    todo = []
+    produced = {} if produced is None else produced
+    todo: dict[str, tuple[str, str, list[str]]] = {}  # key -> (system, user, clips); same prompt twice: asked once
     for n in chosen:
         system, user = build_reasoning_prompt(texts[n], label[n], prompt_version)
         key = ReasoningCache.key(client.id, prompt_version, system, user)
-        hit = cache.get(key)
-        if hit is not None:
-            out[n] = hit
+        entry = cache.get_entry(key)
+        if entry is not None:
+            out[n] = entry["answer"]
+            if isinstance(entry.get("produced_by"), dict):
+                produced[n] = entry["produced_by"]
             stats.cached += 1
+        elif key in todo:
+            todo[key][2].append(n)
         else:
-            todo.append((n, key, system, user))
-    done: dict[str, str] = {}  # same prompt twice in one run: generate once
-    for n, key, system, user in tqdm(todo, desc="merr reason", unit="clip", disable=not progress, leave=False):
-        if key in done:
-            out[n] = done[key]
-            stats.cached += 1
-            continue
-        try:
-            answer = client.generate(system, user, seed=seed)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:
-            log.debug("reasoning failed on %s", n, exc_info=True)
+            todo[key] = (system, user, [n])
+
+    def store(key: str, answer: Any, meta: dict[str, Any] | None) -> None:
+        system, user, clips = todo[key]
+        answer = " ".join(str(answer).split())
+        extra = {"produced_by": meta} if meta else {}
+        cache.put(key, answer, client=client.id, prompt_version=prompt_version, system=system, user=user, **extra)
+        stats.computed += 1
+        stats.cached += len(clips) - 1
+        for n in clips:
+            out[n] = answer
+            if meta:
+                produced[n] = meta
+
+    def fail(key: str, e: BaseException) -> None:
+        for n in todo[key][2]:
+            log.debug("reasoning failed on %s", n, exc_info=e)
             stats.errors += 1
             on_error(n, {"type": type(e).__name__, "message": str(e)})
-            continue
-        answer = " ".join(str(answer).split())
-        cache.put(key, answer, client=client.id, prompt_version=prompt_version, system=system, user=user)
-        stats.computed += 1
-        out[n] = done[key] = answer
+
+    keys = list(todo)
+    bar = tqdm(total=len(keys), desc="merr reason", unit="clip", disable=not progress, leave=False)
+    imap = getattr(client, "imap", None)
+    try:
+        if callable(imap):
+            from emollm.engines.base import EngineError, postprocess
+
+            conversations = [
+                [{"role": "system", "content": todo[k][0]}, {"role": "user", "content": todo[k][1]}] for k in keys
+            ]
+            try:
+                for i, done in imap(conversations, seed=seed):
+                    if isinstance(done, BaseException):
+                        fail(keys[i], done)
+                    else:
+                        meta = {k: v for k, v in done.produced_by.items() if k not in ("usage", "prompt_tokens")}
+                        store(keys[i], postprocess(done), meta)
+                    bar.update(1)
+            except EngineError as e:
+                finished = sum(1 for k in keys if todo[k][2][0] in out)
+                raise type(e)(
+                    f"{e}. {finished} of {len(keys)} new reasonings were received and cached in {cache_dir}: fix the "
+                    "server and rerun the same command to resume"
+                ) from e
+        else:
+            for key in keys:
+                system, user, _ = todo[key]
+                try:
+                    answer = client.generate(system, user, seed=seed)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:
+                    fail(key, e)
+                else:
+                    store(key, answer, None)
+                bar.update(1)
+    finally:
+        bar.close()
     return out
 
 

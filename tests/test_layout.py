@@ -108,7 +108,7 @@ LAYERS: list[set[str]] = [
     {"model"},  # the multimodal model core: configuration, modeling, projectors, processing, LoRA, generation
     {"checkpoints", "data", "scoring"},  # checkpoint folders and imports; datasets; answer scoring and rewards
     {"runconfig", "clues", "fusion"},  # run configs; zero-shot evidence; classic fusion baselines
-    {"jobs"},  # corpus jobs: feature extraction, batch decoding
+    {"jobs", "engines"},  # corpus jobs: feature extraction, batch decoding; generation engines (local, server, vLLM)
     {"apps"},  # analyze/clue mode, chat, assess, serve, demo
     {"planning", "testing"},  # memory planning of whole runs; test helpers
 ]
