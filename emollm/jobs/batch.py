@@ -5,6 +5,12 @@ as soon as it is made, so a killed run loses at most the file in flight; re-runn
 files already in the output (a line torn by the kill is dropped and redone). A file that fails is reported with its
 reason in ``<out>.errors.jsonl`` and on the console, and does not stop the batch; failures are retried by the next
 run. Exit status: 0 when every file succeeded, 1 when some failed, 2 when none succeeded.
+
+Under ``torchrun`` / ``accelerate launch`` (:mod:`emollm.jobs.distributed`) each rank analyses its cost-balanced
+shard into its own part (``.<out>.parts/rank-NNNNN.jsonl``, appended and fsynced per file); once every rank is done,
+rank 0 merges the parts into ``<out>`` in input order — the file one process writes — and the failures into
+``<out>.errors.jsonl``. A run with any number of processes (one included) resumes from ``<out>`` and every part left
+by a killed run.
 """
 
 from __future__ import annotations
@@ -132,42 +138,24 @@ def run_batch(
     """
     from tqdm import tqdm
 
-    from emollm.media import MediaError, load_many
+    from emollm.jobs.distributed import Job, JsonlParts
 
+    job = Job("analyze", unit="file")
+    if job.distributed:
+        return _run_distributed(job, analyzer, inputs, out, subtitle=subtitle, debug=debug, progress=progress,
+                                isolate=isolate)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
+    parts = JsonlParts(out, "file")
+    if parts.exists():  # a killed data-parallel run: its finished files count as done
+        parts.merge_into(list(_read_done(out).items()), [str(p) for p in inputs])
     done = _read_done(out)
     pending = [p for p in inputs if str(p) not in done]
     failures: list[dict[str, str]] = []
-    ok = 0
     bar = tqdm(
         total=len(inputs), initial=len(inputs) - len(pending), unit="file", disable=not progress, file=sys.stderr
     )
-    load_kwargs = getattr(analyzer, "load_kwargs", None)
-    if isolate and load_kwargs is not None and pending:
-        # Decode in a spawned worker, one file ahead: a decoder that aborts costs its file, not the batch, and
-        # decoding the next clip overlaps the analysis of this one.
-        decoded = load_many(pending, workers=1, executor="process", **load_kwargs())
-    else:
-        decoded = ((p, None) for p in pending)
     with open(out, "a", encoding="utf-8") as f:
-        for path_str, media in decoded:
-            path = Path(path_str)
-            bar.set_postfix_str(path.name[:40])
-            try:
-                if isinstance(media, MediaError):
-                    raise media
-                result = analyzer(path, subtitle=subtitle, **({"media": media} if media is not None else {}))
-            except (OSError, ValueError, ImportError, RuntimeError, MediaError) as e:
-                if debug:
-                    raise
-                failures.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
-                bar.write(f"failed: {e}" if str(e).startswith(str(path)) else f"failed: {path}: {e}")
-            else:
-                f.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-                ok += 1
-            bar.update(1)
+        ok = _analyse(analyzer, pending, f, bar, failures, subtitle=subtitle, debug=debug, isolate=isolate)
     bar.close()
     errors = out.with_name(out.stem + ".errors.jsonl")
     if failures:
@@ -186,3 +174,117 @@ def run_batch(
         print("emollm analyze: no file could be analysed", file=sys.stderr)
         return 2
     return 1 if failures else 0
+
+
+def _analyse(analyzer, pending, f, bar, failures, *, subtitle, debug, isolate, job=None, costs=None) -> int:
+    """Analyse ``pending`` into the open JSONL ``f`` (a line per file, fsynced); failures are appended to
+    ``failures``. Returns how many files succeeded."""
+    from emollm.media import MediaError, load_many
+
+    ok = 0
+    load_kwargs = getattr(analyzer, "load_kwargs", None)
+    if isolate and load_kwargs is not None and pending:
+        # Decode in a spawned worker, one file ahead: a decoder that aborts costs its file, not the batch, and
+        # decoding the next clip overlaps the analysis of this one.
+        decoded = load_many(pending, workers=1, executor="process", **load_kwargs())
+    else:
+        decoded = ((p, None) for p in pending)
+    for path_str, media in decoded:
+        path = Path(path_str)
+        bar.set_postfix_str(path.name[:40])
+        try:
+            if isinstance(media, MediaError):
+                raise media
+            result = analyzer(path, subtitle=subtitle, **({"media": media} if media is not None else {}))
+        except (OSError, ValueError, ImportError, RuntimeError, MediaError) as e:
+            if debug:
+                raise
+            failures.append({"file": str(path), "error": f"{type(e).__name__}: {e}"})
+            bar.write(f"failed: {e}" if str(e).startswith(str(path)) else f"failed: {path}: {e}")
+            if job is not None:
+                job.count(failed=1, cost=(costs or {}).get(str(path), 0.0))
+        else:
+            f.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            ok += 1
+            if job is not None:
+                job.count(done=1, cost=(costs or {}).get(str(path), 0.0))
+        bar.update(1)
+    return ok
+
+
+def _run_distributed(job, analyzer, inputs, out, *, subtitle, debug, progress, isolate) -> int:
+    """One rank's shard of a batch; rank 0 merges every rank's part into ``out`` (see the module docstring)."""
+    from emollm.jobs.distributed import JsonlParts, format_summary, media_cost
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts = JsonlParts(out, "file")
+    keys = [str(p) for p in inputs]
+    if len(set(keys)) != len(keys):
+        inputs = list(dict.fromkeys(inputs))  # a list file naming a file twice: analysed once, as one process would
+        keys = [str(p) for p in inputs]
+    existing = list(_read_existing(out).items())
+    done = {k for k, _ in existing} | {k for k, _ in parts.read()}
+    job.barrier()  # every rank has read what is done before any rank appends
+    costs = job.estimate(keys, media_cost)
+    mine = job.mine(keys, costs)
+    pending = [Path(k) for k in mine if k not in done]
+    failures: list[dict[str, str]] = []
+    bar = job.progress(len(inputs), initial=sum(k in done for k in keys), desc="analyze", enabled=progress)
+    with parts.open(job.rank) as f:
+        _analyse(analyzer, pending, f, bar, failures, subtitle=subtitle, debug=debug, isolate=isolate, job=job,
+                 costs=costs)  # fmt: skip
+        size = f.tell()
+    parts.write_errors(job.rank, failures)
+    bar.close()  # every rank is done; a rank that died never gets here, and the launcher stops the job
+    sizes = job.gather(size)
+    rows = job.summary()
+
+    def merge() -> tuple[int, int, int]:
+        parts.wait_for(dict(enumerate(sizes)))
+        errors = parts.read_errors(range(job.world))
+        lines = parts.merge_into(existing, keys)
+        finished = {json.loads(line)["file"] for line in lines}
+        failed = {e["file"] for e in errors}
+        lost = [k for k in keys if k not in finished and k not in failed]
+        if lost:
+            raise RuntimeError(f"{len(lost)} files are neither in {out} nor failed (first: {lost[0]}); rerun")
+        position = {k: i for i, k in enumerate(keys)}
+        errors.sort(key=lambda e: position.get(e["file"], len(position)))
+        err_file = out.with_name(out.stem + ".errors.jsonl")
+        if errors:
+            atomic_write_text(err_file, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in errors))
+        elif err_file.exists():
+            err_file.unlink()
+        return sum(k in finished for k in keys), len(errors), len(done & set(keys))
+
+    total_ok, n_failed, resumed = job.on_main(merge)
+    if not job.is_main:
+        return 0  # rank 0 reports the whole job; the launcher takes its exit status
+    print(f"emollm analyze: {job.world} processes ({job.launch.launcher})\n{format_summary(rows, 'file')}",
+          file=sys.stderr)  # fmt: skip
+    err_file = out.with_name(out.stem + ".errors.jsonl")
+    print(
+        f"emollm analyze: {total_ok}/{len(inputs)} files analysed into {out}"
+        + (f" ({resumed} from an earlier run)" if resumed else "")
+        + (f"; {n_failed} failed, reasons in {err_file}" if n_failed else ""),
+        file=sys.stderr,
+    )
+    if n_failed and total_ok == 0:
+        print("emollm analyze: no file could be analysed", file=sys.stderr)
+        return 2
+    return 1 if n_failed else 0
+
+
+def _read_existing(out: Path) -> dict[str, str]:
+    """:func:`_read_done` without rewriting ``out`` (ranks only read; rank 0's merge rewrites it)."""
+    if not out.is_file():
+        return {}
+    done: dict[str, str] = {}
+    for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            done[str(json.loads(line)["file"])] = line
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return done

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from emollm.encoders import ENCODERS, encoder_input
+from emollm.jobs.distributed import Job
 from emollm.model.configuration import ModalityConfig
 from emollm.utils.io import atomic_write_bytes
 
@@ -272,9 +273,11 @@ def sample_has(modality: str, sample) -> bool:
 
 
 @torch.no_grad()
-def encode_sample(encoder: torch.nn.Module, modality: str, sample) -> np.ndarray:
-    """(T', D) float32 features of one MediaSample."""
+def encode_sample(encoder: torch.nn.Module, modality: str, sample, device: str | None = None) -> np.ndarray:
+    """(T', D) float32 features of one MediaSample (inputs moved to ``device`` when given: the encoder's device)."""
     inputs, lengths = encoder_inputs(modality, sample)
+    if device is not None and isinstance(inputs, torch.Tensor):
+        inputs, lengths = inputs.to(device), lengths.to(device)
     feats, out_lengths = encoder(inputs, lengths)  # (1, T', D)
     return feats[0, : int(out_lengths[0])].float().cpu().numpy()
 
@@ -346,6 +349,8 @@ class ExtractSummary:
     missing: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    """The rows of ``failed.jsonl`` (name, path, reason), in input order."""
 
     def line(self) -> str:
         return (
@@ -371,8 +376,14 @@ def extract(
     encoder: torch.nn.Module | None = None,
     isolate: bool = True,
     debug: bool = False,
+    job: Job | None = None,
+    device: str | None = None,
 ) -> ExtractSummary:
     """Extract ``spec``'s features for ``inputs`` into the cache under ``out``; resumable, atomic per sample.
+
+    Under a launcher (``job`` distributed), each rank extracts its cost-balanced shard of ``inputs`` into the same
+    folder (rank 0 holds the folder's lock for the whole job and writes ``failed.jsonl``); every rank returns the
+    summary of the whole job, equal to the single process's.
 
     Args:
         inputs: Media files (e.g. from :func:`list_inputs`).
@@ -385,24 +396,88 @@ def extract(
         encoder: The already built encoder of ``spec`` (built here when ``None``).
         isolate: Decode in child processes, so a decoder that aborts costs one file (~1 s to start them).
         debug: Re-raise unexpected per-file errors instead of recording them.
+        job: The data-parallel job (:mod:`emollm.jobs.distributed`); None or one process: the whole list here.
+        device: Where the encoder runs (``cuda`` = this rank's GPU under a launcher); None: where it is.
 
     Raises:
         CacheBusy: Another process is writing the folder.
-        ValueError: A bad ``name``, or the folder holds features made with other settings.
+        ValueError: A bad ``name``, the folder holds features made with other settings, or (distributed) the ranks
+            built the encoder with different weights.
     """
     t0 = time.perf_counter()
     encoder = build_live_encoder(spec) if encoder is None else encoder
+    if device is not None:
+        device = job.resolve_device(device) if job is not None else device
+        encoder = encoder.to(device)
     manifest = make_manifest(spec, encoder)
     if name is not None:
         check_folder_name(name)
-    with lock_cache_folder(Path(out) / (name or cache_folder_name(manifest))):
-        folder = open_cache_folder(Path(out), manifest, name)
-        summary = _extract_locked(inputs, spec, encoder, folder, workers, progress, subtitles, isolate, debug)
+    folder = Path(out) / (name or cache_folder_name(manifest))
+    if job is not None and job.distributed:
+        summary = _extract_distributed(job, inputs, spec, encoder, manifest, Path(out), name, folder, progress,
+                                       dict(workers=workers, subtitles=subtitles, isolate=isolate, debug=debug,
+                                            device=device))  # fmt: skip
+    else:
+        with lock_cache_folder(folder):
+            folder = open_cache_folder(Path(out), manifest, name)
+            summary = _extract_locked(inputs, spec, encoder, folder, progress=progress, workers=workers,
+                                      subtitles=subtitles, isolate=isolate, debug=debug, device=device)  # fmt: skip
+        _write_failed(folder, summary.failures)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _extract_locked(inputs, spec, encoder, folder, workers, progress, subtitles, isolate, debug) -> ExtractSummary:
+def _write_failed(folder: Path, failures: list[dict[str, str]]) -> None:
+    lines = "".join(json.dumps(f) + "\n" for f in failures)
+    atomic_write_bytes(folder / "failed.jsonl", lines.encode())
+
+
+def _extract_distributed(job, inputs, spec, encoder, manifest, out, name, folder, progress, options) -> ExtractSummary:
+    """One rank's part of a data-parallel extraction; every rank returns the merged summary."""
+    import contextlib
+
+    from emollm.jobs.distributed import media_cost
+
+    manifests = job.gather(manifest)
+    odd = [r for r, m in enumerate(manifests) if m != manifest]
+    if odd:
+        diff = sorted(k for k in manifest if manifests[odd[0]].get(k) != manifest.get(k))
+        raise ValueError(
+            f"{spec.encoder}: rank {odd[0]} built the encoder differently from rank {job.rank} (differing: "
+            f"{', '.join(diff)}); every rank must load the same weights and settings"
+        )
+    with contextlib.ExitStack() as held:
+
+        def take() -> Path:  # rank 0 holds the folder's lock until every rank is done
+            held.enter_context(lock_cache_folder(folder))
+            opened = open_cache_folder(out, manifest, name)
+            (opened / "_missing").mkdir(exist_ok=True)
+            return opened
+
+        folder = job.on_main(take)
+        by_name = {p.stem: p for p in inputs}
+        costs = job.estimate(list(by_name), lambda n: media_cost(by_name[n]))
+        mine = [by_name[n] for n in job.mine(list(by_name), costs)]
+        part = _extract_locked(mine, spec, encoder, folder, progress=progress, job=job, total=len(inputs),
+                               costs=costs, **options)  # fmt: skip
+        parts = job.gather(part)
+        summary = ExtractSummary(folder)
+        for p in parts:
+            summary.extracted += p.extracted
+            summary.cached += p.cached
+        position = {p.stem: i for i, p in enumerate(inputs)}
+        for attr in ("missing", "failed"):
+            merged = {k: v for p in parts for k, v in getattr(p, attr).items()}
+            setattr(summary, attr, {k: merged[k] for k in sorted(merged, key=position.__getitem__)})
+        summary.failures = sorted((f for p in parts for f in p.failures), key=lambda f: position[f["name"]])
+        if job.is_main:
+            _write_failed(folder, summary.failures)
+        job.barrier()  # the lock is released only after failed.jsonl is written
+    return summary
+
+
+def _extract_locked(inputs, spec, encoder, folder, *, progress, workers, subtitles, isolate, debug, device=None,
+                    job=None, total=None, costs=None) -> ExtractSummary:  # fmt: skip
     from tqdm import tqdm
 
     from emollm.media import MediaError
@@ -416,8 +491,12 @@ def _extract_locked(inputs, spec, encoder, folder, workers, progress, subtitles,
         else:
             todo.append(path)
     modality = spec.modality
-    bar = tqdm(total=len(todo), desc=f"{spec.encoder}", unit="clip", disable=not progress)
-    failures: list[dict[str, str]] = []
+    if job is not None:  # one bar for the whole job on rank 0
+        bar = job.progress(total or len(inputs), desc=spec.encoder, enabled=progress)
+        bar.update(summary.cached)
+    else:
+        bar = tqdm(total=len(todo), desc=f"{spec.encoder}", unit="clip", disable=not progress)
+    failures = summary.failures
     for path, result in _load(todo, spec, workers, subtitles or {}, isolate):
         stem = Path(path).stem
         if isinstance(result, MediaError):
@@ -429,7 +508,7 @@ def _extract_locked(inputs, spec, encoder, folder, workers, progress, subtitles,
             atomic_write_bytes(folder / "_missing" / f"{stem}.json", json.dumps({"reason": reason}).encode())
         else:
             try:
-                save_features(folder / f"{stem}.npy", encode_sample(encoder, modality, result))
+                save_features(folder / f"{stem}.npy", encode_sample(encoder, modality, result, device))
                 summary.extracted += 1
             except OSError:
                 raise  # the cache cannot be written (disk full, permissions): every later sample would fail too
@@ -440,9 +519,10 @@ def _extract_locked(inputs, spec, encoder, folder, workers, progress, subtitles,
                 summary.failed[stem] = reason
                 failures.append({"name": stem, "path": str(path), "reason": reason})
         bar.update(1)
+        if job is not None:
+            job.count(done=int(stem not in summary.failed), failed=int(stem in summary.failed),
+                      cost=(costs or {}).get(stem, 0.0))  # fmt: skip
     bar.close()
-    lines = "".join(json.dumps(f) + "\n" for f in failures)
-    atomic_write_bytes(folder / "failed.jsonl", lines.encode())
     return summary
 
 
@@ -562,19 +642,24 @@ def main(argv: list[str]) -> int:
         action="store_false",
         help="decode in threads of this process (faster start; a decoder crash then ends the run)",
     )
+    ex.add_argument(
+        "--device", default="cpu", help="where the encoders run: cpu, cuda (under a launcher: this rank's GPU)"
+    )
     ex.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
     try:
+        job = Job("features")  # torchrun / accelerate launch: this rank's shard; else the whole list
         specs, encoders, files, names, subtitles, skipped = _setup(args)
     except (OSError, ValueError, ImportError) as e:
         if args.debug:
             raise
         print(f"emollm features: {e}", file=sys.stderr)
         return 2
+    say = print if job.is_main else _quiet  # rank 0 reports for the whole job
     for line in skipped[:10]:
-        print(f"  skipped {line}", file=sys.stderr)
+        say(f"  skipped {line}", file=sys.stderr)
     if len(skipped) > 10:
-        print(f"  ... and {len(skipped) - 10} more entries skipped", file=sys.stderr)
+        say(f"  ... and {len(skipped) - 10} more entries skipped", file=sys.stderr)
     ok = bad = 0
     for spec in specs:
         try:
@@ -588,30 +673,41 @@ def main(argv: list[str]) -> int:
                 encoder=encoders.pop(spec.encoder),
                 isolate=args.isolate,
                 debug=args.debug,
+                job=job,
+                device=args.device,
             )
         except (OSError, ValueError, ImportError, CacheBusy) as e:
             if args.debug:
                 raise
-            print(f"emollm features: {spec.encoder}: {e}", file=sys.stderr)
+            say(f"emollm features: {spec.encoder}: {e}", file=sys.stderr)
             bad += len(files)
             continue
         ok += summary.succeeded
         bad += len(summary.failed)
-        print(summary.line())
+        say(summary.line())
         for stem, reason in list(summary.missing.items())[:10]:
-            print(f"  missing {stem}: {reason}")
+            say(f"  missing {stem}: {reason}")
         for stem, reason in summary.failed.items():
-            print(f"  failed  {stem}: {reason}")
+            say(f"  failed  {stem}: {reason}")
         if len(summary.missing) > 10:
-            print(f"  ({len(summary.missing) - 10} more missing: {summary.folder}/_missing/)")
+            say(f"  ({len(summary.missing) - 10} more missing: {summary.folder}/_missing/)")
+    if job.distributed:
+        from emollm.jobs.distributed import format_summary
+
+        rows = job.summary()
+        say(f"emollm features: {job.world} processes ({job.launch.launcher})\n{format_summary(rows)}", file=sys.stderr)
     total = len(files) * len(specs)
     if bad and not ok:
-        print(f"emollm features: nothing extracted: all {total} inputs failed (reasons above)", file=sys.stderr)
-        return 2
+        say(f"emollm features: nothing extracted: all {total} inputs failed (reasons above)", file=sys.stderr)
+        return 2 if job.is_main else 0
     if bad:
-        print(f"emollm features: {bad} of {total} inputs failed (reasons above and in failed.jsonl)", file=sys.stderr)
-        return 1
+        say(f"emollm features: {bad} of {total} inputs failed (reasons above and in failed.jsonl)", file=sys.stderr)
+        return 1 if job.is_main else 0  # the launcher reports rank 0's status; the others finished their part
     return 0
+
+
+def _quiet(*args: Any, **kwargs: Any) -> None:
+    """Ranks other than 0 print nothing: rank 0 reports the whole job."""
 
 
 def _setup(args: argparse.Namespace):
