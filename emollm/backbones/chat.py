@@ -166,34 +166,104 @@ def _split_system(turns: list[tuple[str, str]]) -> tuple[str | None, list[tuple[
 
 @dataclass(frozen=True)
 class TurnFormat(ChatFormat):
-    """Every message as ``header`` + content + end-of-turn (+ untrained ``after_turn``): LLaMA-3, ChatML and kin.
+    """Every message as ``header`` + content + end-of-turn (+ untrained ``after_turn``): LLaMA-3, ChatML, Gemma, Phi
+    and kin. The fields below cover what the official templates of these families vary, so a family declares its
+    format as data.
 
     Attributes:
         header: Text that opens a turn; ``{role}`` is replaced by the role's name in ``role_names`` (default: the role).
         after_turn: Text the template writes after the end-of-turn string, outside the loss (ChatML's newline).
         strip: Trim each content as the template does (``| trim``).
         role_names: Template names of our roles where they differ (Gemma's ``assistant`` -> ``model``).
+        system_mode: ``"turn"``: the system message is a turn of its own; ``"fold"``: the template has no system role
+            and writes ``fold_template`` at the start of the first user turn (Gemma-3).
+        fold_template: How a folded system message precedes the first user content (``{system}``; not trimmed).
+        system_template: The body of the system turn (``{system}``, ``{date_string}``), e.g. LLaMA-3.1's
+            "Cutting Knowledge Date" header.
+        always_system: Write the system turn even when the conversation has none (with an empty ``{system}``).
+        date_string: Value of ``{date_string}`` in ``system_template`` (LLaMA-3.1's ``date_string`` variable).
+        enable_thinking: The template variable of the same name; ``None`` leaves it undefined, as when
+            ``apply_chat_template`` is called without it, which means ``thinking_default``.
+        thinking_default: What an undefined ``enable_thinking`` means in this template.
+        think_on_system: Written at the top of the system turn when thinking is on; a system turn is then written even
+            without a system message (Gemma-4's ``<|think|>``).
+        think_on_prompt: Written after the generation prompt's header when thinking is on (Qwen3.5's ``<think>\\n``).
+        think_off_prompt: Written after the generation prompt's header when thinking is off (the empty think block or
+            thought channel: Qwen3's ``<think>\\n\\n</think>\\n\\n``, Gemma-4's ``<|channel>thought\\n<channel|>``).
+        closing: Written at the very end when no generation prompt is asked for (``{eos}``: Phi-4-mini appends
+            ``eos_token``); outside the loss.
     """
 
     header: str = field(default="", kw_only=True)
     after_turn: str = field(default="", kw_only=True)
     strip: bool = field(default=False, kw_only=True)
     role_names: Mapping[str, str] = field(default_factory=dict, kw_only=True)
+    system_mode: Literal["turn", "fold"] = field(default="turn", kw_only=True)
+    fold_template: str = field(default="{system}\n\n", kw_only=True)
+    system_template: str = field(default="{system}", kw_only=True)
+    always_system: bool = field(default=False, kw_only=True)
+    date_string: str = field(default="", kw_only=True)
+    enable_thinking: bool | None = field(default=None, kw_only=True)
+    thinking_default: bool = field(default=False, kw_only=True)
+    think_on_system: str = field(default="", kw_only=True)
+    think_on_prompt: str = field(default="", kw_only=True)
+    think_off_prompt: str = field(default="", kw_only=True)
+    closing: str = field(default="", kw_only=True)
+
+    @property
+    def thinking(self) -> bool:
+        """Whether thinking is on (``enable_thinking``, or the template's default when that is None)."""
+        return self.thinking_default if self.enable_thinking is None else self.enable_thinking
 
     def _header(self, role: str) -> str:
         return self.header.format(role=self.role_names.get(role, role))
+
+    def _clean(self, content: str) -> str:
+        return content.strip() if self.strip else content
+
+    def _system_turn(self, b: _Builder, system: str | None) -> str:
+        """Writes the system turn (if any) and returns the text that opens the first user content (fold mode)."""
+        think = self.think_on_system if self.thinking else ""
+        if system is None and not (self.always_system or think):
+            return ""
+        if self.system_mode == "fold":
+            return "" if system is None else self.fold_template.format(system=system)
+        body = self.system_template.format(system=self._clean(system or ""), date_string=self.date_string)
+        b.add(self._header("system"))
+        b.add(think + body + self.stop_strings[0])
+        b.add(self.after_turn)
+        return ""
+
+    def _answer(self, content: str, index: int, turns: list[tuple[str, str]]) -> tuple[str, str]:
+        """One assistant turn after its header: (untrained prefix, trained text before the end-of-turn string).
+
+        ``index`` is the turn's position in ``turns`` (the conversation without its system message).
+        """
+        return "", self._clean(content)
+
+    def _generation_prompt(self) -> str:
+        return self._header("assistant") + (self.think_on_prompt if self.thinking else self.think_off_prompt)
 
     def _render(
         self, b: _Builder, turns: list[tuple[str, str]], *, add_generation_prompt: bool, bos: str, eos: str
     ) -> None:
         eot = self.stop_strings[0]  # the templates write a literal end-of-turn, whatever eos_token is
+        system, turns = _split_system(turns)
         b.add(bos)
-        for role, content in turns:
+        prefix = self._system_turn(b, system)
+        for i, (role, content) in enumerate(turns):
             b.add(self._header(role))
-            b.add((content.strip() if self.strip else content) + eot, train=role == "assistant")
+            if role == "assistant":
+                untrained, answer = self._answer(content, i, turns)
+                b.add(untrained)
+                b.add(answer + eot, train=True)
+            else:
+                b.add((prefix if i == 0 else "") + self._clean(content) + eot)
             b.add(self.after_turn)
         if add_generation_prompt:
-            b.add(self._header("assistant"))
+            b.add(self._generation_prompt())
+        else:
+            b.add(self.closing.format(eos=eos))
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,14 @@ in this package (its ``BACKBONES``, ``BackboneSpec`` fields as plain data, and i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from emollm.backbones import llama, mistral, qwen, smollm
+from emollm.backbones import gemma, llama, mistral, phi, qwen, smollm
 from emollm.backbones.chat import CHATML, ChatFormat
 
 __all__ = [
@@ -39,13 +40,43 @@ ADDED_PLACEHOLDERS: dict[str, str] = {
 LORA_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+#: Config keys that hold one value per decoder layer.
+_PER_LAYER_KEYS = ("layer_types", "no_rope_layers")
+_TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _layer_window(values: Sequence[Any], n: int) -> list[Any]:
+    """The last ``n`` consecutive entries of a per-layer list that contain every distinct value (the last ``n`` if
+    no window does); cycles the list when it is shorter than ``n``."""
+    values = list(values)
+    if len(values) < n:
+        values = values * (n // len(values) + 1)
+    kinds = set(values)
+    for start in range(len(values) - n, -1, -1):
+        if set(values[start : start + n]) == kinds:
+            return values[start : start + n]
+    return values[-n:]
+
+
+def _drop_ids_outside(cfg: dict[str, Any], vocab_size: int) -> None:
+    """Removes special token ids that a ``vocab_size``-row embedding cannot hold (a list keeps its valid ids)."""
+    for key in _TOKEN_ID_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, list):
+            kept = [v for v in value if v < vocab_size]
+            cfg[key] = kept or None
+        elif isinstance(value, int) and value >= vocab_size:
+            cfg[key] = None
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """Everything emollm needs to know about one LLM family.
 
     Attributes:
         name: Registry key (``--backbone``).
-        family: transformers ``model_type`` of the checkpoint (``llama``, ``mistral``, ``qwen2``).
+        family: transformers ``model_type`` of the language model emollm builds (``llama``, ``qwen3``,
+            ``gemma3_text``, ...); ``AutoModelForCausalLM`` maps it to the class.
         hf_id: The model this entry describes (documentation only: nothing is fetched).
         config_url: The published ``config.json`` the reference dimensions come from.
         chat_format: Name in ``emollm.backbones.chat``.
@@ -56,6 +87,8 @@ class BackboneSpec:
             (LLaMA-3's ``<|reserved_special_token_k|>``), so no resize. Either way the rows are overwritten by
             projected features at every forward pass and are suppressed in generation.
         reserved_placeholders: For ``reserved``: modality -> existing token string.
+        placeholder_note: The placeholder choice in words, for ``emollm backbones`` and the README (which tokens,
+            whether the embeddings are resized).
         pad_candidates: Tokens to use as pad, in order, when the tokenizer has no pad distinct from its end tokens.
         default_dtype: dtype for real weights (tiny test models are always float32).
         embedded: Name of the package-shipped weights (``smollm2``) or None when the user supplies ``llm_path``.
@@ -71,6 +104,7 @@ class BackboneSpec:
     lora_targets: tuple[str, ...] = LORA_ALL_LINEAR
     placeholder_token_policy: PlaceholderPolicy = "add_special"
     reserved_placeholders: dict[str, str] = field(default_factory=dict)
+    placeholder_note: str = ""
     pad_candidates: tuple[str, ...] = ()
     default_dtype: DType = "bfloat16"
     embedded: str | None = None
@@ -96,11 +130,15 @@ class BackboneSpec:
         """A transformers config of this family from the reference dimensions, with overrides.
 
         ``spec.text_config(n_layers=2, hidden=64, vocab_size=1024)`` is the tiny random model the tests use; with no
-        overrides it describes the real model (useful to check memory before loading anything).
+        overrides it describes the real model (useful to check memory before loading anything). A tiny config stays a
+        valid config of the same class: per-layer lists (``layer_types``, ``no_rope_layers``) keep the last window of
+        ``n_layers`` layers that holds every layer kind (a 2-layer Qwen3.5 has one linear-attention and one full
+        attention layer), token ids outside a smaller vocabulary are dropped, and the family's own fix-up (its
+        ``TINY_FIXES``, e.g. Gemma-4's per-layer-input embedding and global head size) scales the rest.
         """
         from transformers import AutoConfig
 
-        cfg = dict(self.reference_config)
+        cfg = copy.deepcopy(dict(self.reference_config))
         short = {
             "num_hidden_layers": n_layers,
             "hidden_size": hidden,
@@ -120,6 +158,14 @@ class BackboneSpec:
                 heads = cfg["num_attention_heads"]
                 cfg["num_key_value_heads"] = heads // 2 if heads % 2 == 0 and heads > 1 else heads
             cfg["head_dim"] = hidden // cfg["num_attention_heads"]
+        if n_layers is not None:
+            for key in _PER_LAYER_KEYS:
+                if key in cfg:
+                    cfg[key] = _layer_window(cfg[key], n_layers)
+        if vocab_size is not None:
+            _drop_ids_outside(cfg, vocab_size)
+        if hidden is not None and self.family in _TINY_FIXES:
+            _TINY_FIXES[self.family](cfg)
         cfg.update(overrides)
         return AutoConfig.for_model(self.family, **cfg)
 
@@ -132,6 +178,8 @@ class BackboneSpec:
             "chat_format": self.chat_format,
             "lora_targets": list(self.lora_targets),
             "placeholder_token_policy": self.placeholder_token_policy,
+            "placeholder_tokens": self.placeholder_tokens(),
+            "placeholder_note": self.placeholder_note,
             "default_dtype": self.default_dtype,
             "weights": f"embedded:{self.embedded}" if self.embedded else "local path (--llm-path)",
         }
@@ -143,8 +191,20 @@ class BackboneSpec:
         return dataclasses.replace(spec, **overrides) if overrides else spec
 
 
-#: The family files, in the order ``emollm backbones`` lists them.
-FAMILIES = (llama, mistral, qwen, smollm)
+#: The family files, in the order ``emollm backbones`` lists them: a new family is one line here.
+FAMILIES = (
+    llama,
+    mistral,
+    qwen,
+    smollm,
+    gemma,
+    phi,
+)
+
+#: model_type -> fix-up of a tiny config dict (in place), from the family files' ``TINY_FIXES``.
+_TINY_FIXES: Mapping[str, Callable[[dict[str, Any]], None]] = MappingProxyType(
+    {model_type: fix for family in FAMILIES for model_type, fix in getattr(family, "TINY_FIXES", {}).items()}
+)
 
 _REGISTRY: Mapping[str, BackboneSpec] = MappingProxyType(
     {entry["name"]: BackboneSpec(**entry) for family in FAMILIES for entry in family.BACKBONES}
