@@ -41,6 +41,14 @@ _TINY_ROLES: dict[str, dict[str, str | None]] = {
     "mistral": {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"},
     "llama3": {"unk": None, "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>"},
     "chatml": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
+    "llama3_1": {"unk": None, "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>"},
+    "qwen3": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
+    "qwen3_5": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
+    "smollm3": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|finetune_right_pad_id|>"},
+    # Gemma's and Phi-4's tokenizers name <eos> / <|endoftext|> their eos; the chat turn ends at the format's stop.
+    "gemma3": {"unk": "<unk>", "bos": "<bos>", "eos": "<end_of_turn>", "pad": "<pad>"},
+    "gemma4": {"unk": "<unk>", "bos": "<bos>", "eos": "<turn|>", "pad": "<pad>"},
+    "phi4": {"unk": None, "bos": None, "eos": "<|end|>", "pad": "<|endoftext|>"},
 }
 
 
@@ -291,7 +299,13 @@ def load_gguf_tokenizer(path: Path | str, cache_dir: Path | str | None = None) -
 
         meta = _gguf_string_metadata(path, ("tokenizer.ggml.model", "tokenizer.ggml.pre"))
         model, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre")
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        if model == "gemma4":
+            # AutoTokenizer parses the model config too, which fails on this vocabulary's per-layer KV-head list
+            from transformers import GemmaTokenizer
+
+            tokenizer = GemmaTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         if model == "llama":
             _use_sentencepiece_dummy_prefix(tokenizer)
         elif pre in ("llama-bpe", "llama3"):

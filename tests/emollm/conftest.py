@@ -7,7 +7,7 @@ import pytest
 from emollm.backbones import get_backbone, get_chat_format
 from emollm.model.configuration import ModalityConfig, ProjectorConfig
 from emollm.model.factory import build_model
-from emollm.testing import build_tiny_tokenizer
+from emollm.testing import build_tiny_tokenizer, load_gguf_tokenizer
 
 
 def tiny_modalities() -> dict[str, ModalityConfig]:
@@ -47,3 +47,35 @@ def make_tiny(backbone: str = "llama2", modalities=None, **kwargs):
 @pytest.fixture
 def tiny():
     return make_tiny
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Real vocabularies (llama.cpp's vocab-only GGUFs, `make test-assets`), converted once per machine and cached; loading
+# them is the slow part of the chat-format tests, hence session scope.
+
+
+def _gguf(test_assets, name: str):
+    path = test_assets / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make test-assets` (scripts/fetch_test_assets.sh) to complete the cache")
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer(test_assets):
+    return load_gguf_tokenizer(_gguf(test_assets, "ggml-vocab-llama-spm.gguf"))
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer(test_assets):
+    return load_gguf_tokenizer(_gguf(test_assets, "ggml-vocab-llama-bpe.gguf"))
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer(test_assets):
+    return load_gguf_tokenizer(_gguf(test_assets, "ggml-vocab-qwen2.gguf"))
+
+
+@pytest.fixture(scope="session")
+def gemma4_tokenizer(test_assets):
+    return load_gguf_tokenizer(_gguf(test_assets, "ggml-vocab-gemma-4.gguf"))

@@ -66,19 +66,8 @@ WITH_SYSTEM = {name for name, conv in CONVERSATIONS.items() if conv[0]["role"] =
 # Real tokenizers (session-scoped: loading them is the slow part of this file)
 
 
-@pytest.fixture(scope="session")
-def llama2_tokenizer(test_assets):
-    return load_gguf_tokenizer(test_assets / "ggml-vocab-llama-spm.gguf")
-
-
-@pytest.fixture(scope="session")
-def llama3_tokenizer(test_assets):
-    return load_gguf_tokenizer(test_assets / "ggml-vocab-llama-bpe.gguf")
-
-
-@pytest.fixture(scope="session")
-def qwen2_tokenizer(test_assets):
-    return load_gguf_tokenizer(test_assets / "ggml-vocab-qwen2.gguf")
+# llama2_tokenizer, llama3_tokenizer, qwen2_tokenizer, gemma4_tokenizer: tests/emollm/conftest.py (shared with
+# test_chat_formats_current.py).
 
 
 @pytest.fixture(scope="session")
@@ -193,8 +182,19 @@ def _expected_answers(fmt: ChatFormat, messages: list[dict[str, str]]) -> list[s
         return [f" {a.strip()} </s>" for a in answers]
     if fmt.name == "mistral":
         return [f" {a}</s>" for a in answers]
-    if fmt.name == "llama3":
+    if fmt.name in ("llama3", "llama3_1"):
         return [a.strip() + "<|eot_id|>" for a in answers]
+    if fmt.name in ("gemma3", "gemma4"):
+        return [a.strip() + fmt.stop_strings[0] for a in answers]
+    if fmt.name == "qwen3_5":
+        return [a.strip() + "<|im_end|>" for a in answers]
+    if fmt.name == "smollm3":
+        return [a.lstrip("\n") + "<|im_end|>" for a in answers]
+    if fmt.name == "qwen3":  # a final answer (after the last query) follows its empty think block, lstripped
+        last = [answers[-1].lstrip("\n")] if messages[-1]["role"] == "assistant" else answers[-1:]
+        return [a + "<|im_end|>" for a in answers[:-1] + last]
+    if fmt.name == "phi4":
+        return [a + "<|end|>" for a in answers]
     return [a + "<|im_end|>" for a in answers]
 
 
@@ -255,6 +255,16 @@ def test_train_spans_are_the_answers():
         "mistral": [" The eyebrows are raised and the mouth is open.</s>", " Surprise, most likely.</s>"],
         "llama3": ["The eyebrows are raised and the mouth is open.<|eot_id|>", "Surprise, most likely.<|eot_id|>"],
         "chatml": ["The eyebrows are raised and the mouth is open.<|im_end|>", "Surprise, most likely.<|im_end|>"],
+        "llama3_1": ["The eyebrows are raised and the mouth is open.<|eot_id|>", "Surprise, most likely.<|eot_id|>"],
+        "qwen3": ["The eyebrows are raised and the mouth is open.<|im_end|>", "Surprise, most likely.<|im_end|>"],
+        "qwen3_5": ["The eyebrows are raised and the mouth is open.<|im_end|>", "Surprise, most likely.<|im_end|>"],
+        "smollm3": ["The eyebrows are raised and the mouth is open.<|im_end|>", "Surprise, most likely.<|im_end|>"],
+        "gemma3": [
+            "The eyebrows are raised and the mouth is open.<end_of_turn>",
+            "Surprise, most likely.<end_of_turn>",
+        ],
+        "gemma4": ["The eyebrows are raised and the mouth is open.<turn|>", "Surprise, most likely.<turn|>"],
+        "phi4": ["The eyebrows are raised and the mouth is open.<|end|>", "Surprise, most likely.<|end|>"],
     }
     for name in list_chat_formats():
         chat = get_chat_format(name).render(messages)
@@ -302,12 +312,17 @@ def test_stop_and_special_tokens():
 
 
 def test_unknown_format_lists_known_names():
-    with pytest.raises(ValueError, match="unknown chat format 'vicuna'.*chatml, llama2, llama3, mistral"):
+    with pytest.raises(ValueError, match="unknown chat format 'vicuna'.*chatml, gemma3, gemma4, llama2, llama3"):
         get_chat_format("vicuna")
-    assert list_chat_formats() == ["chatml", "llama2", "llama3", "mistral"]
+    names = list_chat_formats()
+    assert names == sorted(names)
+    assert {"chatml", "gemma3", "gemma4", "llama2", "llama3", "llama3_1", "mistral", "phi4", "qwen3", "qwen3_5"} <= set(
+        names
+    )
+    assert "smollm3" in names
 
 
-@pytest.mark.parametrize("name", ["llama2", "mistral", "llama3", "chatml"])
+@pytest.mark.parametrize("name", list_chat_formats())
 @pytest.mark.parametrize(
     ("messages", "error", "pattern"),
     [
@@ -356,12 +371,13 @@ def _reference_cases(gguf: Path) -> list[tuple[str, list[int]]]:
     """Reads llama.cpp's `X.gguf.inp` (texts separated by "\\n__ggml_vocab_test__\\n") and `X.gguf.out` (one line
     of space-separated ids per text)."""
     texts = gguf.with_name(gguf.name + ".inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
-    assert texts[-1] == ""
+    if texts[-1] == "":  # most files end with a separator; gemma-4's does not
+        texts.pop()
     lines = gguf.with_name(gguf.name + ".out").read_text(encoding="utf-8").split("\n")
     if lines[-1] == "":
         lines.pop()
-    assert len(lines) == len(texts) - 1
-    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts[:-1], lines, strict=True)]
+    assert len(lines) == len(texts)
+    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, lines, strict=True)]
 
 
 @pytest.mark.parametrize(
@@ -370,6 +386,7 @@ def _reference_cases(gguf: Path) -> list[tuple[str, list[int]]]:
         ("ggml-vocab-llama-spm.gguf", "llama2_tokenizer"),
         ("ggml-vocab-llama-bpe.gguf", "llama3_tokenizer"),
         ("ggml-vocab-qwen2.gguf", "qwen2_tokenizer"),
+        ("ggml-vocab-gemma-4.gguf", "gemma4_tokenizer"),
     ],
 )
 def test_gguf_tokenizer_matches_llama_cpp(gguf_name, tok_fixture, test_assets, request):
