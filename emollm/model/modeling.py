@@ -188,7 +188,31 @@ class EmoLLMForCausalLM(nn.Module):
     ):
         """Causal-LM forward over spliced embeddings; returns the language model's output (loss when labels given)."""
         embeds = self.embed(input_ids, modality_inputs)
+        per_layer = self.per_layer_inputs(input_ids)
+        if per_layer is not None:
+            kwargs["per_layer_inputs"] = per_layer
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    def per_layer_inputs(self, input_ids: Tensor) -> Tensor | None:
+        """Gemma-4's per-layer token embeddings for a spliced batch; None for language models without them.
+
+        Gemma-4 adds an embedding of each token *id* in every layer. Given ``inputs_embeds`` alone it recovers the ids
+        by matching embedding rows, which fails where placeholders hold projected features; as
+        ``Gemma4ForConditionalGeneration`` does for its media tokens, placeholder positions look up the pad token.
+
+        Returns:
+            (B, L, n_layers, d_ple) or None.
+        """
+        lm = self.language_model
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        text = getattr(base, "model", None)
+        if not hasattr(text, "get_per_layer_inputs") or not getattr(text, "hidden_size_per_layer_input", None):
+            return None
+        ids = input_ids.clone()
+        pad = base.config.pad_token_id if base.config.pad_token_id is not None else 0
+        for modality in self.config.modalities:
+            ids[self.get_placeholder_mask(input_ids, modality)] = pad
+        return text.get_per_layer_inputs(ids)  # (B, L) -> (B, L, n_layers, d_ple)
 
     @torch.no_grad()
     def generate(
@@ -208,4 +232,42 @@ class EmoLLMForCausalLM(nn.Module):
             generate_kwargs["suppress_tokens"] = sorted(
                 set(generate_kwargs.get("suppress_tokens") or []) | set(suppress)
             )
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        per_layer = self.per_layer_inputs(input_ids)
+        if per_layer is None or input_ids.shape[1] < 2:
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        # Gemma-4: `generate` would pass per_layer_inputs to every decoding step, so the prompt but its last token (the
+        # end of the generation prompt, never a placeholder) is prefilled here and generate continues from that cache.
+        positions = attention_mask.long().cumsum(-1) - 1  # (B, L), left padding as generate computes it
+        positions.masked_fill_(attention_mask == 0, 1)
+        prefill = self.language_model(
+            inputs_embeds=embeds[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            per_layer_inputs=per_layer[:, :-1],
+            use_cache=True,
+        )
+        if generate_kwargs.get("streamer") is not None:
+            generate_kwargs["streamer"] = _SkipPrompt(generate_kwargs["streamer"])
+        out = self.language_model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=prefill.past_key_values,
+            **generate_kwargs,
+        )
+        return out[:, input_ids.shape[1] :]  # (B, L + N_new) -> (B, N_new)
+
+
+class _SkipPrompt:
+    """Streamer wrapper: ``generate`` called with ``input_ids`` first streams the prompt; callers expect new tokens."""
+
+    def __init__(self, streamer):
+        self.streamer, self.first = streamer, True
+
+    def put(self, value) -> None:
+        if self.first:
+            self.first = False
+            return
+        self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()

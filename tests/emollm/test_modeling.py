@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from emollm.backbones import list_backbones
 from emollm.model.processing import IGNORE_INDEX, Sample
 
 from .conftest import make_tiny
 
-FAMILY_CLASS = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+#: model_type -> the causal-LM class transformers builds for it (every registry family).
+FAMILY_CLASS = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
 def sample(face=True, audio=True, video=True, frames=3, answer="The person looks happy.", name="s"):
