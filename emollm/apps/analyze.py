@@ -292,6 +292,9 @@ def main(argv: list[str]) -> int:
     clue.add_argument("--text-model", default="minilm", choices=["minilm", "nade"])
     clue.add_argument("--reasoning", default="llm", choices=["llm", "template"])
     clue.add_argument("--fusion-config", metavar="YAML", help="fusion weights (default: emollm/clues/fusion.yaml)")
+    from emollm.engines import add_engine_arguments
+
+    add_engine_arguments(parser, concurrency=1)  # the rationale's LLM (clue mode)
     ckpt = parser.add_argument_group("checkpoint mode")
     ckpt.add_argument("--answer-template", default="The emotion is {label}.", help="the trained answer format")
     for m in MODALITIES:
@@ -311,10 +314,19 @@ def main(argv: list[str]) -> int:
                 frames=args.frames, face_detector=args.face_detector, asr=not args.no_asr,
                 text_model=args.text_model, reasoning=args.reasoning, llm_path=args.llm_path,
                 precision=args.precision, fusion_config=args.fusion_config,
+                engine=args.llm_engine, llm_endpoint=args.llm_endpoint, llm_model=args.llm_model,
+                llm_api_key_env=args.llm_api_key_env,
             )  # fmt: skip
+            if args.llm_endpoint and not args.llm_model:
+                raise ValueError(f"--llm-endpoint {args.llm_endpoint} needs the served model's name (--llm-model NAME)")
             if args.max_new_tokens is not None:
                 options["max_new_tokens"] = args.max_new_tokens
         else:
+            if args.llm_endpoint:
+                raise ValueError(
+                    "--llm-endpoint serves the clue mode's rationale; a checkpoint generates in this process (to "
+                    "serve it on vLLM: emollm export CHECKPOINT OUT --vllm)"
+                )
             files = {m: getattr(args, m) for m in MODALITIES if getattr(args, m)}
             options = dict(
                 llm_path=args.llm_path, asr=not args.no_asr, precision=args.precision,
@@ -335,9 +347,11 @@ def main(argv: list[str]) -> int:
     try:
         if batch:
             return run_batch(analyzer, inputs, Path(args.out), subtitle=args.subtitle, debug=args.debug)
+        from emollm.engines import EngineError
+
         try:
             result = analyzer(inputs[0], subtitle=args.subtitle)
-        except (OSError, ValueError, ImportError, MediaError) as e:
+        except (OSError, ValueError, ImportError, MediaError, EngineError) as e:
             if args.debug:
                 raise
             print(f"emollm analyze: {e}", file=sys.stderr)

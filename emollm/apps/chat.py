@@ -43,6 +43,8 @@ class ClipChat:
         llm_path: Local weights for that backbone (or the checkpoint's base).
         max_new_tokens: Answer length budget.
         analysis: A precomputed analysis of ``media`` (skips the clue analysis).
+        engine: Without a checkpoint, the text LLM's engine: :func:`emollm.engines.build_engine` keywords
+            (``engine``, ``endpoint``, ``model``, ``api_key_env``, ...).
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class ClipChat:
         llm_path: str | None = None,
         max_new_tokens: int = 160,
         analysis: Analysis | None = None,
+        engine: dict[str, Any] | None = None,
     ) -> None:
         from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings
         from emollm.labels import MER2023_LABELS
@@ -70,10 +73,13 @@ class ClipChat:
         self.history: list[dict[str, str]] = []
         self.checkpoint = checkpoint
         if checkpoint is None:
-            from emollm.apps.reasoning import LLMReasoner
+            from emollm.engines import build_engine
 
-            self._llm: Any = LLMReasoner(backbone, llm_path, max_new_tokens=max_new_tokens, precision="auto")
+            opts = {"concurrency": 1, **(engine or {})}
+            self._llm: Any = build_engine(backbone, llm_path, max_new_tokens=max_new_tokens, precision="auto", **opts)
         else:
+            if engine and engine.get("endpoint"):
+                raise ValueError("--llm-endpoint is for the chat without --checkpoint (a checkpoint runs in process)")
             from emollm.apps.analyze import clip_features
             from emollm.checkpoints import load_model
 
@@ -136,13 +142,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--llm-path", help="local LLM weights (folder or .gguf)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    from emollm.engines import EngineError, add_engine_arguments, engine_options
+
+    add_engine_arguments(parser, concurrency=1)
     args = parser.parse_args(argv)
     from emollm.media import MediaError
 
     try:
         session = ClipChat(
             args.media, checkpoint=args.checkpoint, backbone=args.backbone, llm_path=args.llm_path,
-            max_new_tokens=args.max_new_tokens,
+            max_new_tokens=args.max_new_tokens, engine=engine_options(args),
         )  # fmt: skip
     except (OSError, ValueError, ImportError, MediaError) as e:
         if args.debug:
@@ -156,7 +165,11 @@ def main(argv: list[str]) -> int:
         if args.ask:
             print(f"you> {question}")
         print("emollm> ", end="", flush=True)
-        for piece in session.ask(question):
-            print(piece, end="", flush=True)
+        try:
+            for piece in session.ask(question):
+                print(piece, end="", flush=True)
+        except EngineError as e:
+            print(f"\nemollm chat: {e}", file=sys.stderr)
+            return 1
         print()
     return 0

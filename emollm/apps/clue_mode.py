@@ -57,6 +57,12 @@ class ClueSettings:
         llm_path: Local weights for a backbone without embedded weights.
         max_new_tokens: Rationale length budget.
         precision: ``auto`` (bf16 autocast where the CPU has native bf16), ``fp32`` or ``bf16``.
+        engine: In-process engine of the rationale: ``auto`` (llama.cpp on a CPU when installed and the weights
+            are a GGUF), ``transformers`` or ``llama.cpp`` (:func:`emollm.engines.build_engine`).
+        llm_endpoint: An OpenAI-compatible server that writes the rationale instead (``llm_model`` names the
+            model); a server failure is an error of the clip, never a template in disguise.
+        llm_model: The served model's name.
+        llm_api_key_env: Environment variable with the server's API key.
         fusion_config: A fusion YAML (None: the packaged ``fusion.yaml``).
     """
 
@@ -71,6 +77,10 @@ class ClueSettings:
     max_new_tokens: int = 96
     precision: str = "auto"
     fusion_config: str | None = None
+    engine: str = "auto"
+    llm_endpoint: str | None = None
+    llm_model: str | None = None
+    llm_api_key_env: str = "EMOLLM_LLM_API_KEY"
 
     def __post_init__(self) -> None:
         if self.frames < 1:
@@ -153,11 +163,13 @@ class ClueAnalyzer:
 
                 self._models[name] = load_cue_table()
             elif name == "llm":
-                from emollm.apps.reasoning import LLMReasoner
+                from emollm.engines import build_engine
 
-                self._models[name] = LLMReasoner(
-                    s.reasoning_backbone, s.llm_path, max_new_tokens=s.max_new_tokens, precision=s.precision
-                )
+                self._models[name] = build_engine(
+                    s.reasoning_backbone, s.llm_path, engine=s.engine, endpoint=s.llm_endpoint, model=s.llm_model,
+                    api_key_env=s.llm_api_key_env, max_new_tokens=s.max_new_tokens, precision=s.precision,
+                    concurrency=1,
+                )  # fmt: skip
         return self._models[name]
 
     def close(self) -> None:
@@ -312,7 +324,8 @@ class ClueAnalyzer:
                 problem = verdict.issue
         if problem is not None:
             return template_reasoning(label, clues), f"template (the LLM's rationale was rejected: {problem})"
-        return text, f"llm:{self.settings.reasoning_backbone}"
+        s = self.settings
+        return text, f"llm:{s.llm_model if s.llm_endpoint else s.reasoning_backbone}"
 
     # ------------------------------------------------------------------------------------------------ run
     def load_kwargs(self) -> dict[str, Any]:
@@ -417,8 +430,14 @@ class ClueAnalyzer:
                 "text": getattr(self._models.get("text"), "model_id", s.text_model),
                 "reasoning": None
                 if s.reasoning == "template"
-                else f"{s.reasoning_backbone} ({s.llm_path or 'embedded'})",
+                else (
+                    f"{s.llm_model} ({s.llm_endpoint})"
+                    if s.llm_endpoint
+                    else f"{s.reasoning_backbone} ({s.llm_path or 'embedded'})"
+                ),
             },
+            # engine, model as served, sampling, and why that engine (once the LLM has run)
+            "reasoning_engine": llm.produced_by() if llm is not None else None,
             "precision": getattr(llm, "precision", None) or resolve_precision(s.precision),  # of the LLM
             "linear_kernels": getattr(llm, "linear_kernels", None),  # of the LLM, once loaded
             "encoders_precision": "fp32",  # FER, MediaPipe, Whisper, MiniLM

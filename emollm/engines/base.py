@@ -204,7 +204,7 @@ class EngineBase:
             try:
                 done: Completion | Exception = self.complete(messages, seed=seed)
             except Exception as e:
-                if isinstance(e, EngineError) and e.fatal:
+                if is_fatal(e):
                     raise
                 done = e
             yield i, done
@@ -217,6 +217,14 @@ class EngineBase:
 
     def produced_by(self) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def is_fatal(error: BaseException) -> bool:
+    """Whether ``error`` ends a whole job rather than one item: a fatal :class:`EngineError`, or the caller's
+    deadline (:class:`~emollm.utils.deadline.DeadlineExceeded`)."""
+    from emollm.utils.deadline import DeadlineExceeded
+
+    return isinstance(error, DeadlineExceeded) or (isinstance(error, EngineError) and error.fatal)
 
 
 def postprocess(done: Completion) -> str:

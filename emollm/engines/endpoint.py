@@ -21,6 +21,7 @@ What a MERR-scale job needs from it:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import random
@@ -34,13 +35,14 @@ from emollm.engines.base import (
     BadResponse,
     Completion,
     EngineBase,
-    EngineError,
     EngineUnavailable,
     Messages,
     RequestRejected,
     Sampling,
     conversation_seed,
+    is_fatal,
 )
+from emollm.utils.deadline import DeadlineExceeded, check_deadline, current_deadline
 
 __all__ = ["DEFAULT_API_KEY_ENV", "EndpointEngine"]
 
@@ -175,14 +177,25 @@ class EndpointEngine(EngineBase):
         return headers
 
     def _attempt(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
-        """One POST, its body read under a wall-clock deadline: ``(status, bytes, headers)``."""
-        deadline = time.monotonic() + self.timeout
-        with self._http().stream("POST", self.url, json=body, headers=self._headers()) as resp:
+        """One POST, its body read under a wall-clock deadline (``timeout``, or the caller's
+        :func:`~emollm.utils.deadline.deadline` when that comes first): ``(status, bytes, headers)``."""
+        import httpx
+
+        limit = self.timeout
+        scope = current_deadline()
+        left = scope.remaining() if scope is not None else None
+        if left is not None:
+            check_deadline("the LLM server's answer")
+            limit = min(limit, left)
+        deadline = time.monotonic() + limit
+        timeout = httpx.Timeout(limit)
+        with self._http().stream("POST", self.url, json=body, headers=self._headers(), timeout=timeout) as resp:
             chunks = []
             for chunk in resp.iter_bytes():
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no complete answer within {self.timeout:g} s")
+                    check_deadline("the LLM server's answer")  # the caller's limit, not the server's fault
+                    raise TimeoutError(f"no complete answer within {limit:g} s")
             return resp.status_code, b"".join(chunks), dict(resp.headers)
 
     def _wait(self, attempt: int, headers: dict[str, str] | None) -> float:
@@ -203,7 +216,10 @@ class EndpointEngine(EngineBase):
             headers = None
             try:
                 status, data, headers = self._attempt(body)
+            except DeadlineExceeded:
+                raise
             except (httpx.TimeoutException, TimeoutError) as e:
+                check_deadline("the LLM server's answer")
                 last = f"timed out after {self.timeout:g} s ({type(e).__name__})"
             except httpx.TransportError as e:  # refused, reset, dropped mid-answer, DNS
                 last = f"cannot connect or the connection broke ({type(e).__name__}: {e}); is the server running?"
@@ -216,6 +232,7 @@ class EndpointEngine(EngineBase):
                 last = f"HTTP {status}: {detail}"
             if attempt < self.retries:
                 time.sleep(self._wait(attempt, headers))
+                check_deadline("the LLM server's answer")
         raise EngineUnavailable(f"LLM server {self.url}: {last} (after {self.retries + 1} attempts)")
 
     def _parse_json(self, data: bytes) -> dict[str, Any]:
@@ -291,11 +308,11 @@ class EndpointEngine(EngineBase):
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="emollm-llm")
         pending: dict[Future, int] = {}
         todo = iter(enumerate(conversations))
-        fatal: EngineError | None = None
+        fatal: Exception | None = None
 
         def submit() -> None:
-            for i, messages in todo:
-                pending[pool.submit(self.complete, messages, seed=seed)] = i
+            for i, messages in todo:  # each request in a copy of the caller's context: its deadline applies
+                pending[pool.submit(contextvars.copy_context().run, self.complete, messages, seed=seed)] = i
                 if len(pending) >= self.concurrency:
                     return
 
@@ -308,7 +325,7 @@ class EndpointEngine(EngineBase):
                     try:
                         done_i: Completion | Exception = fut.result()
                     except Exception as e:
-                        if isinstance(e, EngineError) and e.fatal:
+                        if is_fatal(e):
                             fatal = fatal or e
                             continue
                         done_i = e

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emollm.engines.base import Completion, EngineBase, Messages, Sampling, conversation_seed
+from emollm.utils.deadline import check_deadline
 
 __all__ = ["LlamaCppEngine", "gguf_of", "llama_cpp_version"]
 
@@ -148,6 +149,7 @@ class LlamaCppEngine(EngineBase):
         stops = set(stop) | {llm.token_eos()}
         with self._lock:  # one llama.cpp context: one generation at a time
             for n, token in enumerate(llm.generate(ids, repeat_penalty=1.0, reset=True, **kwargs)):
+                check_deadline("generation")  # under a deadline (the service's --timeout-s): stop between tokens
                 if token in stops:
                     return
                 yield int(token)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from emollm.engines.base import Completion, EngineBase, Messages, Sampling, conversation_seed
+from emollm.utils.deadline import check_deadline, stopping_criteria
 
 __all__ = ["TransformersEngine", "chat_stop_ids"]
 
@@ -133,7 +134,10 @@ class TransformersEngine(EngineBase):
         if self.sampling.do_sample:
             torch.manual_seed(conversation_seed(seed, messages))
         with torch.no_grad(), autocast(self.precision, self.device):
-            out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+            out = model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), stopping_criteria=stopping_criteria(), **kwargs
+            )
+        check_deadline("generation")  # under a deadline generate() stopped early: that is an error, not an answer
         new = out[0, input_ids.shape[1] :]
         ended = len(new) > 0 and int(new[-1]) in stop
         text = tokenizer.decode(new, skip_special_tokens=True)
@@ -158,11 +162,17 @@ class TransformersEngine(EngineBase):
         kwargs = self._kwargs(tokenizer, stop, max_new_tokens or self.sampling.max_new_tokens)
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
 
+        criteria = stopping_criteria()  # read here: the generating thread does not see the caller's deadline
+
         def generate() -> None:
             with torch.no_grad(), autocast(self.precision, self.device):
-                model.generate(input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs)
+                model.generate(
+                    input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer,
+                    stopping_criteria=criteria, **kwargs,
+                )  # fmt: skip
 
         yield from stream_in_thread(streamer, generate)
+        check_deadline("generation")
 
     def produced_by(self) -> dict[str, Any]:
         """Engine, backbone, weights, precision and kernels (once loaded), sampling, and why this engine runs."""

@@ -252,3 +252,16 @@ def test_emer_judge_over_the_server_is_concurrent_and_stops_on_failure(tmp_path)
         with pytest.raises(JudgeError, match="cannot connect.*rerun the same command to resume"):
             CachedJudge(judge, cache, "v1").complete_many(prompts)
     assert len(JudgeCache(tmp_path / "judge.jsonl")) == 3  # what was answered before stays
+
+
+def test_the_callers_deadline_bounds_every_request():
+    from emollm.utils.deadline import DeadlineExceeded, deadline
+
+    with FakeOpenAI(default="sleep:3") as server:
+        e = engine(server.url, timeout=30, retries=3)
+        t = time.perf_counter()
+        with deadline(0.4), pytest.raises(DeadlineExceeded):
+            e.complete(USER)
+        with deadline(0.4), pytest.raises(DeadlineExceeded):  # the pool's threads see the caller's deadline
+            list(e.imap([USER, USER]))
+        assert time.perf_counter() - t < 3.5

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=160, help="generation budget of the writing LLM")
     parser.add_argument("--json", action="store_true", help="print assessment.json's content instead of the report")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    from emollm.engines import add_engine_arguments
+
+    add_engine_arguments(parser, concurrency=1)  # the writing LLM
     return parser
 
 
@@ -71,9 +74,17 @@ def main(argv: list[str]) -> int:
             if len(labels) < 2:
                 raise ValueError(f"--labels needs at least two labels, got {args.labels!r}")
         options = {} if args.frames is None or args.checkpoint else {"frames": args.frames}
+        llm = None
+        if not args.no_llm:  # the writer, through the engine the flags ask for (in process or a server)
+            from emollm.engines import build_engine, engine_options
+
+            llm = build_engine(
+                args.backbone, args.llm_path, max_new_tokens=args.max_new_tokens, precision=args.precision,
+                **engine_options(args),
+            )  # fmt: skip
         assessment = run_assessment(
             args.topic, args.questions, args.answers, out_dir=args.out, speak=args.speak, use_llm=not args.no_llm,
-            backbone=args.backbone, llm_path=args.llm_path, max_new_tokens=args.max_new_tokens,
+            llm=llm, backbone=args.backbone, llm_path=args.llm_path, max_new_tokens=args.max_new_tokens,
             precision=args.precision, checkpoint=args.checkpoint, labels=labels, analyzer_options=options,
             log=lambda msg: print(msg, file=sys.stderr),
         )  # fmt: skip

@@ -259,6 +259,7 @@ def run_assessment(
     t = time.perf_counter()
     conclusion = write_conclusion(topic, results, writer, with_emotion=True)
     timings["conclusion"] = round(time.perf_counter() - t, 3)
+    produced_by["writer_engine"] = writer.produced_by() if callable(getattr(writer, "produced_by", None)) else None
     assessment = Assessment(
         topic=topic, date=date, questions=questions, answers=results, conclusion=conclusion,
         produced_by=produced_by, speech_files=speech, ignored=matched.ignored, timings=timings,
