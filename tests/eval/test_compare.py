@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,93 @@ def test_fusion_run_adds_a_non_llm_row(tmp_path):
     assert "| avgpool | fusion | emollm fusion synth --task both |" in md and "non-LLM baselines" in md
     with pytest.raises(ValueError, match="method needs synth"):
         FusionRunSpec("x", method="avgpool_hidden")
+
+
+def test_staged_runs_scored_on_a_held_out_split(tmp_path):
+    """Stage 1 + stage 2 per run, then the final model on an ``emollm eval`` held-out split in a fresh process: the
+    table has accuracy/UAR with bootstrap intervals, the invalid rate, first-answer time, total/trainable parameters
+    and precision, and its accuracy equals one recomputed from the written predictions."""
+    from emollm_eval.compare import StageSpec
+    from tests.train.conftest import (
+        FEATURE_DIRS,
+        LABELS,
+        QUICK,
+        TINY,
+        TINY_INSTRUCT,
+        merr_overrides,
+        write_merr_dataset,
+    )
+
+    train_root, test_root = tmp_path / "train", tmp_path / "test"
+    data = write_merr_dataset(train_root, n=24)
+    gold = write_merr_dataset(test_root, n=12, seed=1, name_prefix="heldout")["ncev"]
+    eval_yaml = tmp_path / "eval.yaml"
+    eval_yaml.write_text(
+        json.dumps(
+            {
+                "dataset": "ncev",
+                "gold": str(gold),
+                "split": "test",
+                "feature_root": str(test_root),
+                "features": dict(FEATURE_DIRS),
+                "labels": list(LABELS),
+                "prompt": "<video><face><audio> [emotion] Which label fits best: {labels}?",
+                "max_new_tokens": 6,
+                "batch_size": 4,
+                "n_bootstrap": 100,
+            }
+        )
+    )
+    cfg = CompareConfig(
+        stages=[
+            StageSpec(str(TINY), merr_overrides(data, train_root, which="coarse")),
+            StageSpec(str(TINY_INSTRUCT), merr_overrides(data, train_root, which="fine")),
+        ],
+        test_config=str(eval_yaml),
+        runs=[RunSpec("smollm2-tiny", ["model.backbone=smollm2"]), RunSpec("qwen2-tiny", ["model.backbone=qwen2"])],
+        variants=["lora"],
+        common_overrides=[
+            *QUICK,
+            "train.max_steps=2",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.batch_size=4",
+        ],
+        output_dir=str(tmp_path / "out"),
+    )
+    rows = compare(cfg)
+    assert [r["run"] for r in rows] == ["smollm2-tiny", "qwen2-tiny"]
+    for r in rows:
+        assert "error" not in r, r.get("error")
+        assert r["steps_per_stage"] == "2+2" and r["test_n"] == 12 and r["test_split"] == "test"
+        for key in ("test_accuracy", "test_uar"):
+            lo, hi = r[f"{key}_ci"]
+            assert 0 <= lo <= r[key] <= hi <= 1, (key, r[key], lo, hi)
+        assert 0 <= r["test_invalid_rate"] <= 1 and r["first_answer_s"] > 0 and r["peak_rss_gb"] > 0
+        assert r["total_params"] > r["trainable_params"] > 0 and r["precision"].startswith("float32 weights")
+        assert r["train_tokens_per_s"] > 0 and r["train_tokens"] > 0
+        # independent recomputation from the predictions the eval wrote
+        preds = [json.loads(line) for line in (Path(r["test_metrics"]).parent / "predictions.jsonl").open()]
+        assert len(preds) == 12
+        assert r["test_accuracy"] == pytest.approx(sum(p["label"] == p["gold"] for p in preds) / 12)
+        assert r["test_invalid_rate"] == pytest.approx(sum(p["label"] is None for p in preds) / 12)
+    assert rows[1]["backbone"] == "qwen2" and rows[1]["run_overrides"] == ["model.backbone=qwen2"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    header = md.splitlines()[md.splitlines().index(next(ln for ln in md.splitlines() if ln.startswith("| run |")))]
+    assert "accuracy [95% CI]" in header and "s to 1st answer" in header and "total params" in header
+    assert "| qwen2-tiny | lora | model.backbone=qwen2 | 2+2 |" in md and "held-out split" in md
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved["rows"]) == 2 and saved["config"]["test_config"] == str(eval_yaml)
+
+
+def test_staged_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: [{name: a}]\ntest_config: configs/demo/eval.yaml\n")
+    with pytest.raises(ValueError, match="test_config needs stages"):
+        CompareConfig.load(bad)
+    bad.write_text("runs: [{name: a}]\nstages: [{config: configs/nope.yaml}]\n")
+    with pytest.raises(ValueError, match=r"configs/nope.yaml \(in stages/test_config\) does not exist"):
+        CompareConfig.load(bad)
+    shipped = CompareConfig.load("configs/bench/llms.yaml")
+    assert [r.overrides for r in shipped.runs] == [["model.backbone=smollm2"], ["model.backbone=gemma3_270m"]]
+    assert [st.config for st in shipped.stages] == ["configs/demo/pretrain.yaml", "configs/demo/instruct.yaml"]
