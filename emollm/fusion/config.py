@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from emollm.utils.typed_config import apply_overrides, convert, load_yaml_mapping
+from emollm.utils.typed_config import apply_overrides, bounds, check_fields, convert, load_yaml_mapping
 
 __all__ = [
     "DataConfig",
@@ -49,7 +49,7 @@ class DataConfig:
     """Reader options (IEMOCAP: ``{classes: "4"}``)."""
     features: dict[str, str] = field(default_factory=dict)
     """Modality (audio, face, video, text) -> feature cache folder of ``<name>.npy``."""
-    steps: int = 16
+    steps: int = field(default=16, metadata=bounds(ge=1))
     """Time steps every sequence is aligned to."""
     classes: list[str] | None = None
     """Class order (default: the sorted labels); clips of other labels are left out, counted in the log."""
@@ -57,14 +57,13 @@ class DataConfig:
     """A clip without a feature file (and no ``_missing`` marker): refuse, or treat the modality as absent."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "data")
         if (self.labels is None) == (self.corpus is None):
             raise ValueError("data: give exactly one of labels (a CSV) or corpus (+ root)")
         if self.corpus is not None and self.root is None:
             raise ValueError("data.root: the corpus' local folder is required with data.corpus")
         if not self.features:
             raise ValueError("data.features: name at least one modality's feature folder")
-        if self.steps < 1:
-            raise ValueError(f"data.steps must be >= 1, got {self.steps}")
 
 
 @dataclass
@@ -72,8 +71,8 @@ class SplitConfig:
     by: Literal["speaker", "published", "column", "file"] = "speaker"
     """speaker: k speaker-independent folds; published: the corpus' folds; column: the labels CSV's split column;
     file: a fold file of ``emollm data split --out``."""
-    folds: int = 5
-    fold: int = 0
+    folds: int = field(default=5, metadata=bounds(ge=2))
+    fold: int = field(default=0, metadata=bounds(ge=0))
     """Which fold to train/evaluate (0-based)."""
     seed: int = 0
     val: bool = True
@@ -81,10 +80,9 @@ class SplitConfig:
     file: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self, "split")
         if self.by == "file" and not self.file:
             raise ValueError("split.file: required with split.by: file")
-        if self.fold < 0:
-            raise ValueError(f"split.fold must be >= 0, got {self.fold}")
 
 
 @dataclass
@@ -93,9 +91,10 @@ class ModelConfig:
     """A name of ``emollm fusion list``."""
     modalities: list[str] | None = None
     """Which of data.features to use, in order (default: all; unimodal: exactly one)."""
-    hidden: int = 64
-    dropout: float = 0.2
-    modality_dropout: float = 0.0
+    hidden: int = field(default=64, metadata=bounds(ge=1))
+    """Width of the fusion layers."""
+    dropout: float = field(default=0.2, metadata=bounds(ge=0, lt=1))
+    modality_dropout: float = field(default=0.0, metadata=bounds(ge=0, lt=1))
     """Training-time probability of hiding each modality of a clip (robustness to missing modalities)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Method options (pool, head_hidden, heads, layers)."""
@@ -103,28 +102,26 @@ class ModelConfig:
     def __post_init__(self) -> None:
         from emollm.fusion.registry import FUSION_METHODS
 
+        check_fields(self, "model")
         if self.method not in FUSION_METHODS:
             raise ValueError(f"model.method: unknown method {self.method!r}; known: {', '.join(FUSION_METHODS)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError("model.dropout and model.modality_dropout must be in [0, 1)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
+    epochs: int = field(default=50, metadata=bounds(ge=1))
+    batch_size: int = field(default=32, metadata=bounds(ge=1))
+    lr: float = field(default=1e-3, metadata=bounds(gt=0))
+    weight_decay: float = field(default=1e-4, metadata=bounds(ge=0))
+    patience: int = field(default=10, metadata=bounds(ge=0))
     """Stop after this many epochs without a better validation score (0: never stop early)."""
     select: Literal["uar", "accuracy", "weighted_f1", "loss"] = "uar"
     """Validation metric that picks the best epoch (never the test split)."""
     seed: int = 0
-    threads: int = 1
+    threads: int = field(default=1, metadata=bounds(ge=1))
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("train.epochs, train.batch_size and train.lr must be positive")
+        check_fields(self, "train")
 
 
 @dataclass

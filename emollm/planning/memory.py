@@ -69,8 +69,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emollm.backbones import BackboneSpec, get_backbone
-from emollm.runconfig import ConfigError, RunConfig, load_config
+from emollm.runconfig import ConfigError, RunConfig, load_config, validate
 from emollm.settings import STAGES
+from emollm.utils.typed_config import check_range
 
 __all__ = [
     "CUDA_CONTEXT_GIB",
@@ -472,8 +473,12 @@ def plan_run(
     """
     if zero not in (0, 2, 3):
         raise ValueError(f"--zero: expected 0, 2 or 3, got {zero}")
-    if gpus < 1:
-        raise ValueError(f"--gpus: expected >= 1, got {gpus}")
+    check_range("--gpus", gpus, ge=1)
+    check_range("--gpu-memory", gpu_memory_gib, gt=0)
+    check_range("--answer-tokens", answer_tokens, ge=1)
+    for key in ("batch_size", "grad_accum"):  # what validate() refuses too; a plan must not print negative memory
+        check_range(f"train.{key}", getattr(cfg.train, key), ge=1)
+    check_range("data.max_length", cfg.data.max_length, ge=1)
     m, t = cfg.model, cfg.train
     spec = get_backbone(m.backbone)
     trainable = t.trainable or STAGES.get(t.stage, STAGES["instruct"])
@@ -685,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        # The same checks as `emollm validate` (batch_size=-1 would give negative memory that "fits").
+        validate(cfg).raise_if_errors()
         plan = plan_run(
             cfg, gpus=args.gpus, gpu_memory_gib=args.gpu_memory, zero=args.zero, answer_tokens=args.answer_tokens
         )

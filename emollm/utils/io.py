@@ -20,11 +20,18 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_file",
+    "same_file",
+]
 
 
 def _umask() -> int:
@@ -92,3 +99,62 @@ def atomic_write_json(
     """Write ``data`` as JSON (UTF-8, not ASCII-escaped, newline-terminated) to ``path`` atomically."""
     text = json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=sort_keys) + "\n"
     return atomic_write_text(path, text, fsync=fsync)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file (the same resolved path, or the same inode through a link)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_output_file(
+    path: str | os.PathLike[str],
+    *,
+    flag: str,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    overwrite: bool = False,
+    ours: Callable[[Path], str | None] | None = None,
+) -> None:
+    """Refuse an output file that would destroy something, as git refuses to clobber.
+
+    Refused: an input of the command (always, even with ``overwrite``), a folder, a dangling symlink, and an existing
+    file, unless ``overwrite`` or ``ours(path)`` returns None (a file this command wrote itself and may replace or
+    resume; otherwise ``ours`` returns why the file is not one).
+
+    Args:
+        path: The output file.
+        flag: How the user named it (``--out``, ``--per-sample``), first word of every message.
+        inputs: The command's input files (None entries are ignored).
+        overwrite: The user asked to replace an existing file (``--overwrite``).
+        ours: Recognises this command's own output: ``None`` when ``path`` is one, else the reason it is not.
+
+    Raises:
+        ValueError: Naming the path, what it is, and the fix.
+    """
+    out = Path(path)
+    for given in inputs:
+        if given is not None and same_file(out, given):
+            raise ValueError(
+                f"{flag} {out} is the input {given}; writing it would destroy the input (even with --overwrite): "
+                "choose another output file"
+            )
+    if out.is_dir():
+        raise ValueError(f"{flag} {out} is a folder; give a file path inside it, e.g. {out / 'results.jsonl'}")
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"{flag} {out} is a symlink to nothing ({os.readlink(out)}); remove it or choose another file")
+    if not out.exists() or overwrite:
+        return
+    why = ours(out) if ours is not None else ""
+    if why is not None:
+        raise ValueError(
+            f"{flag} {out} already exists{f' ({why})' if why else ''}; pass --overwrite to replace it, or choose "
+            "another output file"
+        )

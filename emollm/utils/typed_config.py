@@ -7,6 +7,12 @@ key; an unknown key also gets the closest match and the allowed keys. :func:`app
 schema's ``'no'``) and :func:`load_yaml_mapping` reads a YAML file with clear errors (an empty file and a key
 repeated in one mapping are errors).
 
+Numbers are finite: ``nan``, ``.nan``, ``inf`` and ``-.inf`` are refused wherever a float is read (also inside
+``Any`` values), because a NaN learning rate or reward weight passes every ``<`` / ``>`` check and fails only steps
+later inside torch; a field that means to accept them says so with ``metadata=bounds(finite=False)``. A field may
+also carry its range, checked at the key (``field(default=64, metadata=bounds(ge=1))`` ->
+``model.hidden: must be >= 1, got 0``).
+
 Every function takes ``error``, the exception class to raise, so each caller keeps its own (``ConfigError``,
 ``BuildConfigError``, ``ValueError``). No torch here: the config commands must answer fast.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -28,7 +35,108 @@ import yaml
 _YAML_FALSE = frozenset({"no", "off", "false", "n"})
 _YAML_TRUE = frozenset({"yes", "on", "true", "y"})
 
-__all__ = ["apply_overrides", "convert", "join", "load_yaml_mapping", "parse_override", "suggest", "type_name"]
+__all__ = [
+    "apply_overrides",
+    "bounds",
+    "check_fields",
+    "check_range",
+    "convert",
+    "join",
+    "load_yaml_mapping",
+    "parse_override",
+    "suggest",
+    "type_name",
+]
+
+_BOUNDS = "emollm_bounds"
+
+
+def bounds(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    finite: bool = True,
+) -> dict[str, Any]:
+    """Field metadata: the allowed range of a number (of each item of a list or mapping of numbers).
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class M:
+        ...     hidden: int = dataclasses.field(default=64, metadata=bounds(ge=1))
+        >>> convert(M, {"hidden": 0}, "model")
+        Traceback (most recent call last):
+        ...
+        ValueError: model.hidden: must be >= 1, got 0
+
+    Args:
+        ge, gt, le, lt: Inclusive / exclusive lower and upper bounds (None: unbounded).
+        finite: False lets ``nan`` / ``inf`` through (they are refused by default).
+    """
+    return {_BOUNDS: {"ge": ge, "gt": gt, "le": le, "lt": lt, "finite": finite}}
+
+
+def check_range(
+    key: str,
+    value: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    error: type[Exception] = ValueError,
+) -> None:
+    """Raise ``error("KEY: must be >= X, got V")`` unless ``value`` is a finite number in the range (None passes).
+
+    The one range check of flags and keys: CLIs use it for their numeric options, :func:`convert` for fields with
+    :func:`bounds` metadata.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{key}: must be a finite number, got {value}")
+    for op, limit, ok in (
+        (">=", ge, lambda v, x: v >= x),
+        (">", gt, lambda v, x: v > x),
+        ("<=", le, lambda v, x: v <= x),
+        ("<", lt, lambda v, x: v < x),
+    ):
+        if limit is not None and not ok(value, limit):
+            raise error(f"{key}: must be {op} {limit:g}, got {value:g}")
+
+
+def check_fields(obj: Any, prefix: str = "", *, error: type[Exception] = ValueError) -> None:
+    """Check the :func:`bounds` of every field of a dataclass instance (call it from ``__post_init__``, so an object
+    built in Python is held to the same ranges as one read from YAML)."""
+    for f in dataclasses.fields(obj):
+        spec = f.metadata.get(_BOUNDS)
+        if spec:
+            _check_bounds(join(prefix, f.name), getattr(obj, f.name), spec, error)
+
+
+def _check_bounds(key: str, value: Any, spec: dict[str, Any], error: type[Exception]) -> None:
+    limits = {k: spec[k] for k in ("ge", "gt", "le", "lt")}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_bounds(join(key, str(k)), v, spec, error)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_bounds(f"{key}[{i}]", v, spec, error)
+    elif not (isinstance(value, float) and not math.isfinite(value) and not spec["finite"]):
+        check_range(key, value, error=error, **limits)
+
+
+def _check_finite(key: str, value: Any, error: type[Exception]) -> None:
+    """Refuse a non-finite float anywhere inside an untyped (``Any``) value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{key}: must be a finite number, got {value}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(join(key, str(k)), v, error)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(f"{key}[{i}]", v, error)
 
 
 def join(prefix: str, key: str) -> str:
@@ -77,6 +185,7 @@ def convert(
     *,
     error: type[Exception] = ValueError,
     merged: Collection[tuple[str, str]] = (),
+    finite: bool = True,
 ) -> Any:
     """Check ``value`` against type ``tp`` and convert it (nested dataclasses, containers); raise ``error``.
 
@@ -87,14 +196,17 @@ def convert(
         error: The exception class to raise.
         merged: ``(dataclass name, field name)`` pairs of dict fields whose user value is merged into the field's
             default instead of replacing it.
+        finite: Refuse ``nan`` / ``inf`` (a field turns this off with ``metadata=bounds(finite=False)``).
     """
 
-    def sub(t: Any, v: Any, k: str) -> Any:
-        return convert(t, v, k, error=error, merged=merged)
+    def sub(t: Any, v: Any, k: str, fin: bool = finite) -> Any:
+        return convert(t, v, k, error=error, merged=merged, finite=fin)
 
     where = key or "<root>"
     origin = typing.get_origin(tp)
     if tp is Any:
+        if finite:
+            _check_finite(where, value, error)
         return value
     if dataclasses.is_dataclass(tp):
         if value is None:
@@ -116,7 +228,10 @@ def convert(
             v = value[f.name]
             if (tp.__name__, f.name) in merged and isinstance(v, dict):
                 v = {**getattr(tp(), f.name), **v}
-            kwargs[f.name] = sub(hints[f.name], v, join(key, f.name))
+            spec = f.metadata.get(_BOUNDS)
+            kwargs[f.name] = sub(hints[f.name], v, join(key, f.name), spec["finite"] if spec else finite)
+            if spec:
+                _check_bounds(join(key, f.name), kwargs[f.name], spec, error)
         try:
             return tp(**kwargs)
         except (TypeError, ValueError) as e:  # a __post_init__ check of a reused core dataclass
@@ -174,14 +289,19 @@ def convert(
             return int(value)
         raise error(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise error(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise error(f"{where}: expected a number, got {value!r}")
+        if finite and not math.isfinite(number):
+            raise error(f"{where}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
