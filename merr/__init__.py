@@ -6,9 +6,10 @@ combination -> pseudo-label, AU phrases), ``fer`` (FER fallback of stage 1), ``d
 the describers in ``clue``, ``describe_offline``, ``describe_models``, the audio measurement in
 ``audio_measures``), ``reason`` (LLM reasoning, cache), ``filter`` (contradiction, dedup, balance, neutral,
 confidence), ``review`` (human-in-the-loop CSV), ``pipeline`` (the cached, resumable ``emollm merr build``; its steps
-in ``stages``, its files in ``export``, its cache in :mod:`emollm.utils.stage_cache`), ``config`` (its typed YAML
-config), ``cli`` (``emollm merr``). The MERR record schema and Emotion-LLaMA's JSON/TXT/CSV files are library code
-(:mod:`emollm.data.merr_schema`, :mod:`emollm.data.merr_files`), as are the prompts (:mod:`emollm.model.prompts`).
+in ``stages``, its files in ``export``, its split over ``torchrun`` ranks in ``parallel``, its cache in
+:mod:`emollm.utils.stage_cache`), ``config`` (its typed YAML config), ``cli`` (``emollm merr``). The MERR record
+schema and Emotion-LLaMA's JSON/TXT/CSV files are library code (:mod:`emollm.data.merr_schema`,
+:mod:`emollm.data.merr_files`), as are the prompts (:mod:`emollm.model.prompts`).
 
 Example:
     >>> from emollm_merr import load_build_config, run_build

@@ -131,7 +131,8 @@ def _build(args: argparse.Namespace) -> int:
         result = run_build(cfg, progress=args.progress, retry_errors=args.retry_errors)
     finally:
         merr_log.removeHandler(handler)
-    print(result.table())
+    if result.main:  # under a launcher, rank 0 reports for the whole build
+        print(result.table())
     return 0
 
 

@@ -300,13 +300,15 @@ def write_manifest(out: Path, cfg: BuildConfig, settings: dict[str, Any]) -> Pat
     )
 
 
-def append_run_log(out: Path, seconds: float, clips: int, stats: dict[str, StageStats]) -> None:
-    """Append this run's line to ``runs.jsonl`` (time, seconds, per-stage counters)."""
+def append_run_log(out: Path, seconds: float, clips: int, stats: dict[str, StageStats], **extra: Any) -> None:
+    """Append this run's line to ``runs.jsonl`` (time, seconds, per-stage counters, and ``extra`` such as the
+    per-rank throughput of a data-parallel build)."""
     entry = {
         "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds": round(seconds, 3),
         "clips": clips,
         "stats": {s: vars(st) for s, st in stats.items()},
+        **extra,
     }
     with open(out / "runs.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")

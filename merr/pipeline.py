@@ -75,6 +75,7 @@ from typing import Any
 
 from emollm.apps.reasoning import ReasoningClient
 from emollm.data.merr_schema import MERRRecord
+from emollm.jobs.distributed import Job
 from emollm.utils.stage_cache import (
     FingerprintIndex,
     RunLock,
@@ -84,6 +85,7 @@ from emollm.utils.stage_cache import (
     remove_temp_files,
     stable_hash,
 )
+from emollm_merr import parallel
 from emollm_merr.clue import ClipContext, Clue, Describer
 from emollm_merr.config import BuildConfig
 from emollm_merr.describe import build_describer
@@ -138,6 +140,8 @@ class BuildResult:
     stats: dict[str, StageStats]
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    main: bool = True
+    """False on ranks other than 0 of a data-parallel build (rank 0 reports)."""
 
     def table(self) -> str:
         """A short human-readable report."""
@@ -166,6 +170,7 @@ class MERRBuilder:
         describers: Clue -> describer overrides (``visual`` / ``audio`` / ``subtitle``).
         fer: The stage-1 fallback (default: :class:`~emollm_merr.describe.FERFallbackAU` from ``cfg.au``).
         progress: Show progress bars (None: when stderr is a terminal).
+        job: The data-parallel job (default: from the launcher's environment; one process without one).
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class MERRBuilder:
         describers: dict[str, Describer] | None = None,
         fer: FERFallbackAU | None = None,
         progress: bool | None = None,
+        job: Job | None = None,
     ):
         self.cfg = cfg
         self.out = cfg.output_dir
@@ -189,6 +195,8 @@ class MERRBuilder:
         self.stats = {s: StageStats() for s in STAGES}
         self.cache.stats.update(self.stats)
         self.errors: list[dict[str, Any]] = []
+        self.job = job if job is not None else Job("merr")  # a launcher's rank, or the single process
+        self.costs: dict[str, float] | None = None
 
     # ----------------------------------------------------------------------------------------- components
     def describer(self, clue: str) -> Describer:
@@ -239,7 +247,7 @@ class MERRBuilder:
 
     def _run_stage(self, stage: str, jobs: list[tuple[str, str, Any]], **kwargs: Any) -> dict[str, dict[str, Any]]:
         """Cached ``(name, key, compute)`` jobs of one stage (:meth:`StageCache.run`); failures are recorded."""
-        arts = self.cache.run(stage, jobs, **kwargs)
+        arts = parallel.run_stage(self.job, self.cache, stage, jobs, self.costs, **kwargs)  # this rank's shard
         for name in sorted(arts):
             if not arts[name].get("ok"):
                 self._error(name, stage, arts[name]["error"])
@@ -252,6 +260,9 @@ class MERRBuilder:
 
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.job.distributed:  # torchrun / accelerate launch: rank 0 holds the lock (emollm_merr.parallel)
+            with parallel.run_lock(self.job, self.out):
+                return self._run(retry_errors, t0)
         with RunLock(self.out / "build.lock", owner="`emollm merr build`"):
             remove_temp_files(self.out)
             for p in (self.out / "openface").glob(".tmp-*"):  # OpenFace runs of a killed build
@@ -267,13 +278,12 @@ class MERRBuilder:
         if cfg.inputs.limit is not None:
             clips = clips[: cfg.inputs.limit]
         settings = self.stage_settings()
-        write_manifest(self.out, cfg, settings)
+        if self.job.is_main:
+            write_manifest(self.out, cfg, settings)
         corrections = load_corrections(cfg.corrections_path)
         ctxs = {c.name: ClipContext(c.name, c.video) for c in clips}
         index = FingerprintIndex(self.out / "cache" / "fingerprints.json")
-        fps = {c.name: index.get(c.video) for c in clips}
-        csv_fps = {c.name: index.get(c.csv) if c.csv is not None else None for c in clips}
-        index.save()
+        fps, csv_fps, self.costs = parallel.fingerprints(self.job, clips, index)  # (distributed: + durations)
         by_name = {c.name: c for c in clips}
 
         # ---- stage 1-3: AUs, peak, pseudo-label
@@ -325,7 +335,9 @@ class MERRBuilder:
         reasoning: dict[str, str] = {}
         produced: dict[str, dict[str, Any]] = {}
         if cfg.reason.enabled and chosen:
-            reasoning = run_reasoning(
+            reasoning = parallel.reasoning(
+                self.job,
+                run_reasoning,
                 chosen,
                 texts,
                 label,
@@ -339,7 +351,11 @@ class MERRBuilder:
                 produced=produced,
             )
 
-        # ---- filters, records, exports
+        # ---- filters, records, exports (rank 0 alone: the other ranks' part ends with the last per-clip stage)
+        ranks = parallel.merge_stats(self.job, self.stats)
+        if not self.job.is_main:
+            summary, files = self.job.broadcast(None)
+            return BuildResult(self.out, summary, self.stats, files, time.perf_counter() - t0, main=False)
         filt = apply_filters(chosen, reasoning, label, source, cfg)
         records: dict[str, MERRRecord] = {}
         rows = []
@@ -362,7 +378,8 @@ class MERRBuilder:
         summary["reasoning_produced_by"] = [distinct[k] for k in sorted(distinct)]
         files["summary"] = write_json_atomic(self.out / "summary.json", summary, fsync=True)
         seconds = time.perf_counter() - t0
-        append_run_log(self.out, seconds, len(clips), self.stats)
+        append_run_log(self.out, seconds, len(clips), self.stats, **({"ranks": ranks} if ranks else {}))
+        self.job.broadcast((summary, files))
         return BuildResult(self.out, summary, self.stats, files, seconds)
 
 

@@ -109,7 +109,7 @@ def results(path: Path) -> list[dict]:
     return rows
 
 
-def _kill_rank(proc: subprocess.Popen, rank: int, when: Path, lines: int, timeout: float = 180) -> None:
+def kill_rank(proc: subprocess.Popen, rank: int, when: Path, lines: int, timeout: float = 180) -> None:
     """SIGKILL the worker of ``rank`` once its part ``when`` holds ``lines`` lines."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -137,7 +137,7 @@ def test_analyze_a_killed_rank_is_never_merged_and_the_rerun_writes_the_single_p
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(analyze_cmd(clips, checkpoint, out, nproc=2), cwd=REPO, env=launch_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _kill_rank(proc, 1, tmp_path / ".out.jsonl.parts" / "rank-00001.jsonl", 1)
+    kill_rank(proc, 1, tmp_path / ".out.jsonl.parts" / "rank-00001.jsonl", 1)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Signal 9 (SIGKILL)" in err  # the launcher names the dead rank ...
     assert not out.exists()  # ... and nothing was merged as if complete
