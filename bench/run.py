@@ -2,7 +2,9 @@
 
 Each benchmark runs in its own process (``OMP_NUM_THREADS=1`` unless set), prints its tables, and is recorded in
 RESULTS.md under a heading with the date, the machine and the exact command, so every row can be reproduced.
-Extra arguments (e.g. ``--quick``) are passed to every benchmark. ``--only NAME`` runs one of them.
+Extra arguments (e.g. ``--quick``) are passed to every benchmark. ``--only NAME`` runs one of them. Sections of
+RESULTS.md that this run did not produce (other benchmarks, or ``make bench-llms``'s real-LLM comparison, which
+``make bench`` does not run) are kept as they are.
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             "# Benchmark results\n\nWritten by `make bench` (bench/run.py). Compare ratios within a section; "
             "absolute times depend on the machine and its load.\n\n"
         )
-        RESULTS.write_text(header + "\n".join(sections))
+        fresh = {sec.split("\n", 1)[0] for sec in sections}
+        old = RESULTS.read_text().split("\n## ")[1:] if RESULTS.is_file() else []
+        kept = [f"## {sec.rstrip()}\n" for sec in old if f"## {sec.split(chr(10), 1)[0]}" not in fresh]
+        RESULTS.write_text(header + "\n".join(sections + kept))
         print(f"wrote {RESULTS}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
