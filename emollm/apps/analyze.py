@@ -278,7 +278,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="emollm analyze", description=__doc__.split("\n\n")[0])
     parser.add_argument("media", nargs="?", help="a video, audio, image or .txt file, or a folder of them (batch)")
     parser.add_argument("--list", metavar="FILE", help="batch: a file with one media path per line")
-    parser.add_argument("--out", metavar="JSONL", help="batch: results file (resumed if it exists)")
+    parser.add_argument(
+        "--out", metavar="JSONL", help="batch: results file (resumed if it is one; any other existing file is refused)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="batch: start --out over, replacing what is there (never an input)"
+    )
     parser.add_argument("--checkpoint", help="a trained checkpoint folder; without it: the zero-shot clue mode")
     parser.add_argument("--labels", default=",".join(MER2023_LABELS), help="comma-separated label set, in prompt order")
     parser.add_argument("--subtitle", help="what the person says (else it is transcribed)")
@@ -304,7 +309,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
 
-    from emollm.jobs.batch import BatchError, collect_inputs, run_batch
+    from emollm.jobs.batch import BatchError, check_results_file, collect_inputs, run_batch
     from emollm.media import MediaError
 
     try:
@@ -338,6 +343,8 @@ def main(argv: list[str]) -> int:
             raise ValueError("a folder or --list is a batch: give --out RESULTS.jsonl (re-running resumes it)")
         if not batch and args.out:
             raise ValueError("--out is for batches (a folder or --list); for one file use --json > FILE")
+        if batch:  # before the models load: a refused --out costs nothing
+            check_results_file(args.out, inputs, list_file=args.list, overwrite=args.overwrite)
         analyzer = load_analyzer(args.checkpoint, labels, **options)
     except (OSError, ValueError, ImportError, BatchError, MediaError) as e:
         if args.debug:
@@ -346,6 +353,10 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         if batch:
+            if args.overwrite:  # start over: the old results (and their errors file) go
+                out = Path(args.out)
+                for old in (out, out.with_name(out.stem + ".errors.jsonl")):
+                    old.unlink(missing_ok=True)
             return run_batch(analyzer, inputs, Path(args.out), subtitle=args.subtitle, debug=args.debug)
         from emollm.engines import EngineError
 

@@ -170,6 +170,10 @@ class _Collector:
         self.skipped.append(Skipped(str(path), reason))
 
     def add(self, record: CorpusRecord, where: str | Path) -> None:
+        problem = _media_problem(Path(record.path)) if record.path else None
+        if problem:
+            self.skip(record.path, problem)
+            return
         if record.name in self._names:
             self.skip(where, f"duplicate clip name {record.name!r} (first in {self._names[record.name]})")
             return
@@ -179,6 +183,39 @@ class _Collector:
     def listing(self) -> CorpusListing:
         records = sorted(self.records, key=lambda r: r.name)
         return CorpusListing(self.corpus, str(self.root), records, self.skipped, self.filtered)
+
+
+_MAGIC: dict[str, Callable[[bytes], bool]] = {
+    ".wav": lambda h: h[:4] in (b"RIFF", b"RIFX", b"RF64") and h[8:12] == b"WAVE",
+    ".flac": lambda h: h[:4] == b"fLaC",
+    ".mp4": lambda h: h[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
+    ".m4a": lambda h: h[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
+    ".mov": lambda h: h[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"),
+    ".mkv": lambda h: h[:4] == b"\x1a\x45\xdf\xa3",
+    ".webm": lambda h: h[:4] == b"\x1a\x45\xdf\xa3",
+    ".avi": lambda h: h[:4] == b"RIFF" and h[8:12] == b"AVI ",
+    ".flv": lambda h: h[:3] == b"FLV",
+}
+
+
+def _media_problem(path: Path) -> str | None:
+    """Why a clip's file cannot be a clip (empty, unreadable, or not the format its name says), from its first bytes;
+    None when it looks right. Decoding is left to the users of the listing; this only keeps obvious non-clips out."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except IsADirectoryError:
+        return "a folder named like a clip"
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if not head:
+        return "empty file (0 bytes): an interrupted copy? copy it again"
+    check = _MAGIC.get(path.suffix.lower())
+    if check is not None and len(head) == 12 and not check(head):
+        return f"not a {path.suffix.lower()[1:].upper()} file (it starts with {head[:8]!r}): a renamed or damaged file?"
+    if len(head) < 12 and check is not None:
+        return f"{len(head)} bytes: too short for a {path.suffix.lower()[1:].upper()} file; copy it again"
+    return None
 
 
 def _media_files(root: Path) -> Iterator[Path]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from emollm.data.corpora import CORPORA, CorpusFormatError, corpus_folds, read_corpus
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
             "--option", action="append", default=[], metavar="KEY=VALUE", help="reader option (iemocap: classes=4)"
         )
         sp.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
 
     common(sub.add_parser("list", help="one record per clip, plus the files that could not be parsed"))
     sp = sub.add_parser("split", help="speaker-independent k folds, or the corpus' published folds")
@@ -45,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--folds", type=int, default=5, help="k for --by speaker (default 5)")
     sp.add_argument("--seed", type=int, default=0, help="tie-break seed (the split is deterministic for a seed)")
     sp.add_argument("--no-val", action="store_true", help="no validation split (fold i: test i, train the rest)")
-    sp.add_argument("--out", help="also write the fold file (JSON) here, atomically")
+    sp.add_argument("--out", help="also write the fold file (JSON) here, atomically (an existing file: --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="let --out replace a file that is not a fold file")
     sc = sub.add_parser("corpora", help="the corpora with a reader")
     sc.add_argument("--json", action="store_true")
     return p
@@ -59,6 +62,30 @@ def _options(items: list[str]) -> dict[str, Any]:
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _not_a_fold_file(path: Path) -> str | None:
+    """None when ``path`` is a fold file of ``emollm data split --out`` (ours to replace), else why not."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "not a fold file of emollm data split: not JSON"
+    if not isinstance(doc, dict) or not {"corpus", "by", "folds"} <= set(doc):
+        return "a JSON file that is not a fold file of emollm data split"
+    return None
+
+
+def _check_fold_target(out: str, root: str, overwrite: bool) -> None:
+    """Refuse a ``--out`` that is the corpus (or a file inside it), a folder, or a file that is not a fold file."""
+    from emollm.utils.io import check_output_file
+
+    target, corpus = Path(out), Path(root)
+    if corpus.is_dir() and target.exists() and corpus.resolve() in target.resolve().parents:
+        raise ValueError(
+            f"--out {out} is a file of the corpus {root}; writing it would change the corpus (even with --overwrite): "
+            "write the fold file outside it"
+        )
+    check_output_file(target, flag="--out", inputs=[root], overwrite=overwrite, ours=_not_a_fold_file)
 
 
 def _extra_text(extra: dict[str, Any]) -> str:
@@ -78,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name:<8}  {row['description']}" + (f" [published: {row['published']}]" * bool(row["published"]))
                 )
         return 0
+    if args.cmd == "split" and args.out:
+        try:  # before the corpus is read: a refused --out costs nothing
+            _check_fold_target(args.out, args.root, args.overwrite)
+        except ValueError as e:
+            print(f"emollm data split: {e}", file=sys.stderr)
+            return 2
     try:
         listing = read_corpus(args.corpus, args.root, strict=args.strict, **_options(args.option))
     except CorpusFormatError as e:
@@ -87,8 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emollm data {args.cmd}: {e}", file=sys.stderr)
         return 1
     except ValueError as e:
+        if args.debug:
+            raise
         print(f"emollm data {args.cmd}: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder or file of the corpus that cannot be read
+        if args.debug:
+            raise
+        print(f"emollm data {args.cmd}: {args.root}: cannot read it ({e})", file=sys.stderr)
+        return 1
     if not listing.records:
         print(f"emollm data {args.cmd}: no clips found\n{listing.summary()}", file=sys.stderr)
         return 1

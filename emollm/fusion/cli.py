@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emollm.fusion.config import FusionConfig, FusionConfigError, load_config
+from emollm.utils.typed_config import check_range
 
 __all__ = ["main", "prepare_run"]
 
@@ -157,6 +158,24 @@ def _line(tag: str, r: dict[str, Any]) -> str:
     return f"{tag}: n={r['n']} accuracy {r['accuracy']:.4f}  UAR {r['uar']:.4f}  weighted F1 {r['weighted_f1']:.4f}"
 
 
+def _check_run_folder(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a folder holding anything but a fusion run (its files would be replaced)."""
+    if out.is_file() or (out.is_symlink() and not out.exists()):
+        raise FusionConfigError(f"out: {out} is a file, not a folder; set out= to a new folder (a run writes several)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    try:
+        ours = "fingerprint" in json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise FusionConfigError(
+            f"out: {out} is a folder that holds no fusion run (it has {shown}; no config.json of a run): a run would "
+            "write over its files; set out= to a new or empty folder"
+        )
+
+
 def _train(cfg: FusionConfig, args: argparse.Namespace) -> int:
     import torch
 
@@ -165,6 +184,7 @@ def _train(cfg: FusionConfig, args: argparse.Namespace) -> int:
 
     torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.out)
+    _check_run_folder(out)
     fingerprint = cfg.fingerprint()
     if out.exists() and args.fresh:
         for name in ("last.safetensors", "best.safetensors", "state.json", "log.jsonl"):
@@ -240,6 +260,16 @@ def _eval(cfg: FusionConfig, args: argparse.Namespace) -> int:
         print(f"emollm fusion eval: no trained model in {out}; run emollm fusion train first", file=sys.stderr)
         return 1
     spec = json.loads((out / "model.json").read_text())
+    used = list(spec["dims"])
+    unknown = [m for m in args.drop if m not in used]
+    if unknown:
+        raise FusionConfigError(f"--drop {unknown[0]}: the model uses {', '.join(used)}; drop one of those")
+    left = [m for m in used if m not in args.drop]
+    if not left:
+        raise FusionConfigError(
+            f"--drop {' --drop '.join(dict.fromkeys(args.drop))} leaves no modality (the model uses "
+            f"{', '.join(used)}); keep at least one: a model given nothing can only guess"
+        )
     train, val, test, _ = prepare_run(cfg)
     data = {"train": train, "val": val, "test": test}[args.split]
     if data is None or not len(data):
@@ -260,7 +290,7 @@ def _eval(cfg: FusionConfig, args: argparse.Namespace) -> int:
     )
     load_weights(model, out / "best.safetensors")
     tag = args.split
-    for m in args.drop:
+    for m in dict.fromkeys(args.drop):
         data = data.without(m)
         tag += f"_no-{m}"
     report = evaluate(model, data)
@@ -271,6 +301,21 @@ def _eval(cfg: FusionConfig, args: argparse.Namespace) -> int:
     print(_line(tag, report))
     print(f"wrote {out / f'report_{tag}.json'} and {out / f'predictions_{tag}.csv'}")
     return 0
+
+
+def _check_synth_target(out: Path, overwrite: bool) -> None:
+    """Refuse a ``synth`` folder that is a file, or holds files ``synth`` did not write (unless ``overwrite``)."""
+    from emollm.fusion.data import SYNTH_MANIFEST
+
+    if out.is_file() or (out.is_symlink() and not out.exists()):
+        raise ValueError(f"{out} is a file; give a folder for labels.csv and the feature files")
+    if overwrite or not out.is_dir() or (out / SYNTH_MANIFEST).is_file() or not any(out.iterdir()):
+        return  # new, empty, or an earlier synth set (ours to replace)
+    shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    raise ValueError(
+        f"{out} already holds files that emollm fusion synth did not write ({shown}); labels.csv and the feature "
+        "files would replace them: choose a new folder, or pass --overwrite"
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -299,6 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"{name} a fusion baseline from a YAML config")
         sp.add_argument("config")
         sp.add_argument("overrides", nargs="*", help="dotted key=value overrides (model.method=transformer)")
+        sp.add_argument("--debug", action="store_true", help="show tracebacks")
         if name == "train":
             sp.add_argument("--fresh", action="store_true", help="discard a checkpoint in the run folder")
             sp.add_argument("--stop-after", type=int, help="stop after N epochs of this call (resume later)")
@@ -312,6 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=360)
     sp.add_argument("--steps", type=int, default=8)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--overwrite", action="store_true", help="write into a folder that holds other files")
     return p
 
 
@@ -323,24 +370,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "synth":
         from emollm.fusion.data import write_synthetic
 
+        try:
+            check_range("--n", args.n, ge=2, le=1_000_000)
+            check_range("--steps", args.steps, ge=1, le=10_000)
+            _check_synth_target(Path(args.out), args.overwrite)
+        except ValueError as e:
+            print(f"emollm fusion synth: {e}", file=sys.stderr)
+            return 2
         out = write_synthetic(args.out, args.task, n=args.n, steps=args.steps, seed=args.seed)
         print(f"wrote {out}/labels.csv and {out}/{{audio,face}}/<name>.npy ({args.n} clips, task {args.task})")
         return 0
     try:
         cfg = load_config(args.config, args.overrides)
-    except FusionConfigError as e:
-        print(f"emollm fusion {args.cmd}: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
+    except (FusionConfigError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         print(f"emollm fusion {args.cmd}: {e}", file=sys.stderr)
         return 2
     try:
         return _train(cfg, args) if args.cmd == "train" else _eval(cfg, args)
     except FusionConfigError as e:
+        if args.debug:
+            raise
         print(f"emollm fusion {args.cmd}: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"emollm fusion {args.cmd}: {e}", file=sys.stderr)
+    except (OSError, KeyError, ValueError) as e:
+        if args.debug:
+            raise
+        why = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+        print(f"emollm fusion {args.cmd}: {why}", file=sys.stderr)
         return 1
 
 

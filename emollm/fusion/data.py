@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "SYNTH_MANIFEST",
     "FeatureSet",
     "align_steps",
     "build_feature_set",
@@ -287,10 +288,14 @@ def synthetic_task(
     return build_feature_set(arrays, labels, classes=classes, steps=steps, speakers=speakers)
 
 
+SYNTH_MANIFEST = "synth.json"
+"""What :func:`write_synthetic` writes beside ``labels.csv``: who wrote the folder and with which settings."""
+
+
 def write_synthetic(out: str | os.PathLike[str], task: Task, **kwargs) -> Path:
-    """Write a synthetic task as a feature cache: ``out/<modality>/<name>.npy`` and ``out/labels.csv``
-    (``name,label,speaker``). Returns ``out``."""
-    from emollm.utils.io import atomic_write, atomic_write_text
+    """Write a synthetic task as a feature cache: ``out/<modality>/<name>.npy``, ``out/labels.csv``
+    (``name,label,speaker``) and ``out/synth.json`` (the settings). Returns ``out``."""
+    from emollm.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
     out = Path(out)
     arrays, labels, speakers = synthetic_task(task, raw=True, **kwargs)
@@ -299,4 +304,6 @@ def write_synthetic(out: str | os.PathLike[str], task: Task, **kwargs) -> Path:
             atomic_write(out / m / f"{name}.npy", lambda f, x=x: np.save(f, x, allow_pickle=False), fsync=False)
     lines = ["name,label,speaker"] + [f"{n},{labels[n]},{speakers[n]}" for n in sorted(labels)]
     atomic_write_text(out / "labels.csv", "\n".join(lines) + "\n")
+    settings = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in kwargs.items()}
+    atomic_write_json(out / SYNTH_MANIFEST, {"written_by": "emollm fusion synth", "task": task, **settings})
     return out

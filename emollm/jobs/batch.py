@@ -24,7 +24,15 @@ from typing import Any
 
 from emollm.utils.io import atomic_write_text
 
-__all__ = ["MEDIA_SUFFIXES", "BatchError", "collect_inputs", "run_batch"]
+__all__ = [
+    "MEDIA_SUFFIXES",
+    "RESULT_KEYS",
+    "BatchError",
+    "check_results_file",
+    "collect_inputs",
+    "not_a_results_file",
+    "run_batch",
+]
 
 MEDIA_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".wav", ".mp3", ".flac", ".m4a", ".ogg",
@@ -91,6 +99,52 @@ def collect_inputs(media: str | None, list_file: str | None, *, skipped: list[st
             raise BatchError(f"{path}: no media files in this folder (looked for {', '.join(sorted(MEDIA_SUFFIXES))})")
         return files
     return [path]
+
+
+RESULT_KEYS = ("file", "label", "probabilities", "mode")
+"""Keys every line of an ``emollm analyze`` results file has (:meth:`emollm.apps.analysis.Analysis.to_dict`)."""
+
+
+def not_a_results_file(path: Path) -> str | None:
+    """None when ``path`` holds only ``emollm analyze`` results (JSON lines with :data:`RESULT_KEYS`; the last line may
+    be torn by a kill, an empty file is fine), else why not (the first offending line), so that a batch resumes only
+    from its own records and never rewrites anything else."""
+    try:
+        with open(path, "rb") as f:
+            for i, raw in enumerate(f, 1):  # streamed: a large foreign file is refused at its first line
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    if not raw.endswith(b"\n") and raw.startswith(b'{"file": '):  # a result torn by a kill: redone
+                        continue
+                    shown = raw[:40].decode("utf-8", "replace").rstrip()
+                    return f"line {i} is not JSON ({shown!r}): not an emollm analyze results file"
+                if not isinstance(rec, dict) or not all(k in rec for k in RESULT_KEYS):
+                    return f"line {i} is not an emollm analyze result (one has {', '.join(RESULT_KEYS)})"
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    return None
+
+
+def check_results_file(
+    out: str | os.PathLike[str], inputs: list[Path], *, list_file: str | None = None, overwrite: bool = False
+) -> None:
+    """Refuse a batch's ``--out`` that would destroy a file: one of the inputs or the ``--list`` file (always), a
+    folder, or an existing file that is not an ``emollm analyze`` results file (unless ``overwrite``).
+
+    Raises:
+        BatchError: Naming the file, what it is and the fix.
+    """
+    from emollm.utils.io import check_output_file
+
+    try:
+        check_output_file(
+            out, flag="--out", inputs=[*inputs, list_file], overwrite=overwrite, ours=not_a_results_file
+        )
+    except ValueError as e:
+        raise BatchError(str(e)) from None
 
 
 def _read_done(out: Path) -> dict[str, str]:

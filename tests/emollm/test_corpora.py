@@ -1,4 +1,5 @@
-"""Corpus readers on tiny fake trees (empty media files with the real naming schemes) and speaker-independent folds."""
+"""Corpus readers on tiny fake trees (media files that are only a header, with the real naming schemes) and
+speaker-independent folds."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from emollm.data.corpora import CorpusFormatError, corpus_folds, parse_iemocap_l
 from emollm.data.corpora_cli import main as data_main
 from emollm.data.splits import check_folds, speaker_folds
 
+# The first bytes of each format: the readers check them (a 0-byte or renamed file is not a clip), nothing decodes.
+HEADERS = {
+    ".wav": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    ".mp4": b"\x00\x00\x00\x18ftypisom",
+    ".flv": b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00",
+}
 
-def _touch(path: Path, data: bytes = b"RIFF") -> Path:
+
+def _touch(path: Path, data: bytes | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path.write_bytes(HEADERS.get(path.suffix, b"") if data is None else data)
     return path
 
 
