@@ -215,6 +215,16 @@ class TurnFormat(ChatFormat):
         """Whether thinking is on (``enable_thinking``, or the template's default when that is None)."""
         return self.thinking_default if self.enable_thinking is None else self.enable_thinking
 
+    @property
+    def has_thinking_switch(self) -> bool:
+        """Whether ``enable_thinking`` changes anything in this template."""
+        return bool(self.think_on_system or self.think_on_prompt or self.think_off_prompt)
+
+    @property
+    def writes_date(self) -> bool:
+        """Whether ``date_string`` appears in the rendered prompt."""
+        return "{date_string}" in self.system_template
+
     def _header(self, role: str) -> str:
         return self.header.format(role=self.role_names.get(role, role))
 

@@ -44,6 +44,9 @@ class SmolLM3Format(TurnFormat):
 
     knowledge_cutoff: str = field(default="June 2025", kw_only=True)
 
+    has_thinking_switch = True  # the /think and /no_think modes
+    writes_date = True  # "Today Date" in the metadata block
+
     def _reasoning(self, system: str | None) -> bool:
         if system is not None and "/no_think" in system:
             return False

