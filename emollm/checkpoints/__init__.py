@@ -1,9 +1,9 @@
 """Checkpoints: the self-describing folder format (``format``), writing it (``save``), restoring its parts into a
-model (``restore``), loading a ready model (``load``), exporting (``export``) and importing released research
-checkpoints (``published``). Imports the model core and backbones; never an app.
+model (``restore``), loading a ready model (``load``), exporting (``export``: merged, or for vLLM's prompt embeddings)
+and importing released research checkpoints (``published``). Imports the model core and backbones; never an app.
 """
 
-from emollm.checkpoints.export import check_export_target, cli_main, export_merged
+from emollm.checkpoints.export import check_export_target, cli_main, export_merged, export_spliced
 from emollm.checkpoints.format import (
     ADAPTER_FILE,
     ARCH_KEYS,
@@ -33,6 +33,7 @@ __all__ = [
     "cli_main",
     "connector_parts",
     "export_merged",
+    "export_spliced",
     "is_quantized",
     "load_model",
     "read_checkpoint",

@@ -176,7 +176,7 @@ class EndpointEngine(EngineBase):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _attempt(self, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+    def _attempt(self, body: dict[str, Any], url: str | None = None) -> tuple[int, bytes, dict[str, str]]:
         """One POST, its body read under a wall-clock deadline (``timeout``, or the caller's
         :func:`~emollm.utils.deadline.deadline` when that comes first): ``(status, bytes, headers)``."""
         import httpx
@@ -189,7 +189,8 @@ class EndpointEngine(EngineBase):
             limit = min(limit, left)
         deadline = time.monotonic() + limit
         timeout = httpx.Timeout(limit)
-        with self._http().stream("POST", self.url, json=body, headers=self._headers(), timeout=timeout) as resp:
+        url = url or self.url
+        with self._http().stream("POST", url, json=body, headers=self._headers(), timeout=timeout) as resp:
             chunks = []
             for chunk in resp.iter_bytes():
                 chunks.append(chunk)
@@ -208,14 +209,21 @@ class EndpointEngine(EngineBase):
                 pass
         return wait_s * (0.5 + random.random() / 2)  # jitter: many workers do not retry in lockstep
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``{base_url}{path}`` (e.g. ``/completions``) with this engine's retries, time limits and
+        concurrency bound; the parsed JSON answer (not checked beyond being an object)."""
+        with self._slots:
+            return self._post(body, f"{self.base_url}{path}")
+
+    def _post(self, body: dict[str, Any], url: str | None = None) -> dict[str, Any]:
         import httpx
 
+        url = url or self.url
         last = ""
         for attempt in range(self.retries + 1):
             headers = None
             try:
-                status, data, headers = self._attempt(body)
+                status, data, headers = self._attempt(body, url)
             except DeadlineExceeded:
                 raise
             except (httpx.TimeoutException, TimeoutError) as e:
@@ -225,26 +233,26 @@ class EndpointEngine(EngineBase):
                 last = f"cannot connect or the connection broke ({type(e).__name__}: {e}); is the server running?"
             else:
                 if status == 200:
-                    return self._parse_json(data)
+                    return self._parse_json(data, url)
                 detail = data[:300].decode("utf-8", "replace").strip()
                 if status not in _RETRY_STATUS:
-                    raise RequestRejected(f"LLM server {self.url}: HTTP {status}: {detail}")
+                    raise RequestRejected(f"LLM server {url}: HTTP {status}: {detail}")
                 last = f"HTTP {status}: {detail}"
             if attempt < self.retries:
                 time.sleep(self._wait(attempt, headers))
                 check_deadline("the LLM server's answer")
-        raise EngineUnavailable(f"LLM server {self.url}: {last} (after {self.retries + 1} attempts)")
+        raise EngineUnavailable(f"LLM server {url}: {last} (after {self.retries + 1} attempts)")
 
-    def _parse_json(self, data: bytes) -> dict[str, Any]:
+    def _parse_json(self, data: bytes, url: str) -> dict[str, Any]:
         try:
             payload = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise BadResponse(
-                f"LLM server {self.url}: the answer is not JSON ({data[:120]!r}); is --llm-endpoint an "
+                f"LLM server {url}: the answer is not JSON ({data[:120]!r}); is --llm-endpoint an "
                 "OpenAI-compatible /v1 base URL?"
             ) from None
         if not isinstance(payload, dict):
-            raise BadResponse(f"LLM server {self.url}: the answer is a JSON {type(payload).__name__}, not an object")
+            raise BadResponse(f"LLM server {url}: the answer is a JSON {type(payload).__name__}, not an object")
         return payload
 
     def _completion(self, payload: dict[str, Any]) -> Completion:
