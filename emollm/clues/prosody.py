@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -47,10 +47,12 @@ __all__ = [
     "SAMPLE_RATE",
     "Prosody",
     "ProsodyThresholds",
+    "ProsodyTrack",
     "describe_prosody",
     "egemaps_functionals",
     "measure_prosody",
     "prosody_from_file",
+    "prosody_track",
 ]
 
 SAMPLE_RATE = 16000
@@ -177,6 +179,9 @@ def measure_prosody(
 ) -> Prosody:
     """Measures pitch, intensity, voice quality and timing of one utterance with Praat.
 
+    The same numbers as ``prosody_track(wave, ...).window(0, duration)``: use :func:`prosody_track` to measure many
+    stretches of one recording (a timeline) without running Praat again.
+
     Args:
         wave: Mono float waveform in ``[-1, 1]``, shape ``(T,)``.
         sample_rate: Its rate in Hz.
@@ -199,6 +204,140 @@ def measure_prosody(
         >>> p.pitch_mean_hz, p.phrase()  # doctest: +SKIP
         (101.1, 'low, monotone pitch; moderately loud; moderately paced')
     """
+    track = prosody_track(
+        wave, sample_rate, pitch_floor=pitch_floor, pitch_ceiling=pitch_ceiling, two_pass=two_pass,
+        silence_db=silence_db, min_duration=min_duration, min_voiced_frames=min_voiced_frames,
+    )  # fmt: skip
+    return track.window(0.0, track.duration_s)
+
+
+@dataclass
+class ProsodyTrack:
+    """Praat's frame-level analyses of one recording, computed once; :meth:`window` measures any stretch of it.
+
+    A timeline asks for many overlapping windows of one clip: Praat runs once over the whole recording (pitch in two
+    passes, intensity, harmonicity, glottal pulses) and each window takes the frames inside it. The two-pass pitch
+    range comes from the whole recording, so a window's F0 is tracked within the speaker's range.
+
+    Attributes:
+        duration_s: Length of the recording.
+        sample_rate: Its rate in Hz.
+        times: Centres of the 10 ms pitch frames (seconds from the start).
+        f0: F0 per pitch frame in Hz, 0 where unvoiced.
+        intensity_db: Praat intensity (dB) at each pitch frame (NaN where undefined).
+        hnr_times: Centres of the harmonicity frames.
+        hnr_db: Harmonics-to-noise ratio per frame (Praat's -200 marks unvoiced frames).
+        pitch_floor_hz: Floor of the final pitch pass.
+        pitch_ceiling_hz: Ceiling of the final pitch pass.
+        reason: Why the whole recording has no speech (too short, silent, unvoiced); None when it has.
+    """
+
+    duration_s: float
+    sample_rate: int
+    times: np.ndarray
+    f0: np.ndarray
+    intensity_db: np.ndarray
+    hnr_times: np.ndarray
+    hnr_db: np.ndarray
+    pitch_floor_hz: float | None = None
+    pitch_ceiling_hz: float | None = None
+    reason: str | None = None
+    silence_db: float = -50.0
+    min_duration: float = 0.1
+    min_voiced_frames: int = 3
+    wave: np.ndarray | None = field(default=None, repr=False)
+    sound: Any = field(default=None, repr=False)
+    points: Any = field(default=None, repr=False)
+
+    def window(self, start: float, end: float) -> Prosody:
+        """The measures of ``[start, end)`` seconds (clipped to the recording), from the frames inside it.
+
+        Jitter and shimmer are Praat's own over the window's glottal pulses (its time-range arguments); the whole
+        recording gives exactly :func:`measure_prosody`'s numbers.
+        """
+        start, end = max(0.0, float(start)), min(self.duration_s, float(end))
+        duration = max(0.0, end - start)
+        if duration < self.min_duration:
+            reason = f"too short for pitch analysis ({duration:.3f} s < {self.min_duration:g} s)"
+            return Prosody(False, reason, duration)
+        if self.reason is not None:  # the whole recording has no speech: no stretch of it has
+            return Prosody(False, self.reason, duration)
+        whole = start <= 0.0 and end >= self.duration_s
+        if not whole and self.wave is not None:
+            a, b = round(start * self.sample_rate), round(end * self.sample_rate)
+            if is_silent(self.wave[a:b], self.silence_db):
+                return Prosody(False, f"silent (RMS below {self.silence_db:g} dBFS)", duration)
+        sel = (self.times >= start) & (self.times < end)
+        f0 = self.f0[sel]
+        voiced = f0 > 0
+        n_voiced = int(voiced.sum())
+        if n_voiced < self.min_voiced_frames:
+            return Prosody(False, f"no voiced speech ({n_voiced} voiced frames)", duration)
+        hz = f0[voiced]
+        st = _semitones(hz)
+        p5, p95 = np.percentile(hz, [5, 95])
+        db = self.intensity_db[sel][voiced]
+        db = db[np.isfinite(db)]
+        mean_db = 10 * math.log10(float(np.mean(10 ** (db / 10)))) if db.size else None
+
+        parselmouth = import_optional("parselmouth", _PRAAT, "speech prosody (Praat)")
+        call = parselmouth.praat.call
+        t0, t1 = (0.0, 0.0) if whole else (start, end)  # Praat: 0, 0 = the whole recording
+        jitter = _finite(call(self.points, "Get jitter (local)", t0, t1, 0.0001, 0.02, 1.3))
+        shimmer = _finite(call([self.sound, self.points], "Get shimmer (local)", t0, t1, 0.0001, 0.02, 1.3, 1.6))
+        hv = self.hnr_db[(self.hnr_times >= start) & (self.hnr_times < end)]
+        hv = hv[hv > -200]  # Praat marks unvoiced frames -200 dB
+        hnr = float(hv.mean()) if hv.size else None
+
+        edges = np.diff(np.r_[0, voiced.astype(np.int8), 0])
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        segments = int(np.sum(ends - starts >= 3))  # runs of >= 3 frames (30 ms)
+        span = float(ends[-1] - starts[0]) * _TIME_STEP
+        return Prosody(
+            has_speech=True,
+            reason=None,
+            duration_s=duration,
+            voiced_fraction=n_voiced / f0.size,
+            pitch_mean_hz=float(hz.mean()),
+            pitch_std_hz=float(hz.std()),
+            pitch_min_hz=float(p5),
+            pitch_max_hz=float(p95),
+            pitch_mean_st=float(st.mean()),
+            pitch_std_st=float(st.std()),
+            pitch_range_st=float(12 * math.log2(p95 / p5)),
+            intensity_mean_db=mean_db,
+            intensity_std_db=float(db.std()) if db.size else None,
+            loudness_dbfs=None if mean_db is None else mean_db - _DB_SPL_TO_DBFS,
+            jitter_local=jitter,
+            shimmer_local=shimmer,
+            hnr_db=hnr,
+            voiced_segments=segments,
+            speech_span_s=span,
+            rate_segments_per_s=segments / span if span > 0 else None,
+            pitch_floor_hz=self.pitch_floor_hz,
+            pitch_ceiling_hz=self.pitch_ceiling_hz,
+        )
+
+
+def prosody_track(
+    wave: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    pitch_floor: float = 50.0,
+    pitch_ceiling: float = 700.0,
+    two_pass: bool = True,
+    silence_db: float = -50.0,
+    min_duration: float = 0.1,
+    min_voiced_frames: int = 3,
+) -> ProsodyTrack:
+    """Runs Praat once over a recording; :meth:`ProsodyTrack.window` then measures any stretch of it.
+
+    Arguments as :func:`measure_prosody`.
+
+    Raises:
+        ValueError: ``wave`` is not 1-D, or holds NaN/inf.
+        MissingClueDependency: praat-parselmouth is not installed.
+    """
     x = np.asarray(wave, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"expected a mono 1-D waveform, got shape {x.shape} (average the channels first)")
@@ -207,10 +346,15 @@ def measure_prosody(
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     duration = x.size / sample_rate
+    empty = np.zeros(0)
+    settings = {"silence_db": silence_db, "min_duration": min_duration, "min_voiced_frames": min_voiced_frames}
+    none = ProsodyTrack(duration, sample_rate, empty, empty, empty, empty, empty, **settings)  # type: ignore[arg-type]
     if duration < min_duration:
-        return Prosody(False, f"too short for pitch analysis ({duration:.3f} s < {min_duration:g} s)", duration)
+        none.reason = f"too short for pitch analysis ({duration:.3f} s < {min_duration:g} s)"
+        return none
     if is_silent(x, silence_db):
-        return Prosody(False, f"silent (RMS below {silence_db:g} dBFS)", duration)
+        none.reason = f"silent (RMS below {silence_db:g} dBFS)"
+        return none
 
     parselmouth = import_optional("parselmouth", _PRAAT, "speech prosody (Praat)")
     call = parselmouth.praat.call
@@ -221,57 +365,19 @@ def measure_prosody(
         q25, q75 = np.percentile(f0[f0 > 0], [25, 75])
         floor, ceiling = max(40.0, 0.75 * float(q25)), max(1.5 * float(q75), 0.75 * float(q25) + 50.0)
         pitch, f0 = _pitch(snd, floor, ceiling)
-    voiced = f0 > 0
-    n_voiced = int(voiced.sum())
-    if n_voiced < min_voiced_frames:
-        return Prosody(False, f"no voiced speech ({n_voiced} voiced frames)", duration)
-
-    hz = f0[voiced]
-    st = _semitones(hz)
-    p5, p95 = np.percentile(hz, [5, 95])
-
-    # Intensity of the voiced frames (intensity frames interpolated at the voiced pitch frames' times).
+    times = np.asarray(pitch.xs(), dtype=np.float64)
+    if np.count_nonzero(f0) < min_voiced_frames:
+        none.reason = f"no voiced speech ({int(np.count_nonzero(f0))} voiced frames)"
+        return none
+    # Intensity at the pitch frames' times (the voiced ones are the ones used).
     intensity = snd.to_intensity(minimum_pitch=floor, time_step=_TIME_STEP)
-    db = np.interp(pitch.xs()[voiced], intensity.xs(), intensity.values[0])
-    db = db[np.isfinite(db)]
-    mean_db = 10 * math.log10(float(np.mean(10 ** (db / 10)))) if db.size else None
-
+    db = np.interp(times, intensity.xs(), intensity.values[0])
     points = call([snd, pitch], "To PointProcess (cc)")
-    jitter = _finite(call(points, "Get jitter (local)", 0, 0, 0.0001, 0.02, 1.3))
-    shimmer = _finite(call([snd, points], "Get shimmer (local)", 0, 0, 0.0001, 0.02, 1.3, 1.6))
     harm = snd.to_harmonicity_cc(time_step=_TIME_STEP, minimum_pitch=floor)
-    hv = harm.values[0]
-    hv = hv[hv > -200]  # Praat marks unvoiced frames -200 dB
-    hnr = float(hv.mean()) if hv.size else None
-
-    edges = np.diff(np.r_[0, voiced.astype(np.int8), 0])
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    segments = int(np.sum(ends - starts >= 3))  # runs of >= 3 frames (30 ms)
-    span = float(ends[-1] - starts[0]) * _TIME_STEP
-    return Prosody(
-        has_speech=True,
-        reason=None,
-        duration_s=duration,
-        voiced_fraction=n_voiced / f0.size,
-        pitch_mean_hz=float(hz.mean()),
-        pitch_std_hz=float(hz.std()),
-        pitch_min_hz=float(p5),
-        pitch_max_hz=float(p95),
-        pitch_mean_st=float(st.mean()),
-        pitch_std_st=float(st.std()),
-        pitch_range_st=float(12 * math.log2(p95 / p5)),
-        intensity_mean_db=mean_db,
-        intensity_std_db=float(db.std()) if db.size else None,
-        loudness_dbfs=None if mean_db is None else mean_db - _DB_SPL_TO_DBFS,
-        jitter_local=jitter,
-        shimmer_local=shimmer,
-        hnr_db=hnr,
-        voiced_segments=segments,
-        speech_span_s=span,
-        rate_segments_per_s=segments / span if span > 0 else None,
-        pitch_floor_hz=float(floor),
-        pitch_ceiling_hz=float(ceiling),
-    )
+    return ProsodyTrack(
+        duration, sample_rate, times, f0, db, np.asarray(harm.xs(), dtype=np.float64), harm.values[0].copy(),
+        float(floor), float(ceiling), None, wave=x, sound=snd, points=points, **settings,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def prosody_from_file(path: str | os.PathLike[str], **kwargs: Any) -> Prosody:

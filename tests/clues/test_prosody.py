@@ -146,3 +146,46 @@ def test_egemaps_functionals(speech):
     assert silent["F0semitoneFrom27.5Hz_sma3nz_amean"] == 0.0
     with pytest.raises(ValueError):
         egemaps_functionals(np.zeros(0, np.float32))
+
+
+# ------------------------------------------------------------------------------------------------ windows of a track
+def test_track_window_of_the_whole_is_measure_prosody(speech):
+    from emollm.clues.prosody import prosody_track
+
+    wave = load_audio(speech["p50"], sample_rate=16000)
+    track = prosody_track(wave)
+    assert track.window(0.0, track.duration_s) == measure_prosody(wave)  # the same numbers, not close ones
+    silent = prosody_track(np.zeros(16000, dtype=np.float32))
+    assert silent.window(0.0, 0.5).reason == measure_prosody(np.zeros(16000)).reason
+
+
+def test_track_windows_agree_with_measuring_each_stretch(speech):
+    """A window is aggregated from the whole recording's Praat frames; cross-checked against Praat run on the stretch
+    alone (pitch within 5 %, voiced fraction within 0.1) and against numpy over the track's own frames."""
+    from emollm.clues.prosody import prosody_track
+
+    wave = load_audio(speech["p50"], sample_rate=16000)
+    track = prosody_track(wave)
+    for a, b in [(0.0, 1.5), (0.5, 2.5), (1.0, 3.0)]:
+        win, alone = track.window(a, b), measure_prosody(wave[int(a * 16000) : int(b * 16000)])
+        assert win.has_speech and alone.has_speech and win.duration_s == pytest.approx(b - a)
+        assert win.pitch_mean_hz == pytest.approx(alone.pitch_mean_hz, rel=0.05)
+        assert win.voiced_fraction == pytest.approx(alone.voiced_fraction, abs=0.1)
+        sel = (track.times >= a) & (track.times < b)
+        f0 = track.f0[sel]
+        assert win.voiced_fraction == pytest.approx(np.count_nonzero(f0) / f0.size)
+        assert win.pitch_mean_hz == pytest.approx(f0[f0 > 0].mean())
+        assert win.jitter_local is not None and win.hnr_db is not None
+
+
+def test_track_window_of_a_pause_is_silent(speech):
+    from emollm.clues.prosody import prosody_track
+
+    wave = load_audio(speech["p50"], sample_rate=16000)
+    gap = np.concatenate([wave, np.zeros(32000, dtype=np.float32), wave])
+    track = prosody_track(gap)
+    d = len(wave) / 16000
+    pause = track.window(d + 0.5, d + 1.5)
+    assert not pause.has_speech and pause.reason.startswith("silent")
+    assert track.window(0.0, d).has_speech and track.window(d + 2.0, 2 * d + 2.0).has_speech
+    assert track.window(3.0, 3.05).reason.startswith("too short")
