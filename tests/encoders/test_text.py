@@ -64,3 +64,42 @@ def test_whisper_transcribes_synthetic_speech(tmp_path):
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * 16000) / 16000)).astype(np.float32)
     p_speech, p_tone = asr.no_speech_prob(audio, sampling_rate=rate), asr.no_speech_prob(tone)
     assert 0 <= p_speech < 0.6 <= p_tone <= 1, (p_speech, p_tone)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_whisper_word_times_follow_the_speech():
+    """One encoder pass gives the no-speech probability, the text and word times; the words lie where the voice is,
+    in order; a shortened encoder context transcribes a short window alike; long audio is cut at a pause."""
+    from emollm.encoders.text import WhisperTranscriber, split_at_quiet
+    from emollm.media import fixtures
+
+    gap = 1.0
+    one = fixtures.synth_wave("speech", 2.0, 16000, text="I passed the exam")
+    two = fixtures.synth_wave("speech", 2.0, 16000, text="wonderful news")
+    audio = np.concatenate([one, np.zeros(int(gap * 16000), dtype=np.float32), two])
+    asr = WhisperTranscriber()
+    heard = asr.transcribe(audio, words=True)
+    text = heard.text.lower()
+    assert "passed" in text and "wonderful" in text and heard.passes == 1 and heard.no_speech_prob < 0.6
+    assert heard.text == asr(audio)  # the same greedy text as the plain transcription
+    assert [w.text for w in heard.words] == heard.text.split()
+    starts = [w.start for w in heard.words]
+    assert starts == sorted(starts) and all(w.end >= w.start for w in heard.words)
+    late = next(w for w in heard.words if "wonderful" in w.text.lower())
+    early = next(w for w in heard.words if "passed" in w.text.lower())
+    assert early.end <= 2.2 and late.end >= 2.0 + gap, (early, late)  # each in its own stretch of speech
+    short = asr.transcribe(two, words=True, context_s=3.0, offset_s=10.0)
+    assert "wonderful" in short.text.lower() and short.context_s == 3.0
+    assert all(10.0 <= w.start <= w.end <= 12.5 for w in short.words)
+    with pytest.raises(ValueError, match="do not fit a 1 s encoder context"):
+        asr.transcribe(two, context_s=1.0)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * 16000) / 16000)).astype(np.float32)
+    quiet = asr.transcribe(tone, no_speech_threshold=0.6)
+    assert quiet.text is None and quiet.words == [] and quiet.no_speech_prob >= 0.6
+    # Longer than 30 s: cut at the quietest 20 ms before the limit (here: the pause).
+    long = np.concatenate([np.tile(np.concatenate([one, np.zeros(8000, dtype=np.float32)]), 11), two])
+    cuts = split_at_quiet(long, 16000)
+    assert cuts[0] == 0 and cuts[-1] == len(long)
+    assert all(b - a <= 30 * 16000 for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    assert np.abs(long[cuts[1] - 80 : cuts[1] + 80]).max() == 0.0
