@@ -2,7 +2,8 @@
 
 Its JSON form (:meth:`Analysis.to_dict`) is what ``emollm analyze --json`` prints and ``POST /v1/analyze`` answers.
 Every result says how it was produced (``mode``, ``produced_by``: models, precision) and what it could not use
-(``missing``: modality -> reason).
+(``missing``: modality -> reason), and what it shortened (``notes``: an input cut to the prompt's bound by
+:func:`bound_text`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,33 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Analysis"]
+__all__ = ["MAX_TEXT_CHARS", "Analysis", "bound_text"]
+
+MAX_TEXT_CHARS = 2000
+"""Default bound on a transcript, subtitle or text file before it reaches a model's prompt: about 500 tokens, or two
+and a half minutes of speech (the service's clips last at most two). The text models read at most 256 tokens of it;
+the rationale's LLM reads it all, and its prefill grows with it (SmolLM2-135M, one thread: 0.6 s at 67 tokens,
+2.3 s at 300, 10 s at 1000 on a loaded 2-core machine)."""
+
+
+def bound_text(text: str | None, limit: int, what: str) -> tuple[str | None, str | None]:
+    """``text`` cut to at most ``limit`` characters (at a word boundary when one is near), and a note when cut.
+
+    Example:
+        >>> bound_text("alpha beta gamma delta", 12, "subtitle")
+        ('alpha beta', 'subtitle: 22 characters, cut to the first 10 (limit 12 characters, max_text_chars)')
+    """
+    if text is None or len(text) <= limit:
+        return text, None
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space >= limit * 0.8:
+        cut = cut[:space]
+    cut = cut.rstrip()
+    return (
+        cut,
+        f"{what}: {len(text):,} characters, cut to the first {len(cut):,} (limit {limit:,} characters, max_text_chars)",
+    )
 
 
 @dataclass
@@ -32,6 +59,7 @@ class Analysis:
             transcript; text: distribution; fusion: weights and votes).
         timings: Stage -> seconds.
         produced_by: Mode, models, precision and settings behind the result.
+        notes: What was shortened to keep the work bounded (an input cut to ``max_text_chars``), one line each.
     """
 
     file: str
@@ -46,6 +74,7 @@ class Analysis:
     evidence: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     produced_by: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (field order as above)."""
@@ -96,6 +125,7 @@ class Analysis:
         if self.subtitle:
             lines.append(f'transcript: "{self.subtitle}"')
         lines.append(f"reasoning ({self.reasoning_source}): {self.reasoning}")
+        lines += [f"note: {n}" for n in self.notes]
         if self.timings:
             lines.append(f"time: {self.timings.get('total', sum(self.timings.values())):.2f} s")
         return "\n".join(lines)

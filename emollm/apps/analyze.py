@@ -15,6 +15,8 @@ In checkpoint mode, for every modality branch of the checkpoint the features are
 - a ``precomputed`` branch with no such record needs the feature file (``--audio F.npy`` ...), or stays missing.
 A modality the clip does not have (no face, no audio track) is reported as missing and spends no tokens.
 Probabilities come from the answers' likelihoods (``emollm.model.likelihood``), the reasoning from greedy generation.
+A subtitle longer than ``max_text_chars`` is cut before it reaches the prompt (``notes`` says so); under a
+:func:`emollm.utils.deadline.deadline` (the service's ``--timeout-s``) the stages check it and generation stops at it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from typing import Any
 
 import torch
 
-from emollm.apps.analysis import Analysis
+from emollm.apps.analysis import MAX_TEXT_CHARS, Analysis, bound_text
 from emollm.labels import MER2023_LABELS, LabelParser
 from emollm.model.configuration import MODALITIES
 from emollm.model.modeling import EmoLLMForCausalLM
 from emollm.model.processing import EmoProcessor, Sample
 from emollm.model.prompts import EMOTION_INSTRUCTION as EMOTION_PROMPT
 from emollm.model.prompts import REASON_INSTRUCTION as REASON_PROMPT
+from emollm.utils.deadline import check_deadline, stopping_criteria
 
 
 def clip_features(
@@ -89,22 +92,28 @@ def analyze_checkpoint(
     feature_files: dict[str, str] | None = None,
     max_new_tokens: int = 128,
     precision: str = "fp32",
+    max_text_chars: int = MAX_TEXT_CHARS,
 ) -> Analysis:
     """Analyse one clip with a loaded checkpoint: label probabilities over ``labels`` (from the answers'
-    likelihoods) and a generated reasoning."""
+    likelihoods) and a generated reasoning (a subtitle longer than ``max_text_chars`` is cut, with a note)."""
     from emollm.media import probe
     from emollm.model.generation import chat
     from emollm.model.likelihood import label_probabilities
     from emollm.model.precision import autocast
 
+    subtitle, note = bound_text(subtitle, max_text_chars, "subtitle")
+    notes = [note] if note else []
+    check_deadline("media")
     probe(path)  # the clip must exist and be readable even when every branch reads precomputed feature files
     features, missing = clip_features(model, path, feature_files)
+    check_deadline("likelihoods")
     used = [m for m, f in features.items() if f is not None]
     if not used and not subtitle:
         reason = "no modality gave evidence (no face, no audio, no transcript): the model would answer from the prompt"
         return Analysis(
             file=str(path), label=None, probabilities={}, reasoning="", modalities=[],
             missing={**missing, "label": reason}, subtitle=None, mode="checkpoint", reasoning_source="none",
+            notes=notes,
         )  # fmt: skip
     markers = "".join(f"<{m}>" for m in model.config.modalities)
     says = f" The person in video says: {subtitle}." if subtitle else ""
@@ -113,7 +122,11 @@ def analyze_checkpoint(
     reason = Sample(messages=[{"role": "user", "content": f"{markers}{says} {REASON_PROMPT}"}], features=features)
     with autocast(precision):  # the LLM only: media decoding and face detection stay fp32
         probs = label_probabilities(model, processor, sample, labels, answer_template=answer_template)
-        reasoning = chat(model, processor, [reason], max_new_tokens=max_new_tokens)[0]
+        check_deadline("reasoning")
+        criteria = stopping_criteria()  # generation stops at the deadline
+        extra = {} if criteria is None else {"stopping_criteria": criteria}
+        reasoning = chat(model, processor, [reason], max_new_tokens=max_new_tokens, **extra)[0]
+        check_deadline("reasoning")
     label = max(probs, key=probs.get)
     source = "checkpoint"
     others = [lab for lab in LabelParser(labels).parse(reasoning).candidates if lab != label]
@@ -129,6 +142,7 @@ def analyze_checkpoint(
         subtitle=subtitle,
         mode="checkpoint",
         reasoning_source=source,
+        notes=notes,
     )
 
 
@@ -144,6 +158,7 @@ class CheckpointAnalyzer:
         answer_template: The trained answer format.
         max_new_tokens: Reasoning length budget.
         feature_files: Modality -> precomputed ``.npy`` to use instead of the clip.
+        max_text_chars: Longest subtitle or transcript put in the prompt; longer ones are cut (with a note).
     """
 
     def __init__(
@@ -157,8 +172,12 @@ class CheckpointAnalyzer:
         answer_template: str = "The emotion is {label}.",
         max_new_tokens: int = 128,
         feature_files: dict[str, str] | None = None,
+        max_text_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         from emollm.checkpoints import load_model
+
+        if isinstance(max_text_chars, bool) or not isinstance(max_text_chars, int) or max_text_chars < 1:
+            raise ValueError(f"max_text_chars: must be a positive whole number, got {max_text_chars!r}")
         from emollm.model.precision import resolve_precision
 
         self.checkpoint = str(checkpoint)
@@ -170,6 +189,7 @@ class CheckpointAnalyzer:
         self.linear_kernels = pack_linears(self.model.language_model, self.precision)
         self.asr, self.answer_template, self.max_new_tokens = asr, answer_template, max_new_tokens
         self.feature_files = dict(feature_files or {})
+        self.max_text_chars = max_text_chars
         self._whisper: Any = None
 
     def __call__(self, path: str | Path, *, subtitle: str | None = None) -> Analysis:
@@ -186,7 +206,7 @@ class CheckpointAnalyzer:
         result = analyze_checkpoint(
             self.model, self.processor, path, labels=self.labels, subtitle=subtitle,
             answer_template=self.answer_template, feature_files=self.feature_files,
-            max_new_tokens=self.max_new_tokens, precision=self.precision,
+            max_new_tokens=self.max_new_tokens, precision=self.precision, max_text_chars=self.max_text_chars,
         )  # fmt: skip
         result.timings = {"total": round(time.perf_counter() - start, 4)}
         result.produced_by = self.produced_by()
@@ -206,6 +226,7 @@ class CheckpointAnalyzer:
             },
             "precision": self.precision,
             "linear_kernels": self.linear_kernels,
+            "max_text_chars": self.max_text_chars,
         }
 
     def close(self) -> None:
@@ -287,6 +308,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", help="a trained checkpoint folder; without it: the zero-shot clue mode")
     parser.add_argument("--labels", default=",".join(MER2023_LABELS), help="comma-separated label set, in prompt order")
     parser.add_argument("--subtitle", help="what the person says (else it is transcribed)")
+    parser.add_argument(
+        "--max-text-chars", type=int, default=MAX_TEXT_CHARS,
+        help="longest subtitle, transcript or text file given to the models; longer ones are cut (noted in the output)",
+    )  # fmt: skip
     parser.add_argument("--no-asr", action="store_true", help="do not transcribe speech")
     parser.add_argument("--asr", action="store_true", help=argparse.SUPPRESS)  # the old checkpoint-mode flag
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -318,7 +343,7 @@ def main(argv: list[str]) -> int:
             options: dict[str, Any] = dict(
                 frames=args.frames, face_detector=args.face_detector, asr=not args.no_asr,
                 text_model=args.text_model, reasoning=args.reasoning, llm_path=args.llm_path,
-                precision=args.precision, fusion_config=args.fusion_config,
+                precision=args.precision, fusion_config=args.fusion_config, max_text_chars=args.max_text_chars,
                 engine=args.llm_engine, llm_endpoint=args.llm_endpoint, llm_model=args.llm_model,
                 llm_api_key_env=args.llm_api_key_env,
             )  # fmt: skip
@@ -336,6 +361,7 @@ def main(argv: list[str]) -> int:
             options = dict(
                 llm_path=args.llm_path, asr=not args.no_asr, precision=args.precision,
                 answer_template=args.answer_template, max_new_tokens=args.max_new_tokens or 128, feature_files=files,
+                max_text_chars=args.max_text_chars,
             )  # fmt: skip
         inputs = collect_inputs(args.media, args.list)
         batch = args.list is not None or (args.media is not None and Path(args.media).is_dir())

@@ -16,6 +16,10 @@ The stages, each timed:
    another label (or several), loops or is empty is replaced by a plain template rationale
    (``reasoning_source`` says which one you got).
 
+Bounded work: a subtitle, transcript or text file longer than ``max_text_chars`` is cut before any model reads it
+(``notes`` says so), and under a :func:`emollm.utils.deadline.deadline` (the service's ``--timeout-s``) every stage
+checks the deadline and the rationale's generation stops at it (:class:`~emollm.utils.deadline.DeadlineExceeded`).
+
 Example:
     >>> analyzer = ClueAnalyzer(labels=["happy", "sad", "neutral", "angry"])   # doctest: +SKIP
     >>> result = analyzer("clip.mp4")                                            # doctest: +SKIP
@@ -33,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from emollm.apps.analysis import Analysis
+from emollm.apps.analysis import MAX_TEXT_CHARS, Analysis, bound_text
 from emollm.clues.fusion import FusionConfig, Vote, fuse, load_fusion_config, map_distribution
 from emollm.labels import FER2013_LABELS, MER2023_LABELS
+from emollm.utils.deadline import check_deadline
 
 __all__ = ["ClueAnalyzer", "ClueSettings", "template_reasoning"]
 
@@ -64,6 +69,8 @@ class ClueSettings:
         llm_model: The served model's name.
         llm_api_key_env: Environment variable with the server's API key.
         fusion_config: A fusion YAML (None: the packaged ``fusion.yaml``).
+        max_text_chars: Longest subtitle, transcript or text file given to the text model and the rationale's
+            prompt; longer ones are cut (the result's ``notes`` says so).
     """
 
     frames: int = 12
@@ -77,12 +84,15 @@ class ClueSettings:
     max_new_tokens: int = 96
     precision: str = "auto"
     fusion_config: str | None = None
+    max_text_chars: int = MAX_TEXT_CHARS
     engine: str = "auto"
     llm_endpoint: str | None = None
     llm_model: str | None = None
     llm_api_key_env: str = "EMOLLM_LLM_API_KEY"
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_text_chars, bool) or not isinstance(self.max_text_chars, int) or self.max_text_chars < 1:
+            raise ValueError(f"max_text_chars: must be a positive whole number, got {self.max_text_chars!r}")
         if self.frames < 1:
             raise ValueError(f"frames: must be >= 1, got {self.frames}")
         if self.text_model not in ("minilm", "nade"):
@@ -309,10 +319,11 @@ class ClueAnalyzer:
             return template_reasoning(None, clues), "template (no label)"
         if self.settings.reasoning == "template":
             return template_reasoning(label, clues), "template (asked)"
+        check_deadline("reasoning")
         t = time.perf_counter()
         llm = self._model("llm")
         system, user = build_reasoning_prompt(clues, label)
-        text = llm.generate(system, user, seed=0).strip()
+        text = llm.generate(system, user, seed=0).strip()  # stops at the deadline, then raises DeadlineExceeded
         timer("reasoning", t)
         problem = check_quality(text) if text else "empty"
         if problem is None:
@@ -355,23 +366,34 @@ class ClueAnalyzer:
         timer = _Timer()
         start = time.perf_counter()
         s = self.settings
+        notes: list[str] = []
+        subtitle, note = bound_text(subtitle, s.max_text_chars, "subtitle")
+        notes += [note] if note else []
+        check_deadline("media")
         if media is None:
             media = load_sample(path, subtitle=subtitle, **self.load_kwargs())
         elif subtitle is not None:
             media.text = subtitle
+        if media.info.kind == "text":  # the file's text (load_sample reads it whatever the subtitle)
+            media.text, note = bound_text(media.text, s.max_text_chars, "text file")
+            notes += [note] if note else []
         timer("media", start)
         missing = {m: r for m, r in media.missing.items() if m != "text" or media.info.kind == "text"}
         votes: list[Vote] = []
         evidence: dict[str, Any] = {}
         clues: dict[str, str | None] = {"visual_expression": None, "visual": None, "audio": None, "subtitle": None}
         if media.faces is not None:
+            check_deadline("face")
             face_votes, evidence["face"], clues["visual_expression"] = self._face(media, timer)
             votes += face_votes
             if evidence["face"].get("aus_missing"):
                 missing["face_aus"] = evidence["face"]["aus_missing"]
         transcript = subtitle
         if media.audio is not None:
+            check_deadline("speech")
             evidence["audio"], clues["audio"], asr_text = self._speech(media, timer)
+            asr_text, note = bound_text(asr_text, s.max_text_chars, "transcript")
+            notes += [note] if note else []
             transcript = transcript or asr_text
             if asr_text is None and subtitle is None:
                 missing["transcript"] = (
@@ -381,6 +403,7 @@ class ClueAnalyzer:
             transcript = media.text
         if transcript:
             clues["subtitle"] = transcript
+            check_deadline("text")
             vote, evidence["text"] = self._text(transcript, timer)
             evidence["text"]["transcript"] = transcript
             if vote is not None:
@@ -409,6 +432,7 @@ class ClueAnalyzer:
             timings=timer.timings,
             produced_by=self.produced_by(),
             subtitle=transcript,
+            notes=notes,
         )
 
     def produced_by(self) -> dict[str, Any]:
@@ -442,4 +466,5 @@ class ClueAnalyzer:
             "linear_kernels": getattr(llm, "linear_kernels", None),  # of the LLM, once loaded
             "encoders_precision": "fp32",  # FER, MediaPipe, Whisper, MiniLM
             "fusion": self.fusion.weights,
+            "max_text_chars": s.max_text_chars,
         }

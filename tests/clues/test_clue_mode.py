@@ -172,6 +172,51 @@ def test_speech_clip_with_llm_rationale(tmp_path):
     assert r.produced_by["models"]["reasoning"] == "smollm2 (embedded)"
 
 
+# ------------------------------------------------------------------------------------------------ bounded work
+def test_long_text_and_subtitle_are_cut_with_a_note(media, analyzer, tmp_path):
+    """A 320 kB text file reaches the text model (and the rationale's prompt) cut to max_text_chars, and says so."""
+    big = tmp_path / "big.txt"
+    big.write_text("I am so happy today, this is wonderful news. " * 7200)  # 324,000 characters
+    r = analyzer(big)
+    assert r.label == "happy" and len(r.subtitle) <= 2000 and r.subtitle.startswith("I am so happy")
+    assert r.notes == [
+        f"text file: 323,999 characters, cut to the first {len(r.subtitle):,} (limit 2,000 characters, max_text_chars)"
+    ]
+    assert r.produced_by["max_text_chars"] == 2000 and "note: text file: 323,999 characters" in r.report()
+    wav = fixtures.make_audio_file(tmp_path / "v.wav", "tone", seconds=1.0, sample_rate=16000).path
+    with ClueAnalyzer(LABELS, ClueSettings(reasoning="template", asr=False, max_text_chars=50)) as small:
+        r = small(wav, subtitle="I cannot believe you lied to me again, after everything we have been through.")
+    assert r.subtitle == "I cannot believe you lied to me again, after" and r.notes[0].startswith("subtitle: 77 ")
+    assert analyzer(media / "note.txt").notes == []
+    with pytest.raises(ValueError, match="max_text_chars: must be a positive whole number, got 0"):
+        ClueSettings(max_text_chars=0)
+
+
+def test_stages_stop_at_the_deadline(media, analyzer):
+    from emollm.utils.deadline import Deadline, DeadlineExceeded, deadline
+
+    scope = Deadline()
+    scope.cancel("the server's limit of 1 s (--timeout-s)")
+    with deadline(scope=scope), pytest.raises(DeadlineExceeded, match=r"stopped at media: the server's limit"):
+        analyzer(media / "happy.mp4")
+    assert analyzer(media / "note.txt").label == "happy"  # outside the scope nothing stops
+
+
+@pytest.mark.slow
+def test_a_320kb_text_file_with_the_llm_rationale_takes_seconds_not_minutes(tmp_path, capsys):
+    """Before the bound, 32 kB took 25-95 s and 320 kB over 200 s (the whole text in SmolLM2's prompt)."""
+    import time
+
+    big = tmp_path / "big.txt"
+    big.write_text("I am so happy today, this is wonderful news. " * 7200)
+    start = time.perf_counter()
+    assert main([str(big), "--json", "--labels", ",".join(LABELS)]) == 0
+    took = time.perf_counter() - start
+    out = json.loads(capsys.readouterr().out)
+    print(f"320 kB text with the LLM rationale: {took:.1f} s, timings {out['timings']}")
+    assert out["notes"][0].startswith("text file: 323,999 characters") and took < 120
+
+
 # ------------------------------------------------------------------------------------------------------ batch
 class _Counting:
     def __init__(self) -> None:

@@ -60,6 +60,34 @@ def test_missing_face_and_audio_are_reported(setup):
     assert with_text.label in LABELS  # a transcript is evidence
 
 
+def test_a_long_subtitle_is_cut_with_a_note_and_the_deadline_stops_the_work(setup, monkeypatch):
+    import emollm.model.generation as generation
+    from emollm.utils.deadline import Deadline, DeadlineExceeded, deadline
+
+    root, model, proc, _ = setup
+    result = analyze(model, proc, root / "happy.mp4", labels=LABELS, subtitle="I passed " * 100, max_new_tokens=2,
+                     max_text_chars=40)  # fmt: skip
+    assert result.subtitle.startswith("I passed") and len(result.subtitle) <= 40
+    assert result.notes == [f"subtitle: 900 characters, cut to the first {len(result.subtitle)} (limit 40 "
+                            "characters, max_text_chars)"]  # fmt: skip
+    cancelled = Deadline()
+    cancelled.cancel("the server's limit of 1 s (--timeout-s)")
+    with deadline(scope=cancelled), pytest.raises(DeadlineExceeded, match="stopped at media"):
+        analyze(model, proc, root / "happy.mp4", labels=LABELS, max_new_tokens=2)
+
+    scope, criteria, real_chat = Deadline(), [], generation.chat
+
+    def chat(*args, **kwargs):  # the deadline passes as generation starts
+        criteria.append(kwargs.get("stopping_criteria"))
+        scope.cancel("passed during generation")
+        return real_chat(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "chat", chat)
+    with deadline(scope=scope), pytest.raises(DeadlineExceeded, match="stopped at reasoning: passed during"):
+        analyze(model, proc, root / "happy.mp4", labels=LABELS, max_new_tokens=50)
+    assert criteria and criteria[0] is not None  # generation got the deadline's stopping criterion
+
+
 def test_a_missing_clip_is_an_error_even_with_feature_files(setup, tmp_path):
     import numpy as np
 
