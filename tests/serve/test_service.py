@@ -57,7 +57,7 @@ def test_upload_answers_the_cli_json(clue_client, media):
     assert out["mode"] == "clues" and out["label"] == "happy" and out["file"] == "happy.mp4"
     assert list(out["probabilities"]) == list(LABELS) and sum(out["probabilities"].values()) == pytest.approx(1, 1e-3)
     assert list(out) == ["file", "label", "probabilities", "reasoning", "modalities", "missing", "subtitle", "mode",
-                         "reasoning_source", "evidence", "timings", "produced_by"]  # fmt: skip
+                         "reasoning_source", "evidence", "timings", "produced_by", "notes"]  # fmt: skip
     face = out["evidence"]["face"]
     assert "AU12" in face["aus"] and len(face["expression_over_time"]) == len(face["frames"])
     assert "no audio track" in out["missing"]["audio"] and str(clue_client.app.state.service.tmp_root) not in r.text

@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Any
 
+from emollm.apps.analysis import MAX_TEXT_CHARS
 from emollm.apps.serve.settings import API_KEY_ENV, ServeSettings
 from emollm.labels import MER2023_LABELS
 
@@ -29,7 +30,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration-s", type=float, default=120.0, help="longest clip, from its header (413)")
     p.add_argument("--workers", type=int, default=1, help="worker threads, one analyzer (and its memory) each")
     p.add_argument("--queue", type=int, default=4, help="requests admitted beyond the running ones; more get 503")
-    p.add_argument("--timeout-s", type=float, default=120.0, help="seconds per request after the upload (504)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=120.0,
+        help="seconds per request after the upload (504); the analysis stops at it",
+    )
+    p.add_argument(
+        "--upload-timeout-s",
+        type=float,
+        default=60.0,
+        help="seconds the whole upload may take (408): a slow or stalled client loses its slot",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        default=8,
+        help="uploads received at once (more get 503); uploads hold no analysis slot",
+    )
+    p.add_argument(
+        "--max-text-chars",
+        type=int,
+        default=MAX_TEXT_CHARS,
+        help="longest subtitle, transcript or text file given to the models; longer is cut (noted)",
+    )
     p.add_argument("--tmp-dir", help="parent of the private upload folder (default: the system temporary folder)")
     clue = p.add_argument_group("clue mode")
     clue.add_argument("--frames", type=int, default=12, help="frames sampled for the face branch")
@@ -43,14 +67,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
     labels = [lab.strip() for lab in args.labels.split(",") if lab.strip()]
-    options: dict[str, Any] = {"precision": args.precision, "llm_path": args.llm_path, "asr": not args.no_asr}
+    options: dict[str, Any] = {
+        "precision": args.precision, "llm_path": args.llm_path, "asr": not args.no_asr,
+        "max_text_chars": args.max_text_chars,
+    }  # fmt: skip
     if args.checkpoint is None:
         options.update(frames=args.frames, reasoning=args.reasoning)
     return ServeSettings(
         checkpoint=args.checkpoint, labels=tuple(labels), host=args.host, port=args.port,
         api_key=ServeSettings.api_key_from_env(args.api_key), max_upload_mb=args.max_upload_mb,
         max_duration_s=args.max_duration_s, workers=args.workers, queue=args.queue, timeout_s=args.timeout_s,
-        tmp_dir=args.tmp_dir, analyzer_options=options,
+        upload_timeout_s=args.upload_timeout_s, max_uploads=args.max_uploads, tmp_dir=args.tmp_dir,
+        analyzer_options=options,
     )  # fmt: skip
 
 

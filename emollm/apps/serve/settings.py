@@ -28,8 +28,12 @@ class ServeSettings:
         max_upload_mb: Largest upload, checked while it streams in (413).
         max_duration_s: Longest media duration declared by the file's header (413).
         workers: Worker threads; each owns one analyzer (memory grows with it).
-        queue: Requests admitted beyond the running ones (uploading or waiting); more get 503 + ``Retry-After``.
-        timeout_s: Seconds from admission to answer, else 504.
+        queue: Requests admitted for analysis beyond the running ones (waiting); more get 503 + ``Retry-After``.
+            A request is admitted only once its upload is complete, so slow uploads never hold these slots.
+        timeout_s: Seconds from the end of the upload to the answer, else 504; the analysis stops at it too.
+        upload_timeout_s: Seconds a request's whole body may take to arrive, else 408 (a slow or stalled client).
+        max_uploads: Uploads received at the same time; more get 503 + ``Retry-After``. With ``upload_timeout_s``
+            it bounds what slow clients can hold (and the disk: ``max_uploads * max_upload_mb``).
         tmp_dir: Parent of the private (0700) upload folder; None: the system's temporary folder.
         analyzer_options: Keyword arguments of :func:`emollm.apps.analyze.load_analyzer`.
     """
@@ -44,6 +48,8 @@ class ServeSettings:
     workers: int = 1
     queue: int = 4
     timeout_s: float = 120.0
+    upload_timeout_s: float = 60.0
+    max_uploads: int = 8
     tmp_dir: str | None = None
     analyzer_options: dict[str, Any] = field(default_factory=dict)
 
@@ -51,12 +57,15 @@ class ServeSettings:
         self.labels = tuple(self.labels)
         if len(self.labels) < 2:
             raise ValueError(f"--labels needs at least two labels, got {list(self.labels)}")
-        for flag, value in (("--max-upload-mb", self.max_upload_mb), ("--max-duration-s", self.max_duration_s),
-                            ("--timeout-s", self.timeout_s)):  # fmt: skip
+        positive = {"--max-upload-mb": self.max_upload_mb, "--max-duration-s": self.max_duration_s,
+                    "--timeout-s": self.timeout_s, "--upload-timeout-s": self.upload_timeout_s}  # fmt: skip
+        for flag, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{flag} must be a positive number, got {value!r}")
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_uploads < 1:
+            raise ValueError(f"--max-uploads must be >= 1, got {self.max_uploads}")
         if self.queue < 0:
             raise ValueError(f"--queue must be >= 0, got {self.queue}")
         if not 0 <= self.port <= 65535:
@@ -71,5 +80,17 @@ class ServeSettings:
 
     @classmethod
     def api_key_from_env(cls, given: str | None) -> str | None:
-        """The key from ``--api-key`` if given, else from :data:`API_KEY_ENV` (None when neither is set)."""
-        return given if given is not None else (os.environ.get(API_KEY_ENV) or None)
+        """The key from ``--api-key`` if given, else from :data:`API_KEY_ENV` (None when neither is set).
+
+        Raises:
+            ValueError: :data:`API_KEY_ENV` is set but empty (or blank): a misconfiguration, never "no key".
+        """
+        if given is not None:
+            return given
+        value = os.environ.get(API_KEY_ENV)
+        if value is not None and not value.strip():
+            raise ValueError(
+                f"{API_KEY_ENV} is set but empty, which would turn authentication off: set it to the key, or unset "
+                f"it (unset {API_KEY_ENV}) to serve without one"
+            )
+        return value

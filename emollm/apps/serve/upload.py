@@ -2,12 +2,15 @@
 
 The file part is written straight to disk chunk by chunk (never held in memory); text fields are small and capped.
 The whole body counts against the limit, so a client cannot get around it with many parts or no
-``Content-Length``.
+``Content-Length``. The body must arrive before a deadline (a slow client cannot hold the server), and must end with
+its closing boundary (a body cut short is refused, never analysed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +20,7 @@ import anyio.to_thread
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-__all__ = ["BadUpload", "Upload", "UploadTooLarge", "receive_upload", "safe_filename"]
+__all__ = ["BadUpload", "Upload", "UploadTimeout", "UploadTooLarge", "receive_upload", "safe_filename"]
 
 MAX_FIELD_BYTES = 64 * 1024
 """Largest text field (``labels``, ``subtitle``, ``prompt``)."""
@@ -31,6 +34,10 @@ class BadUpload(ValueError):
 
 class UploadTooLarge(BadUpload):
     """The body exceeds the limit; the message names the limit and the flag that raises it."""
+
+
+class UploadTimeout(BadUpload):
+    """The body did not arrive before the upload deadline; the message names the limit and its flag."""
 
 
 @dataclass
@@ -74,6 +81,8 @@ async def receive_upload(
     max_bytes: int,
     body_bytes: int | None = None,
     drain_bytes: int = 0,
+    deadline: float | None = None,
+    deadline_message: str = "the upload did not arrive in time",
 ) -> Upload:
     """Parse the body into ``folder``: the ``file`` part to disk, text fields into memory.
 
@@ -85,16 +94,20 @@ async def receive_upload(
         body_bytes: Most body bytes accepted (file, text fields and multipart framing); default ``max_bytes`` + 1 MiB.
         drain_bytes: After the limit is passed, read and discard up to this many more bytes before refusing, so an
             HTTP client that sends the whole body before reading the answer sees the 413 instead of a reset.
+        deadline: ``time.monotonic()`` by which the whole body must have arrived (None: no deadline).
+        deadline_message: The :class:`UploadTimeout` message.
 
     Raises:
         UploadTooLarge: The file passed ``max_bytes`` or the body ``body_bytes``.
-        BadUpload: Not multipart, no boundary, a broken body, unknown or repeated fields, no ``file`` part.
+        UploadTimeout: The body was still arriving at ``deadline``.
+        BadUpload: Not multipart, no boundary, a broken body or one cut short (no closing boundary), unknown or
+            repeated fields, no ``file`` part.
     """
     kind, params = parse_options_header(content_type or "")
     if kind != b"multipart/form-data" or b"boundary" not in params:
         raise BadUpload("send multipart/form-data with the clip in the field 'file' (curl -F file=@clip.mp4)")
     upload = Upload()
-    state: dict[str, object] = {"headers": {}, "name": None, "buf": None, "parts": 0}
+    state: dict[str, object] = {"headers": {}, "name": None, "buf": None, "parts": 0, "ended": False}
     pending: list[bytes] = []
     out: list[BinaryIO] = []
     header: dict[str, bytes] = {"field": b"", "value": b""}
@@ -145,21 +158,26 @@ async def receive_upload(
         if isinstance(buf, bytearray):
             upload.fields[str(state["name"])] = buf.decode("utf-8", "replace")
 
+    def on_end() -> None:  # the closing boundary arrived
+        state["ended"] = True
+
     callbacks = {
         "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+        "on_end": on_end,
     }  # fmt: skip
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     body_bytes = max_bytes + (1 << 20) if body_bytes is None else body_bytes
     received = 0
+    chunks = _until(stream, deadline, deadline_message)
     try:
-        async for chunk in stream:
+        async for chunk in chunks:
             received += len(chunk)
             if received <= body_bytes:
                 parser.write(chunk)
             if received > body_bytes or upload.size > max_bytes:
                 drained = 0
-                async for more in stream:  # bounded: past it the answer goes out and the connection is dropped
+                async for more in chunks:  # bounded: past it the answer goes out and the connection is dropped
                     drained += len(more)
                     if drained > drain_bytes:
                         break
@@ -174,6 +192,33 @@ async def receive_upload(
     finally:
         for f in out:
             f.close()
+    if not state["ended"]:
+        raise BadUpload(
+            f"the multipart body ends after {received:,} bytes without its closing boundary (the upload was cut "
+            "short): send it again"
+        )
     if upload.path is None:
         raise BadUpload("no file: send the clip in the form field 'file' (curl -F file=@clip.mp4)")
     return upload
+
+
+async def _until(stream: AsyncIterator[bytes], deadline: float | None, message: str) -> AsyncIterator[bytes]:
+    """``stream``'s chunks, raising :class:`UploadTimeout` when the next one has not come by ``deadline``."""
+    it = stream.__aiter__()
+    while True:
+        if deadline is None:
+            try:
+                yield await it.__anext__()
+            except StopAsyncIteration:
+                return
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise UploadTimeout(message)
+        try:
+            chunk = await asyncio.wait_for(it.__anext__(), left)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise UploadTimeout(message) from None
+        yield chunk
