@@ -34,6 +34,7 @@ here.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import warnings
@@ -43,10 +44,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from emollm.data.merr_files import read_transcriptions_csv
+from emollm.jobs.distributed import Job
 from emollm.labels import LabelParser
 from emollm.model.configuration import MARKER_RE, MODALITIES
 from emollm.model.prompts import clean_subtitle, fill_prompt
 from emollm.utils.io import atomic_write_json, atomic_write_text
+from emollm_eval import parallel
 from emollm_eval.classification import classification_report
 from emollm_eval.config import (
     DATASET_KINDS,
@@ -320,6 +323,9 @@ def run_eval(
 
     # Refuse to mix configs before paying for the model; a rerun with nothing left to generate never loads it.
     out = Path(config.output_dir)
+    job = Job("eval", unit="sample")  # torchrun / accelerate launch: this rank's share (emollm_eval.parallel)
+    if job.distributed:
+        config = dataclasses.replace(config, device=job.resolve_device(config.device))  # `cuda`: this rank's GPU
     weights, device = _llm_weights(config, model, model_config)
     precision = config.resolved_precision(weights, device)
     fingerprint = prediction_fingerprint(config, dirs)
@@ -329,8 +335,9 @@ def run_eval(
     if precision != "fp32":
         fingerprint["precision"] = precision
     digest = config_hash(fingerprint)
-    previous = start_run(out, config, fingerprint, digest)
-    todo = [it for it in items if it.name not in previous]
+    previous = parallel.start(job, out, lambda: start_run(out, config, fingerprint, digest), [i.name for i in items])
+    shard = parallel.mine(job, [it.name for it in items])
+    todo = [it for it in items if it.name not in previous and it.name in shard]
     owned = model is None
     if todo and model is None:
         import torch
@@ -352,9 +359,10 @@ def run_eval(
             kernels = pack_linears(model.language_model, precision, device)
             log.info("generation: precision %s, linear kernels: %s", precision, kernels)
     disable = None if progress is None else not progress
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"eval {config.dataset}", disable=disable)
+    done = sum(it.name in previous for it in items)
+    bar = parallel.progress(job, tqdm, total=len(items), initial=done, desc=f"eval {config.dataset}", disable=disable)
     max_new = config.resolved_max_new_tokens()
-    with open(out / "predictions.jsonl", "a", encoding="utf-8") as f:
+    with parallel.predictions_log(job, out) as f:
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start : start + config.batch_size]
             samples, missing = [], []
@@ -375,7 +383,10 @@ def run_eval(
             previous.update((row["name"], row) for row in rows)
             bar.update(len(batch))
     bar.close()
+    previous, generated = parallel.finish(job, out, items, previous, len(todo))  # rank 0 merges the parts
     rows = [previous[it.name] for it in items]
+    if not job.is_main:  # rank 0 scores and reports alone
+        return EvalResult(out, job.broadcast(None), rows, generated=generated, reused=len(items) - generated)
     metrics = _summarise_run(config, rows, mods, dirs, template, digest, len(gold_all), model_config)
     metrics.update(precision=precision, llm_dtype=weights)  # the autocast of generation; llm_dtype: its weights
     if config.dataset == "emer":
@@ -388,7 +399,8 @@ def run_eval(
     write_run_report(out, metrics, config)
     if config.dataset == "emer":
         _write_emer_csv(out / "predictions.csv", rows)
-    return EvalResult(out, metrics, rows, generated=len(todo), reused=len(items) - len(todo))
+    job.broadcast(metrics)
+    return EvalResult(out, metrics, rows, generated=generated, reused=len(items) - generated)
 
 
 def open_vocabulary_metrics(ov_gold: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
