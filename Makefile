@@ -148,7 +148,7 @@ bench: install
 # Two real LLMs (SmolLM2-135M, Gemma-3-270M) through the demo's stage 1 + stage 2 on a larger demo corpus, scored on
 # its held-out clips (README: "Backbone comparison on real LLMs"; configs/bench/llms.yaml). CPU-heavy: ~40 min here.
 BL := runs/bench-llms
-BL_MERR := --config configs/demo/merr.yaml inputs.video_dir=$(BL)/data/clips inputs.names=$(BL)/data/labels_train.txt \
+BL_MERR := inputs.video_dir=$(BL)/data/clips inputs.names=$(BL)/data/labels_train.txt \
 	review.corrections=$(BL)/merr/corrections.json output.dir=$(BL)/merr
 bench-llms: install $(BL)/merr/MERR_fine_grained.json $(BL)/features/fer/manifest.json
 	$(OFFLINE) nice -n 10 $(VENV)/bin/emollm bench backbones --config configs/bench/llms.yaml
@@ -161,9 +161,10 @@ $(BL)/features/fer/manifest.json: $(BL)/data/manifest.json
 		$(DEMO_FEATURES) --workers 1
 
 $(BL)/merr/MERR_fine_grained.json: $(BL)/data/manifest.json configs/demo/merr.yaml
-	$(EMOLLM) merr build $(BL_MERR) reason.enabled=false --no-progress
-	$(EMOLLM) merr review import $(BL)/data/labels_train.txt $(BL_MERR) --reviewer generator
-	$(EMOLLM) merr build $(BL_MERR) --no-progress
+	$(EMOLLM) merr build --config configs/demo/merr.yaml $(BL_MERR) reason.enabled=false --no-progress
+	$(EMOLLM) merr review import $(BL)/data/labels_train.txt $(BL_MERR) --config configs/demo/merr.yaml \
+		--reviewer generator
+	$(EMOLLM) merr build --config configs/demo/merr.yaml $(BL_MERR) --no-progress
 
 # Both training stages of the tiny debug config, end to end on CPU (seconds).
 smoke: install
