@@ -214,6 +214,26 @@ _FORMATS: Mapping[str, ChatFormat] = MappingProxyType(
 )
 
 
+def text_dims(config: Any) -> dict[str, int]:
+    """A decoder's sizes from its transformers config, for code that needs numbers rather than modules (memory
+    planning): ``n_layers``, ``hidden``, ``intermediate``, ``n_heads``, ``n_kv_heads``, ``head_dim``.
+
+    Read from the config's dict, which every family writes with the same keys: Gemma-4's config refuses to read a
+    per-layer attribute such as ``head_dim`` globally; its dict holds the value of the sliding-window layers (the full
+    attention layers' ``global_head_dim`` is larger).
+    """
+    data = config.to_dict()
+    heads = int(data["num_attention_heads"])
+    return {
+        "n_layers": int(data["num_hidden_layers"]),
+        "hidden": int(data["hidden_size"]),
+        "intermediate": int(data["intermediate_size"]),
+        "n_heads": heads,
+        "n_kv_heads": int(data.get("num_key_value_heads") or heads),
+        "head_dim": int(data.get("head_dim") or data["hidden_size"] // heads),
+    }
+
+
 def list_backbones() -> list[str]:
     """Names of all registered backbones."""
     return list(_REGISTRY)

@@ -168,6 +168,8 @@ def count_parameters(lm, lora_targets: list[str] | tuple[str, ...] = (), lora_r:
     """
     from torch import nn
 
+    from emollm.backbones.registry import text_dims
+
     cfg = lm.config
     cfg = getattr(cfg, "text_config", None) or cfg
     out_emb = lm.get_output_embeddings()
@@ -194,14 +196,14 @@ def count_parameters(lm, lora_targets: list[str] | tuple[str, ...] = (), lora_r:
                 first_layer = layer.group(1) if first_layer is None else first_layer
                 if layer.group(1) == first_layer:
                     lora_inputs.append(mod.in_features)
-    heads = cfg.num_attention_heads
+    dims = text_dims(cfg)  # Gemma-4's config refuses cfg.head_dim (a per-layer attribute)
     return Architecture(
-        n_layers=cfg.num_hidden_layers,
-        hidden=cfg.hidden_size,
-        intermediate=cfg.intermediate_size,
-        n_heads=heads,
-        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
-        head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+        n_layers=dims["n_layers"],
+        hidden=dims["hidden"],
+        intermediate=dims["intermediate"],
+        n_heads=dims["n_heads"],
+        n_kv_heads=dims["n_kv_heads"],
+        head_dim=dims["head_dim"],
         vocab=emb.shape[0],
         total=total,
         embedding=emb.numel(),

@@ -10,6 +10,7 @@ import pytest
 
 from emollm.backbones import BackboneSpec, get_backbone, get_chat_format, list_backbones, list_chat_formats
 from emollm.backbones.loading import check_family, resolve_llm_path
+from emollm.backbones.registry import text_dims
 from emollm.model.configuration import MODALITIES
 
 REQUIRED = {"llama2", "mistral", "llama3", "qwen2", "smollm2"}
@@ -28,6 +29,10 @@ def test_entry_is_complete(name):
     assert set(MODALITIES) <= set(spec.placeholder_tokens())  # a placeholder for every modality
     real = spec.text_config()
     assert real.model_type == spec.family and real.hidden_size == spec.reference_config["hidden_size"]
+    dims = text_dims(real)  # the sizes memory planning reads (Gemma-4 refuses real.head_dim)
+    ref = spec.reference_config
+    assert dims["hidden"] == ref["hidden_size"] and dims["n_layers"] == ref["num_hidden_layers"]
+    assert dims["head_dim"] == ref.get("head_dim", ref["hidden_size"] // ref["num_attention_heads"])
     tiny = spec.text_config(n_layers=2, hidden=32, vocab_size=500)
     assert (tiny.num_hidden_layers, tiny.hidden_size, tiny.vocab_size) == (2, 32, 500)
     assert tiny.hidden_size % tiny.num_attention_heads == 0
