@@ -49,7 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         command = " ".join(["python", f"bench/{script.name}", *extra])
         print(f"\n=== {command} ===", flush=True)
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(script), *extra], env=env, capture_output=True, text=True)
+        # Run as __main__ behind emollm's boundary (emollm.cli.quiet_third_party), as `emollm` commands run: no
+        # bitsandbytes "kernels-community" line, DeepSpeed's logger on stderr, not in the tables.
+        boot = (
+            "import runpy, sys; from emollm.cli import quiet_third_party; quiet_third_party(); "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", boot, str(script), *extra], env=env, capture_output=True, text=True
+        )
         print(proc.stdout, flush=True)
         if proc.returncode != 0:
             print(proc.stderr[-4000:], file=sys.stderr)

@@ -89,10 +89,38 @@ class _DropKernelsCommunity(logging.Filter):
         return "kernels-community" not in record.getMessage()
 
 
+class _ToStderr(logging.Filter):
+    """Hands a third-party logger's records to stderr instead of its own handlers.
+
+    DeepSpeed's logger writes to **stdout** (a ``StreamHandler(sys.stdout)`` it adds at import): on a first run its
+    "Setting accelerator to CPU" warning came before the document of ``emollm analyze --json``. As a filter on the
+    logger, this keeps every message (on stderr) whatever handlers the library adds later.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formatter = logging.Formatter("[%(name)s %(levelname)s] %(message)s")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or os.environ.get("EMOLLM_THIRD_PARTY_INFO"):
+            print(self.formatter.format(record), file=sys.stderr)
+        return False
+
+
+STDOUT_LOGGERS = ("DeepSpeed",)
+"""Third-party loggers that write to stdout; :func:`quiet_third_party` sends their warnings to stderr."""
+
+
 def quiet_third_party() -> None:
-    """Keep third-party noise out of a user's terminal: bitsandbytes' kernels-community line and transformers'
-    deprecation warnings (they concern transformers' own internals, not anything a user can change)."""
+    """Keep third-party noise out of a user's terminal and out of stdout, which holds only our output (one JSON
+    document with ``--json``): bitsandbytes' kernels-community line, DeepSpeed's stdout logger (warnings go to stderr,
+    its INFO lines only with ``EMOLLM_THIRD_PARTY_INFO=1``) and transformers' deprecation warnings (they concern
+    transformers' own internals, not anything a user can change)."""
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropKernelsCommunity())
+    for name in STDOUT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ToStderr) for f in logger.filters):
+            logger.addFilter(_ToStderr())
     # MediaPipe's C++ side (glog, TFLite) logs INFO/WARNING lines at every landmarker start.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -37,7 +37,13 @@ import yaml
 
 from emollm.data.config import AuxTextSource, DataConfig, SyntheticSettings
 from emollm.data.splits import looks_like_test_split
-from emollm.model.configuration import EMOTION_LLAMA_FEATURE_DIRS, MODALITIES, ProjectorConfig
+from emollm.model.configuration import (
+    EMOTION_LLAMA_FEATURE_DIRS,
+    MODALITIES,
+    PreFusionConfig,
+    ProjectorConfig,
+    check_fused_slot,
+)
 from emollm.model.prompts import TASKS
 from emollm.settings import STAGES, LoraSettings, TrainableSpec
 from emollm.utils import typed_config
@@ -69,7 +75,15 @@ __all__ = [
 
 # Kept here so that validate() needs no torch; tests/train/test_runconfig.py checks them against
 # emollm.model.projectors.
-_PROJECTOR_KINDS: tuple[str, ...] = ("identity", "linear", "mlp2x_gelu", "attn_pool", "qformer", "emotion_llama_frame")
+_PROJECTOR_KINDS: tuple[str, ...] = (
+    "identity",
+    "linear",
+    "mlp2x_gelu",
+    "attn_pool",
+    "affectgpt_attn_pool",
+    "qformer",
+    "emotion_llama_frame",
+)
 
 _PROMPT_FIELDS = {"media", "subtitle", "task", "instruction"}
 _INSTRUCTION_FIELDS = {"labels"}
@@ -114,8 +128,13 @@ class ModalitySettings:
     encoder_options: dict[str, Any] = field(default_factory=dict)
     """Encoder-specific settings passed to its builder."""
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
-    """Projector kind (``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``qformer``,
-    ``emotion_llama_frame``) and its options."""
+    """Projector kind (``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``affectgpt_attn_pool``,
+    ``qformer``, ``emotion_llama_frame``) and its options."""
+    media: dict[str, Any] = field(default_factory=dict)
+    """Media settings a live encoder needs on raw clips (``frame_policy``, ``face_size``...; ``emollm analyze``)."""
+    fuse: PreFusionConfig | None = None
+    """Only for the fused slot ``multi``: ``{sources: [face, audio], kind: attention}``, AffectGPT's pre-LLM fusion of
+    those branches' encoder features (no feature_dir, no encoder; ``feature_dim`` is the common width)."""
 
 
 def _emotion_llama_branches() -> dict[str, ModalitySettings]:
@@ -403,7 +422,15 @@ def validate(cfg: RunConfig, *, check_paths: bool = False) -> ValidationReport:
             err(f"{key}: unknown modality {name!r}{_suggest(name, MODALITIES)}; allowed: {', '.join(MODALITIES)}")
         if mod.feature_dim < 1:
             err(f"{key}.feature_dim: must be >= 1, got {mod.feature_dim}")
-        if mod.encoder != "precomputed":
+        try:
+            fused = check_fused_slot(name, mod, m.modalities, key)
+        except ValueError as e:
+            err(str(e))
+            fused = mod.fuse is not None
+        if fused:
+            if mod.feature_dir:
+                err(f"{key}.feature_dir: a fused slot has no features of its own; remove feature_dir")
+        elif mod.encoder != "precomputed":
             from emollm.encoders import list_encoders  # imports torch; only for live encoders
 
             if mod.encoder not in list_encoders():

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from emollm.backbones import get_backbone
-from emollm.model.configuration import ModalityConfig, ProjectorConfig
+from emollm.model.configuration import ModalityConfig, PreFusionConfig, ProjectorConfig
 from emollm.runconfig import RunConfig
 from emollm.settings import TrainableSpec
 
@@ -58,6 +58,8 @@ def modality_configs(cfg: RunConfig) -> dict[str, ModalityConfig]:
             encoder_options=options,
             projector=ProjectorConfig(**vars(m.projector)),
             feature_dir=m.feature_dir,
+            media=dict(m.media),
+            fuse=None if m.fuse is None else PreFusionConfig(**vars(m.fuse)),
         )
     return out
 

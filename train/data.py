@@ -163,8 +163,9 @@ def build_run_data(
 
         datasets.disable_progress_bars()
     mods = cfg.model.modalities
-    dims = {m: s.feature_dim for m, s in mods.items()}
     builder = PromptBuilder(d, list(mods))
+    mods = {m: s for m, s in mods.items() if s.fuse is None}  # a fused slot (multi) has no features of its own
+    dims = {m: s.feature_dim for m, s in mods.items()}
     collator = TrainCollator(processor, d.max_length)
     skipped: dict[str, Any] = {}
     train_idx = val_idx = None

@@ -53,6 +53,8 @@ def clip_features(
     features: dict[str, torch.Tensor | None] = {}
     missing: dict[str, str] = {}
     for modality, cfg in model.config.modalities.items():
+        if cfg.fuse is not None:  # a fused slot (multi) is computed from its sources' features by the model
+            continue
         if modality in feature_files:
             features[modality] = load_feature_file(feature_files[modality], cfg.feature_dim)
             continue
@@ -66,7 +68,10 @@ def clip_features(
             continue
         entry = ENCODERS.get(manifest["encoder"] if manifest else cfg.encoder)
         source = entry.input if entry is not None and entry.input != "features" else modality
-        media_kwargs = spec_from_manifest(manifest).media_kwargs() if manifest else dict(entry.media if entry else {})
+        if manifest:
+            media_kwargs = spec_from_manifest(manifest).media_kwargs()
+        else:  # the encoder entry's media settings, then the branch's own (an import records its preprocessing)
+            media_kwargs = {**(entry.media if entry else {}), **cfg.media}
         media = load_sample(path, modalities=[source], **media_kwargs)
         if not sample_has(source, media):
             features[modality] = None
@@ -137,7 +142,8 @@ def analyze_checkpoint(
         label=label,
         probabilities=probs,
         reasoning=reasoning,
-        modalities=[m for m, f in features.items() if f is not None],
+        modalities=[m for m, f in features.items() if f is not None]
+        + [m for m, srcs in model.config.fused_sources().items() if all(features.get(x) is not None for x in srcs)],
         missing=missing,
         subtitle=subtitle,
         mode="checkpoint",

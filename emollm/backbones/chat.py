@@ -157,6 +157,14 @@ class ChatFormat:
     ) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement a layout")
 
+    def stop_token_sequences(self, tokenizer: Any) -> list[list[int]]:
+        """Token-id sequences that end generation besides the stop tokens (AffectGPT's ``###`` pieces); none here."""
+        return []
+
+    def clean_answer(self, text: str) -> str:
+        """A generated answer (special tokens already dropped) as the format's reference code post-processes it."""
+        return text
+
 
 def _split_system(turns: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
     if turns[0][0] == "system":

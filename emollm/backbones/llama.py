@@ -56,6 +56,7 @@ LLAMA3_RESERVED = {
     "face": "<|reserved_special_token_101|>",
     "video": "<|reserved_special_token_102|>",
     "frame": "<|reserved_special_token_103|>",
+    "multi": "<|reserved_special_token_104|>",
 }
 
 LLAMA31_PLACEHOLDERS = "reuses <|reserved_special_token_100..104|> (3.1 renumbered the low reserved slots, not these)"

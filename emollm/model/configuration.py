@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Modality = Literal["audio", "face", "video", "frame"]
-MODALITIES: tuple[str, ...] = ("audio", "face", "video", "frame")
+Modality = Literal["audio", "face", "video", "frame", "multi"]
+MODALITIES: tuple[str, ...] = ("audio", "face", "video", "frame", "multi")
 """The model's modalities, in canonical order (type-embedding rows, feature order). ``frame`` is one image of the
-clip for a global visual encoder (Emotion-LLaMA's EVA ViT-g branch); ``video`` is the clip's frames over time. New
-modalities are appended, so the type-embedding rows of older checkpoints keep their order."""
+clip for a global visual encoder (Emotion-LLaMA's EVA ViT-g branch); ``video`` is the clip's frames over time;
+``multi`` is a fused slot whose tokens are computed from other modalities' encoder features before the LLM
+(AffectGPT's ``<Multi>`` token; :class:`PreFusionConfig`). New modalities are appended, so the type-embedding rows
+of older checkpoints keep their order."""
+FUSED_MODALITIES: tuple[str, ...] = ("multi",)
+"""Slots that have no input of their own: ``ModalityConfig.fuse`` names the modalities they are computed from."""
 MARKERS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}
-"""The text marker that refers to each modality in a user turn (``<audio>``, ``<face>``, ``<video>``, ``<frame>``)."""
+"""The text marker that refers to each modality in a user turn (``<audio>``, ``<face>``, ``<video>``, ``<frame>``,
+``<multi>``)."""
 MARKER_RE = re.compile(r"<(" + "|".join(MODALITIES) + r")(?::(\d+):(\d*))?>")
 """Matches any marker; group 1 is the modality. A marker may carry a token span, ``<frame:0:256>`` ...
 ``<frame:256:>`` (groups 2 and 3; an empty end means "to the last token"): the string form of a content part's
@@ -44,9 +49,10 @@ class ProjectorConfig:
     """How one modality's features become LLM tokens (see ``emollm.model.projectors``)."""
 
     kind: str = "linear"
-    """``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``qformer`` or ``emotion_llama_frame`` (a global
-    frame encoder's [CLS, patches]: ``merge`` patches per token through one linear, CLS through another; output
-    [patch tokens..., CLS], as Emotion-LLaMA's ``llama_proj`` / ``cls_tk_llama_proj``)."""
+    """``identity``, ``linear``, ``mlp2x_gelu``, ``attn_pool``, ``affectgpt_attn_pool`` (AffectGPT's attention pooling
+    over time: sum_t (w . h_t + b) h_t, no softmax, then a linear; one token), ``qformer`` or ``emotion_llama_frame``
+    (a global frame encoder's [CLS, patches]: ``merge`` patches per token through one linear, CLS through another;
+    output [patch tokens..., CLS], as Emotion-LLaMA's ``llama_proj`` / ``cls_tk_llama_proj``)."""
     num_queries: int = 1
     """Output tokens of ``attn_pool`` / ``qformer``."""
     num_layers: int = 2
@@ -59,9 +65,31 @@ class ProjectorConfig:
     dropout: float = 0.0
 
 
+PRE_FUSION_KINDS: tuple[str, ...] = ("attention",)
+"""``PreFusionConfig.kind`` values (``emollm.model.projectors.PreFusion``)."""
+
+
+@dataclass
+class PreFusionConfig:
+    """How a fused slot (``multi``) is computed from other modalities' encoder features, before the LLM.
+
+    ``attention`` is AffectGPT's ``multi_fusion_type: attention``: each source's encoder features are averaged over
+    their valid time steps, mapped to the slot's ``feature_dim`` by its own linear, the mapped vectors are
+    concatenated (in ``sources`` order) and ``Linear(n * W -> W)`` then ``Linear(W -> n)`` (no activation, no
+    softmax) give one weight per source; the weighted sum of the mapped vectors goes through the slot's projector.
+    """
+
+    sources: list[str] = field(default_factory=lambda: ["video", "audio"])
+    """The modalities whose encoder outputs are fused, in concatenation order (AffectGPT: video or face, then audio).
+    Their own slots may be used or not: the fused token only needs their features."""
+    kind: str = "attention"
+    """One of ``PRE_FUSION_KINDS``."""
+
+
 @dataclass
 class ModalityConfig:
-    """One modality branch: encoder -> projector -> placeholder tokens."""
+    """One modality branch: encoder -> projector -> placeholder tokens; or, with ``fuse``, a fused slot:
+    other branches' encoder outputs -> pre-fusion -> projector -> placeholder tokens."""
 
     encoder: str = "precomputed"
     """Encoder registry name (``emollm.encoders.list_encoders()``); ``precomputed`` reads cached features."""
@@ -75,6 +103,13 @@ class ModalityConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     feature_dir: str | None = None
     """For ``precomputed``: the sub-folder of the feature root holding ``<name>.npy`` files."""
+    media: dict[str, Any] = field(default_factory=dict)
+    """``emollm.media.load_sample`` settings a live encoder needs on a raw clip (``frame_policy``, ``face_size``,
+    ...), over the encoder entry's own (``emollm analyze`` uses them); recorded so a checkpoint states its
+    preprocessing."""
+    fuse: PreFusionConfig | None = None
+    """Set only on a fused slot (``multi``): the modalities it is computed from. Its ``feature_dim`` is then the
+    common width the sources are mapped to (AffectGPT: the widest source, 1024) and its ``encoder`` is ``fused``."""
     placeholder: str = ""
     """Placeholder token string (set from the backbone's policy)."""
     token_id: int = -1
@@ -85,6 +120,8 @@ class ModalityConfig:
         data = dict(data)
         if isinstance(data.get("projector"), dict):
             data["projector"] = _from_dict(ProjectorConfig, data["projector"], f"{where}.projector")
+        if isinstance(data.get("fuse"), dict):
+            data["fuse"] = _from_dict(PreFusionConfig, data["fuse"], f"{where}.fuse")
         return _from_dict(cls, data, where)
 
 
@@ -134,6 +171,8 @@ class EmoLLMConfig:
                 raise ValueError(f"modalities: unknown modality {name!r}; allowed: {list(MODALITIES)}")
             if isinstance(mod, dict):
                 mod = self.modalities[name] = ModalityConfig.from_dict(mod, f"modalities.{name}")
+            if check_fused_slot(name, mod, self.modalities, f"modalities.{name}"):
+                continue
             from emollm.encoders import list_encoders
 
             if mod.encoder not in list_encoders():
@@ -162,6 +201,10 @@ class EmoLLMConfig:
         cfg = dict(self.text_config)
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
+    def fused_sources(self) -> dict[str, list[str]]:
+        """Fused slot -> the modalities it is computed from (empty without a fused slot)."""
+        return {m: list(c.fuse.sources) for m, c in self.modalities.items() if c.fuse is not None}
+
     def token_ids(self) -> dict[str, int]:
         return {m: c.token_id for m, c in self.modalities.items()}
 
@@ -182,6 +225,46 @@ class EmoLLMConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e}); the checkpoint is damaged") from None
         return cls.from_dict(data)
+
+
+def check_fused_slot(name: str, mod: Any, modalities: dict[str, Any], where: str) -> bool:
+    """Validate the fused-slot settings of one branch (``mod`` has ``fuse``, ``encoder``, ``feature_dim``); return
+    whether it is a fused slot. Sets ``encoder`` to ``fused`` on one. Raises ``ValueError`` naming the key."""
+    fuse = mod.fuse
+    if isinstance(fuse, dict):
+        fuse = mod.fuse = _from_dict(PreFusionConfig, fuse, f"{where}.fuse")
+    if fuse is None:
+        if name in FUSED_MODALITIES:
+            raise ValueError(
+                f"{where}: the {name!r} slot is computed from other modalities; give {where}.fuse.sources, e.g. "
+                "fuse: {sources: [video, audio]}"
+            )
+        if mod.encoder == "fused":
+            raise ValueError(f"{where}.encoder: 'fused' is only for a fused slot ({', '.join(FUSED_MODALITIES)})")
+        return False
+    if name not in FUSED_MODALITIES:
+        raise ValueError(
+            f"{where}.fuse: only a fused slot ({', '.join(FUSED_MODALITIES)}) is computed from other modalities; "
+            f"{name!r} has an input of its own"
+        )
+    if mod.encoder not in ("precomputed", "fused"):
+        raise ValueError(f"{where}.encoder: a fused slot has no encoder of its own (got {mod.encoder!r}); leave it out")
+    mod.encoder = "fused"
+    if fuse.kind not in PRE_FUSION_KINDS:
+        raise ValueError(f"{where}.fuse.kind: unknown kind {fuse.kind!r}; known: {', '.join(PRE_FUSION_KINDS)}")
+    sources = list(fuse.sources)
+    if len(sources) < 2 or len(set(sources)) != len(sources):
+        raise ValueError(f"{where}.fuse.sources: give two or more different modalities, got {sources}")
+    for src in sources:
+        other = modalities.get(src)
+        if other is None:
+            raise ValueError(f"{where}.fuse.sources names {src!r}, which is not a configured modality")
+        if src in FUSED_MODALITIES:
+            raise ValueError(f"{where}.fuse.sources: {src!r} is itself a fused slot")
+    fuse.sources = sources
+    if mod.feature_dim < 1:
+        raise ValueError(f"{where}.feature_dim must be >= 1, got {mod.feature_dim}")
+    return True
 
 
 def text_config_dict(hf_config) -> dict[str, Any]:

@@ -12,6 +12,23 @@ from emollm.model.modeling import EmoLLMForCausalLM
 from emollm.model.processing import EmoProcessor, Sample
 
 
+class SequenceStop:
+    """A ``StoppingCriteria``: a row is done once its generated tokens end with one of ``sequences`` (per row, so a
+    batch behaves as the release's batch of one)."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]):
+        self.sequences = [list(s) for s in sequences if s]
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for seq in self.sequences:
+            n = len(seq)
+            if input_ids.shape[1] >= n:
+                tail = torch.tensor(seq, device=input_ids.device)
+                done |= (input_ids[:, -n:] == tail).all(dim=1)
+        return done
+
+
 def _gen_kwargs(processor: EmoProcessor, max_new_tokens: int, do_sample: bool, **kwargs: Any) -> dict[str, Any]:
     out = {
         "max_new_tokens": max_new_tokens,
@@ -21,6 +38,11 @@ def _gen_kwargs(processor: EmoProcessor, max_new_tokens: int, do_sample: bool, *
     }
     if not do_sample:  # greedy: make sure sampling settings from a generation_config do not leak in
         out.update(temperature=None, top_p=None, top_k=None)
+    stops = processor.stop_sequences()
+    if stops and "stopping_criteria" not in kwargs:
+        from transformers import StoppingCriteriaList
+
+        out["stopping_criteria"] = StoppingCriteriaList([SequenceStop(stops)])
     out.update(kwargs)
     return out
 

@@ -9,6 +9,10 @@ Shape legend used in comments:
 The one merge routine (``embed``) serves training and generation alike: the processor has already expanded every
 modality placeholder into exactly as many placeholder tokens as the projector will produce, and ``embed`` overwrites
 those positions with one ``masked_scatter`` per modality, raising when the counts disagree.
+
+A fused slot (``multi``, ``ModalityConfig.fuse``) has no tower: ``embed`` runs its sources' towers, fuses their
+encoder outputs row by row (``PreFusion``) and projects the result like any other modality's features. A source's
+features may be present only for the fused slot (its own slot unused: ``ModalityInputs.placed`` False).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 
 from emollm.encoders import build_encoder
 from emollm.model.configuration import MODALITIES, EmoLLMConfig
-from emollm.model.projectors import CrossModalFusion, ModalityTypeEmbedding, build_projector
+from emollm.model.projectors import CrossModalFusion, ModalityTypeEmbedding, PreFusion, build_projector
 from emollm.utils.tensors import valid_mask
 
 
@@ -33,15 +37,19 @@ class ModalityInputs:
             live encoder (a waveform (B_m, T_samples), frames (B_m, T_frames, 3, H, W), ...).
         lengths: (B_m,) valid frames per row.
         sample_index: (B_m,) row of each entry in the full text batch, ascending.
+        placed: (B_m,) bool, whether the row's tokens go into its text; False for a row whose features only feed a
+            fused slot. None: every row is placed. A fused slot's own entry has empty features (B_m, 1, 0).
     """
 
     features: Tensor
     lengths: Tensor
     sample_index: Tensor
+    placed: Tensor | None = None
 
     def to(self, device=None, dtype=None) -> ModalityInputs:
         feats = self.features.to(device=device, dtype=dtype) if dtype else self.features.to(device)
-        return ModalityInputs(feats, self.lengths.to(device), self.sample_index.to(device))
+        placed = None if self.placed is None else self.placed.to(device)
+        return ModalityInputs(feats, self.lengths.to(device), self.sample_index.to(device), placed)
 
 
 class EmoLLMForCausalLM(nn.Module):
@@ -54,17 +62,29 @@ class EmoLLMForCausalLM(nn.Module):
         self.config = config
         self.language_model = language_model or AutoModelForCausalLM.from_config(config.hf_text_config())
         dim = config.hidden_size
+        fused = config.fused_sources()
         self.towers = nn.ModuleDict(
             {
                 m: build_encoder(c.encoder, feature_dim=c.feature_dim, path=c.encoder_path, **c.encoder_options)
                 for m, c in config.modalities.items()
+                if m not in fused
+            }
+        )
+        self.fusers = nn.ModuleDict(
+            {
+                m: PreFusion(
+                    {s: self.towers[s].output_dim for s in sources},
+                    config.modalities[m].feature_dim,
+                    config.modalities[m].fuse.kind,
+                )
+                for m, sources in fused.items()
             }
         )
         self.projectors = nn.ModuleDict(
             {
                 m: build_projector(
                     c.projector.kind,
-                    self.towers[m].output_dim,
+                    c.feature_dim if m in fused else self.towers[m].output_dim,
                     dim,
                     num_queries=c.projector.num_queries,
                     num_layers=c.projector.num_layers,
@@ -104,13 +124,18 @@ class EmoLLMForCausalLM(nn.Module):
         return self.language_model.get_input_embeddings()
 
     def num_tokens(self, modality: str, input_length: int) -> int:
-        """Placeholder tokens one sample of ``modality`` with ``input_length`` frames occupies."""
+        """Placeholder tokens one sample of ``modality`` with ``input_length`` frames occupies (a fused slot: one
+        fused vector, whatever ``input_length``)."""
+        if modality in self.fusers:
+            return self.projectors[modality].num_tokens(1)
         frames = self.towers[modality].num_tokens(input_length)
         return self.projectors[modality].num_tokens(frames)
 
     def connector_modules(self) -> dict[str, nn.Module]:
-        """The non-LLM trainable parts besides the encoders: projectors, type embeddings, fusion."""
+        """The non-LLM trainable parts besides the encoders: projectors, pre-fusion, type embeddings, fusion."""
         parts: dict[str, nn.Module] = {"projectors": self.projectors}
+        if len(self.fusers):
+            parts["fusers"] = self.fusers
         if self.modality_embedding is not None:
             parts["modality_embedding"] = self.modality_embedding
         if self.fusion is not None:
@@ -124,13 +149,41 @@ class EmoLLMForCausalLM(nn.Module):
             raise RuntimeError(f"modality {modality!r} has no placeholder token id; was the tokenizer prepared?")
         return input_ids == token_id
 
-    def get_modality_features(self, modality: str, inputs: ModalityInputs) -> tuple[Tensor, Tensor]:
-        """Encoder -> projector for one modality. Returns padded tokens (B_m, K, D) and token lengths (B_m,)."""
-        feats, lengths = self.towers[modality](inputs.features, inputs.lengths)  # (B_m, T, D_e)
+    def get_modality_features(
+        self, modality: str, inputs: ModalityInputs, encoded: dict[str, tuple[Tensor, Tensor, Tensor]] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Encoder -> projector for one modality. Returns padded tokens (B_m, K, D) and token lengths (B_m,).
+
+        For a fused slot, ``encoded`` holds its sources' tower outputs ``(features, lengths, sample_index)``; each row
+        of ``inputs.sample_index`` must be among every source's rows.
+        """
+        if modality in self.fusers:
+            feats, lengths = self._fuse(modality, inputs.sample_index, encoded or {})  # (B_m, 1, W)
+        else:
+            feats, lengths = self.towers[modality](inputs.features, inputs.lengths)  # (B_m, T, D_e)
         tokens, token_lengths = self.projectors[modality](feats, lengths)  # (B_m, T, D_e) -> (B_m, K, D)
         if self.modality_embedding is not None:
             tokens = self.modality_embedding(tokens, modality)  # (B_m, K, D)
         return tokens, token_lengths
+
+    def _fuse(
+        self, modality: str, rows: Tensor, encoded: dict[str, tuple[Tensor, Tensor, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
+        """The fused slot's encoder-level input for batch rows ``rows``: (B_f, 1, W) and lengths (B_f,)."""
+        fuser = self.fusers[modality]
+        feats: dict[str, Tensor] = {}
+        lens: dict[str, Tensor] = {}
+        for src in fuser.sources:
+            if src not in encoded:
+                raise ValueError(f"the {modality} slot needs {src} features, but the batch has none")
+            x, n, index = encoded[src]
+            match = rows.to(index.device)[:, None] == index[None, :]  # (B_f, B_src)
+            if not bool(match.any(dim=1).all()):
+                raise ValueError(f"the {modality} slot needs {src} features for every row that places it")
+            pick = match.float().argmax(dim=1)  # (B_f,) position of each row among the source's rows
+            feats[src], lens[src] = x[pick], n[pick]  # (B_f, T_src, D_src), (B_f,)
+        fused = fuser(feats, lens)  # (B_f, 1, W)
+        return fused, torch.ones(fused.shape[0], dtype=torch.long, device=fused.device)
 
     # ------------------------------------------------------------------ the merge
     def embed(self, input_ids: Tensor, modality_inputs: dict[str, ModalityInputs] | None = None) -> Tensor:
@@ -157,9 +210,35 @@ class EmoLLMForCausalLM(nn.Module):
         tokens: dict[str, Tensor] = {}
         lengths: dict[str, Tensor] = {}
         index: dict[str, Tensor] = {}
+        encoded: dict[str, tuple[Tensor, Tensor, Tensor]] = {}  # tower outputs the fused slots read
+        needed = {s for m in modality_inputs if m in self.fusers for s in self.fusers[m].sources}
         for modality, inputs in modality_inputs.items():
-            tokens[modality], lengths[modality] = self.get_modality_features(modality, inputs)
-            index[modality] = inputs.sample_index
+            if modality in self.fusers:
+                continue
+            if modality in needed:  # the tower runs once; its output feeds both this slot and the fused one
+                feats, lens = self.towers[modality](inputs.features, inputs.lengths)  # (B_m, T, D_e)
+                encoded[modality] = (feats, lens, inputs.sample_index)
+            placed = inputs.placed
+            if placed is not None and not bool(placed.all()):
+                if modality not in needed:
+                    raise ValueError(f"{modality} inputs have rows that are neither placed nor feed a fused slot")
+                if not bool(placed.any()):
+                    continue
+            if modality in needed:
+                feats, lens, rows = encoded[modality]
+                if placed is not None:
+                    feats, lens, rows = feats[placed], lens[placed], rows[placed]
+                tok, tok_len = self.projectors[modality](feats, lens)  # (B_m, T, D_e) -> (B_m, K, D)
+                if self.modality_embedding is not None:
+                    tok = self.modality_embedding(tok, modality)
+                tokens[modality], lengths[modality], index[modality] = tok, tok_len, rows
+            else:
+                tokens[modality], lengths[modality] = self.get_modality_features(modality, inputs)
+                index[modality] = inputs.sample_index
+        for modality, inputs in modality_inputs.items():
+            if modality in self.fusers:
+                tokens[modality], lengths[modality] = self.get_modality_features(modality, inputs, encoded)
+                index[modality] = inputs.sample_index
         if self.fusion is not None and tokens:
             tokens = self.fusion(tokens, lengths, index)
         for modality, feats in tokens.items():

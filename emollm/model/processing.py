@@ -13,6 +13,10 @@ of its K tokens in one place and the rest in another (Emotion-LLaMA's EVA patch 
 its CLS token after them). The spans of a modality must tile [0, K) in order, without gaps or overlaps (``None`` ends
 at K). The model fills placeholder positions in reading order, so token i of the projector output lands at the i-th
 placeholder of that modality.
+
+A fused slot (``<multi>``, computed from other modalities' features: ``EmoLLMConfig.fused_sources``) has no input
+of its own: it is present in a sample when every one of its sources is, and absent (reference removed) otherwise.
+Its sources' features may be given without their own markers; they then feed only the fused slot.
 """
 
 from __future__ import annotations
@@ -90,11 +94,14 @@ class EmoProcessor:
         chat_format: ChatFormat,
         placeholders: dict[str, str],
         num_tokens: Callable[[str, int], int],
+        fused: dict[str, Sequence[str]] | None = None,
     ):
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.placeholders = dict(placeholders)
         self.num_tokens = num_tokens
+        self.fused = {m: tuple(s) for m, s in (fused or {}).items()}
+        """Fused slot -> its source modalities."""
         vocab = tokenizer.get_vocab()
         missing = [t for t in self.placeholders.values() if t not in vocab]
         if missing:
@@ -106,7 +113,17 @@ class EmoProcessor:
     @classmethod
     def from_config(cls, config: EmoLLMConfig, tokenizer, num_tokens: Callable[[str, int], int]) -> EmoProcessor:
         fmt = get_chat_format(config.chat_format, default_system=config.default_system)
-        return cls(tokenizer, fmt, {m: c.placeholder for m, c in config.modalities.items()}, num_tokens)
+        placeholders = {m: c.placeholder for m, c in config.modalities.items()}
+        return cls(tokenizer, fmt, placeholders, num_tokens, fused=config.fused_sources())
+
+    # ------------------------------------------------------------------ inputs
+    def input_length(self, sample: Sample, modality: str) -> int | None:
+        """Frames of ``sample``'s input for ``modality`` (1 for a fused slot), or None when it is missing (a fused
+        slot: when any of its sources is)."""
+        if modality in self.fused:
+            return 1 if all(sample.features.get(s) is not None for s in self.fused[modality]) else None
+        feats = sample.features.get(modality)
+        return None if feats is None else int(feats.shape[0])
 
     # ------------------------------------------------------------------ text
     def _span_tokens(self, kind: str, part: dict[str, Any], sample: Sample, state: dict[str, int | None]) -> int:
@@ -135,11 +152,11 @@ class EmoProcessor:
                 f"{where}: starts at {start}, but the {kind} spans before it cover [0, {covered}); the spans of one "
                 "modality must tile [0, K) in order, without gaps or overlaps"
             )
-        feats = sample.features.get(kind)
-        if feats is None:  # missing modality: no tokens; the tiling is still checked
+        length = self.input_length(sample, kind)
+        if length is None:  # missing modality: no tokens; the tiling is still checked
             state[kind] = None if end is None else end
             return 0
-        total = self.num_tokens(kind, int(feats.shape[0]))
+        total = self.num_tokens(kind, length)
         stop = total if end is None else end
         if stop > total or (end is None and start >= total):
             raise ValueError(f"{where}: the {kind} input has only {total} tokens")
@@ -179,14 +196,18 @@ class EmoProcessor:
                     f"parts of its tokens in several places, give every {kind} part a span)"
                 )
             state[kind] = None
-            feats = sample.features.get(kind)
-            if feats is None:  # missing modality: its reference disappears, no tokens spent
+            length = self.input_length(sample, kind)
+            if length is None:  # missing modality: its reference disappears, no tokens spent
                 continue
-            out.append(self.placeholders[kind] * self.num_tokens(kind, int(feats.shape[0])))
+            out.append(self.placeholders[kind] * self.num_tokens(kind, length))
         return "".join(out)
 
     def render(self, sample: Sample) -> list[dict[str, str]]:
         """Messages with modality references expanded into placeholder tokens (plain-string contents)."""
+        return self._render(sample)[0]
+
+    def _render(self, sample: Sample) -> tuple[list[dict[str, str]], set[str]]:
+        """``render`` and the set of modalities whose tokens the sample places."""
         state: dict[str, int | None] = {}  # modality -> end of its spans so far; None once fully placed
         messages = []
         for msg in sample.messages:
@@ -195,22 +216,24 @@ class EmoProcessor:
                 raise ValueError(f"sample {sample.name!r}: {msg['role']} content must be text")
             messages.append({"role": msg["role"], "content": content})
         for m, end in state.items():
-            feats = sample.features.get(m)
-            if end is None or feats is None:  # fully placed, or missing (no tokens, K unknown)
+            length = self.input_length(sample, m)
+            if end is None or length is None:  # fully placed, or missing (no tokens, K unknown)
                 continue
-            total = self.num_tokens(m, int(feats.shape[0]))
+            total = self.num_tokens(m, length)
             raise ValueError(
                 f"sample {sample.name!r}: the {m} spans cover [0, {end}) of {total} tokens; the last span must end at "
                 f"K (or null), so that the spans tile [0, K)"
             )
         given = {m for m, f in sample.features.items() if f is not None}
-        unused = given - set(state)
+        feeding = {s for m in state if m in self.fused for s in self.fused[m]}  # inputs of a referenced fused slot
+        unused = given - set(state) - feeding
         if unused:
             raise ValueError(
                 f"sample {sample.name!r} has {sorted(unused)} features but no user turn refers to them; "
                 f"add {', '.join(MARKERS[m] for m in sorted(unused))} to the prompt"
             )
-        return messages
+        placed = {m for m in state if self.input_length(sample, m) is not None}
+        return messages, placed
 
     # ------------------------------------------------------------------ batch
     def __call__(
@@ -223,9 +246,12 @@ class EmoProcessor:
     ) -> EmoBatch:
         """Tokenise and pad ``samples``. Use ``padding_side="left"`` with ``add_generation_prompt=True`` to generate."""
         rows: list[tuple[list[int], list[bool]]] = []
+        placed: list[set[str]] = []
         for sample in samples:
+            messages, in_text = self._render(sample)
+            placed.append(in_text)
             ids, mask = tokenize_chat(
-                self.tokenizer, self.chat_format, self.render(sample), add_generation_prompt=add_generation_prompt
+                self.tokenizer, self.chat_format, messages, add_generation_prompt=add_generation_prompt
             )
             if max_length is not None and len(ids) > max_length:
                 cut = set(ids[max_length:]) & set(self.placeholder_ids.values())
@@ -258,13 +284,26 @@ class EmoProcessor:
             input_ids=input_ids,
             attention_mask=attention,
             labels=None if add_generation_prompt else labels,
-            modality_inputs=self._modality_batches(samples),
+            modality_inputs=self._modality_batches(samples, placed),
         )
 
-    def _modality_batches(self, samples: Sequence[Sample]) -> dict[str, ModalityInputs]:
+    def _modality_batches(self, samples: Sequence[Sample], placed: Sequence[set[str]]) -> dict[str, ModalityInputs]:
+        """Per modality, the padded inputs of the rows that place it or feed a fused slot they place."""
         out: dict[str, ModalityInputs] = {}
         for modality in self.placeholders:
-            present = [(i, s.features[modality]) for i, s in enumerate(samples) if s.features.get(modality) is not None]
+            if modality in self.fused:
+                rows = [i for i, p in enumerate(placed) if modality in p]
+                if rows:  # no input of its own: the model fuses its sources' rows
+                    n = len(rows)
+                    index = torch.tensor(rows, dtype=torch.long)
+                    out[modality] = ModalityInputs(torch.zeros(n, 1, 0), torch.ones(n, dtype=torch.long), index)
+                continue
+            feeds = {f for f, srcs in self.fused.items() if modality in srcs}
+            present = [
+                (i, s.features[modality])
+                for i, s in enumerate(samples)
+                if s.features.get(modality) is not None and (modality in placed[i] or feeds & placed[i])
+            ]
             if not present:
                 continue
             trailing = {tuple(f.shape[1:]) for _, f in present}
@@ -280,12 +319,18 @@ class EmoProcessor:
                 feats[j, : f.shape[0]] = f
                 lengths[j] = f.shape[0]
             index = torch.tensor([i for i, _ in present], dtype=torch.long)
-            out[modality] = ModalityInputs(feats, lengths, index)
+            in_text = torch.tensor([modality in placed[i] for i, _ in present], dtype=torch.bool)
+            out[modality] = ModalityInputs(feats, lengths, index, None if bool(in_text.all()) else in_text)
         return out
 
     def decode(self, token_ids: Tensor) -> list[str]:
-        """New tokens from ``generate`` -> text (special tokens dropped)."""
-        return [t.strip() for t in self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)]
+        """New tokens from ``generate`` -> text (special tokens dropped, then the chat format's own clean-up)."""
+        texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        return [self.chat_format.clean_answer(t.strip()) for t in texts]
+
+    def stop_sequences(self) -> list[list[int]]:
+        """Token-id sequences that also end an answer (the chat format's, e.g. AffectGPT's ``###`` pieces)."""
+        return self.chat_format.stop_token_sequences(self.tokenizer)
 
     def stop_token_ids(self) -> list[int]:
         """Ids that end an assistant turn (the format's stop strings and the tokenizer's eos)."""

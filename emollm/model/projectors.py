@@ -5,8 +5,11 @@ Kinds (``build_projector(kind, in_dim, out_dim, ...)``):
 - ``identity``, ``linear``, ``mlp2x_gelu``: per frame, as in LLaVA (``mlp2x_gelu`` is LLaVA-1.5's Linear -> GELU ->
   Linear). ``merge > 1`` first concatenates ``merge`` adjacent frames, as MiniGPT-v2 / Emotion-LLaMA do with 4 adjacent
   EVA patch tokens (1024 x 1408 -> 256 x 5632 -> Linear). K = ceil(T / merge).
-- ``attn_pool``: K learned queries, one multi-head cross-attention over the valid frames. With ``num_queries=1`` and
-  ``num_heads=1`` this is AffectGPT's attention pooling (one score per frame, softmax, weighted sum, linear).
+- ``attn_pool``: K learned queries, one multi-head cross-attention over the valid frames (softmax over frames).
+- ``affectgpt_attn_pool``: AffectGPT's attention pooling over time (``video_fusion_type`` / ``audio_fusion_type:
+  attention``): a score per frame from a 1-output linear *with bias* and no softmax or normalisation,
+  ``pooled = sum_t (w . h_t + b) h_t`` over the valid frames, then one linear to D_out: K = 1. The released
+  ``video_attention_mlp`` / ``affectgpt_proj`` are ``score`` / ``proj``.
 - ``qformer``: a small resampler in the spirit of Video-LLaMA's video/audio Q-Former (32 / 8 queries): K learned
   queries, ``num_layers`` pre-LayerNorm blocks of [self-attention, masked cross-attention to the frames, MLP].
 - ``emotion_llama_frame``: the EVA branch of Emotion-LLaMA / MiniGPT-v2. The input is a global image encoder's
@@ -14,8 +17,9 @@ Kinds (``build_projector(kind, in_dim, out_dim, ...)``):
   (MiniGPT-v2's ``llama_proj``, 4 x 1408 -> D), the CLS token through ``cls_proj`` (Emotion-LLaMA's
   ``cls_tk_llama_proj``, 1408 -> D). Output: [patch tokens..., CLS], K = ceil(N / merge) + 1 (257 for 1 + 1024).
 
-Also here: ``ModalityTypeEmbedding`` (tells the LLM which modality a token came from) and ``CrossModalFusion``
-(AffectGPT-style pre-fusion as zero-initialised bidirectional cross-attention between modality token sequences).
+Also here: ``ModalityTypeEmbedding`` (tells the LLM which modality a token came from), ``CrossModalFusion``
+(zero-initialised bidirectional cross-attention between projected modality token sequences) and ``PreFusion``
+(AffectGPT's attention pre-fusion: other modalities' encoder features -> one vector for a fused ``multi`` slot).
 
 Notation used for tensor shapes: B batch, T frames (padded), D_in encoder width, K tokens, D_out LLM width,
 H hidden width, h heads.
@@ -38,12 +42,15 @@ __all__ = [
     "PROJECTOR_KINDS",
     "CrossModalFusion",
     "ModalityTypeEmbedding",
+    "PreFusion",
     "Projector",
     "ProjectorKind",
     "build_projector",
 ]
 
-ProjectorKind = Literal["identity", "linear", "mlp2x_gelu", "attn_pool", "qformer", "emotion_llama_frame"]
+ProjectorKind = Literal[
+    "identity", "linear", "mlp2x_gelu", "attn_pool", "affectgpt_attn_pool", "qformer", "emotion_llama_frame"
+]
 PROJECTOR_KINDS: tuple[str, ...] = get_args(ProjectorKind)
 
 
@@ -228,6 +235,29 @@ class _AttnPoolProjector(Projector):
         return tokens, torch.full_like(lengths, tokens.shape[1], device=x.device)
 
 
+class _ScorePoolProjector(Projector):
+    """AffectGPT's temporal attention pooling: ``proj(sum_t score(h_t) * h_t)`` with a linear ``score`` (D_in -> 1,
+    with bias), no softmax, over the valid frames only; one token."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__(in_dim, out_dim)
+        self.score = nn.Linear(in_dim, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def num_tokens(self, input_length: int) -> int:
+        _check_int("input_length", input_length)
+        return 1
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        mask, _ = self._check_inputs(x, lengths)
+        x = x.masked_fill(~mask[..., None], 0.0)  # padding (even NaN garbage) contributes nothing
+        weights = self.score(x).masked_fill(~mask[..., None], 0.0)  # (B, T, D_in) -> (B, T, 1), unnormalised
+        pooled = (weights * x).sum(dim=1)  # (B, T, 1) * (B, T, D_in) -> (B, D_in)
+        tokens = self.proj(self.dropout(pooled))[:, None]  # (B, D_in) -> (B, 1, D_out)
+        return tokens, torch.ones_like(lengths, device=x.device)
+
+
 class _QFormerBlock(nn.Module):
     """Pre-LayerNorm block: queries self-attention, cross-attention to the (masked) frames, MLP."""
 
@@ -312,7 +342,7 @@ def build_projector(
     """Build a projector from encoder width `in_dim` to LLM width `out_dim`.
 
     Args:
-        kind: One of ``PROJECTOR_KINDS``.
+        kind: One of ``PROJECTOR_KINDS`` (see the module docstring).
         in_dim: Encoder feature width D_in.
         out_dim: LLM embedding width D_out.
         num_queries: Number of output tokens K of ``attn_pool`` / ``qformer``; must be 1 for the per-frame kinds.
@@ -354,6 +384,10 @@ def build_projector(
 
     if num_queries != 1:
         raise ValueError(f"num_queries={num_queries} applies only to 'attn_pool' and 'qformer', not to {kind!r}")
+    if kind == "affectgpt_attn_pool":
+        if merge != 1:
+            raise ValueError(f"merge={merge} applies only to the per-frame kinds, not to {kind!r}")
+        return _ScorePoolProjector(in_dim, out_dim, dropout)
     if kind == "emotion_llama_frame":
         return _CLSPatchProjector(in_dim, out_dim, merge, dropout)
     merged = merge * in_dim  # width of one token after concatenating `merge` frames
@@ -499,3 +533,50 @@ class CrossModalFusion(nn.Module):
                 new[b] = new[b].index_add(0, ib, db)  # (B_b, K_b, D) += (C, K_b, D) on rows ib
             state = new
         return state
+
+
+class PreFusion(nn.Module):
+    """AffectGPT's attention pre-fusion (``multi_fusion_type: attention``): several modalities' encoder features ->
+    one fused vector per sample, before any projector to the LLM.
+
+    For sources s_1..s_n (in order): ``m_i = embed[s_i](mean_t h_i)`` (time mean over the valid frames, then a linear
+    to the common width W), ``a = fc_att(attention_mlp([m_1; ...; m_n]))`` (``Linear(n W -> W)`` then
+    ``Linear(W -> n)``, no activation in between, no softmax: the weights are unnormalised and may be negative),
+    ``fused = sum_i a_i m_i``. The released names map as ``multi_video_embs`` / ``multi_audio_embs`` ->
+    ``embed.<source>``, ``attention_mlp``, ``fc_att``.
+
+    Args:
+        source_dims: Source modality -> its encoder width, in concatenation order.
+        width: The common width W (AffectGPT: the widest source, 1024 for CLIP ViT-L/14 + HuBERT-large).
+        kind: ``attention`` (the only one so far).
+    """
+
+    def __init__(self, source_dims: dict[str, int], width: int, kind: str = "attention"):
+        super().__init__()
+        if kind != "attention":
+            raise ValueError(f"unknown pre-fusion kind {kind!r}; known: attention")
+        if len(source_dims) < 2:
+            raise ValueError(f"pre-fusion needs two or more source modalities, got {list(source_dims)}")
+        self.sources = list(source_dims)
+        self.width = _check_int("width", width)
+        self.embed = nn.ModuleDict({s: nn.Linear(_check_int(f"{s} width", d), width) for s, d in source_dims.items()})
+        self.attention_mlp = nn.Linear(len(self.sources) * width, width)
+        self.fc_att = nn.Linear(width, len(self.sources))
+
+    def forward(self, features: dict[str, Tensor], lengths: dict[str, Tensor]) -> Tensor:
+        """Fuse aligned rows: ``features[s]`` (B, T_s, D_s) padded, ``lengths[s]`` (B,) valid frames -> (B, 1, W)."""
+        mapped = []
+        for s in self.sources:
+            x, n = features[s], lengths[s].to(features[s].device)
+            if x.ndim != 3 or x.shape[-1] != self.embed[s].in_features:
+                raise ValueError(
+                    f"pre-fusion source {s!r} must be (B, T, {self.embed[s].in_features}), got {tuple(x.shape)}"
+                )
+            _check_lengths(n, x.shape[0], x.shape[1], name=f"lengths[{s!r}]")
+            mask = valid_mask(n, x.shape[1])[..., None]  # (B, T, 1)
+            mean = x.masked_fill(~mask, 0.0).sum(dim=1) / n[:, None].to(x.dtype)  # (B, T, D_s) -> (B, D_s)
+            mapped.append(self.embed[s](mean))  # (B, D_s) -> (B, W)
+        weights = self.fc_att(self.attention_mlp(torch.cat(mapped, dim=1)))  # (B, n W) -> (B, W) -> (B, n)
+        stacked = torch.stack(mapped, dim=2)  # n x (B, W) -> (B, W, n)
+        fused = torch.matmul(stacked, weights[:, :, None]).squeeze(2)  # (B, W, n) @ (B, n, 1) -> (B, W)
+        return fused[:, None]  # (B, 1, W)

@@ -19,6 +19,7 @@ CASES = [
     ("mlp2x_gelu-merge3", "mlp2x_gelu", 24, {"merge": 3, "hidden_dim": 40}),
     ("attn_pool", "attn_pool", 24, {"num_heads": 1}),
     ("attn_pool-4q", "attn_pool", 40, {"num_queries": 4, "num_heads": 4}),
+    ("affectgpt_attn_pool", "affectgpt_attn_pool", 24, {}),  # sum_t (w.h_t + b) h_t, no softmax -> 1 token
     ("qformer", "qformer", 48, {"num_queries": 3, "num_layers": 2, "num_heads": 4}),
     ("qformer-hidden", "qformer", 16, {"num_queries": 2, "num_layers": 1, "num_heads": 4, "hidden_dim": 24}),
     ("emotion_llama_frame", "emotion_llama_frame", 16, {"merge": 4}),  # [CLS, patches] -> [patches/4..., CLS]
@@ -35,6 +36,8 @@ def case(request):
 def _expected_k(kwargs, proj, T):
     if hasattr(proj, "cls_proj"):  # CLS + T - 1 patches
         return math.ceil((T - 1) / kwargs.get("merge", 1)) + 1
+    if hasattr(proj, "score"):  # AffectGPT's attention pooling: one token
+        return 1
     kind_is_query = hasattr(proj, "queries")
     return kwargs.get("num_queries", 1) if kind_is_query else math.ceil(T / kwargs.get("merge", 1))
 
