@@ -35,6 +35,7 @@ ADDED_PLACEHOLDERS: dict[str, str] = {
     "face": "<|emo_face|>",
     "video": "<|emo_video|>",
     "frame": "<|emo_frame|>",
+    "multi": "<|emo_multi|>",
 }
 
 LORA_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -221,7 +221,7 @@ def _projector_params(cfg: RunConfig, hidden: int) -> tuple[int, list[str]]:
     """Parameters of the configured projectors and type embedding (built on meta), and notes."""
     import torch
 
-    from emollm.model.projectors import ModalityTypeEmbedding, build_projector
+    from emollm.model.projectors import ModalityTypeEmbedding, PreFusion, build_projector
 
     notes: list[str] = []
     n = 0
@@ -240,7 +240,10 @@ def _projector_params(cfg: RunConfig, hidden: int) -> tuple[int, list[str]]:
                 dropout=p.dropout,
             )
             n += sum(q.numel() for q in proj.parameters())
-            if mod.encoder != "precomputed":
+            if mod.fuse is not None:  # the fused slot's pre-fusion block (AffectGPT: per-source linears + weights)
+                dims = {s: cfg.model.modalities[s].feature_dim for s in mod.fuse.sources}
+                n += sum(q.numel() for q in PreFusion(dims, mod.feature_dim, mod.fuse.kind).parameters())
+            elif mod.encoder != "precomputed":
                 notes.append(
                     f"model.modalities.{name}: live encoder {mod.encoder!r} not counted (weights + activations)"
                 )
