@@ -41,6 +41,7 @@ _TINY_ROLES: dict[str, dict[str, str | None]] = {
     "mistral": {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"},
     "llama3": {"unk": None, "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>"},
     "chatml": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
+    "affectgpt": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},  # Qwen2.5's tokenizer
     "llama3_1": {"unk": None, "bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>"},
     "qwen3": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
     "qwen3_5": {"unk": None, "bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},

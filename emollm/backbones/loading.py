@@ -180,6 +180,13 @@ def prepare_tokenizer(spec: BackboneSpec, tokenizer, modalities: list[str]) -> d
         raise ValueError(f"backbone {spec.name!r} has no placeholder token for modalities {missing_mods}")
     placeholders = {m: wanted[m] for m in modalities}
     vocab = tokenizer.get_vocab()
+    new = [t for t in spec.added_tokens if t not in vocab]
+    for token in new:  # one at a time, in the spec's order: the ids a release's tokenizer gave them
+        tokenizer.add_tokens([token], special_tokens=True)
+    if new:
+        vocab = tokenizer.get_vocab()
+    if spec.bos_token is not None:
+        tokenizer.bos_token = spec.bos_token
     if spec.placeholder_token_policy == "reserved":
         absent = [t for t in placeholders.values() if t not in vocab]
         if absent:
@@ -190,7 +197,11 @@ def prepare_tokenizer(spec: BackboneSpec, tokenizer, modalities: list[str]) -> d
     # Marks reserved tokens special (no new ids) or adds the <|emo_*|> tokens.
     tokenizer.add_special_tokens({"additional_special_tokens": list(placeholders.values())})
     end_tokens = {tokenizer.eos_token}
-    if tokenizer.pad_token is None or tokenizer.pad_token in end_tokens:
+    if spec.pad_token is not None:  # a release's own choice (AffectGPT: pad = eos); padding is masked out anyway
+        if spec.pad_token not in vocab:
+            raise ValueError(f"backbone {spec.name!r} pads with {spec.pad_token!r}, which this tokenizer lacks")
+        tokenizer.pad_token = spec.pad_token
+    elif tokenizer.pad_token is None or tokenizer.pad_token in end_tokens:
         for cand in spec.pad_candidates:
             if cand in vocab and cand not in end_tokens:
                 tokenizer.pad_token = cand

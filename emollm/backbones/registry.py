@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from emollm.backbones import gemma, llama, mistral, phi, qwen, smollm
+from emollm.backbones import affectgpt, gemma, llama, mistral, phi, qwen, smollm
 from emollm.backbones.chat import CHATML, ChatFormat
 
 __all__ = [
@@ -91,6 +91,12 @@ class BackboneSpec:
         placeholder_note: The placeholder choice in words, for ``emollm backbones`` and the README (which tokens,
             whether the embeddings are resized).
         pad_candidates: Tokens to use as pad, in order, when the tokenizer has no pad distinct from its end tokens.
+        added_tokens: Tokens added to the tokenizer first, one at a time in this order, so their ids are the ones a
+            released model's tokenizer gave them (AffectGPT's five ``<XHere>`` placeholders); with the ``reserved``
+            policy the placeholders are then found in the vocabulary.
+        bos_token: Set as the tokenizer's bos token (AffectGPT: ``<|im_start|>``); None keeps the tokenizer's.
+        pad_token: Use this token as pad even if it is an end token (AffectGPT: the eos, as released); None picks a
+            distinct pad through ``pad_candidates``.
         default_dtype: dtype for real weights (tiny test models are always float32).
         embedded: Name of the package-shipped weights (``smollm2``) or None when the user supplies ``llm_path``.
         reference_config: Dimensions of the real model, for ``text_config()`` without a local checkpoint.
@@ -107,6 +113,9 @@ class BackboneSpec:
     reserved_placeholders: dict[str, str] = field(default_factory=dict)
     placeholder_note: str = ""
     pad_candidates: tuple[str, ...] = ()
+    added_tokens: tuple[str, ...] = ()
+    bos_token: str | None = None
+    pad_token: str | None = None
     default_dtype: DType = "bfloat16"
     embedded: str | None = None
     reference_config: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +206,7 @@ FAMILIES = (
     llama,
     mistral,
     qwen,
+    affectgpt,
     smollm,
     gemma,
     phi,

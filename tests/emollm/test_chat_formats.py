@@ -195,6 +195,9 @@ def _expected_answers(fmt: ChatFormat, messages: list[dict[str, str]]) -> list[s
         return [a + "<|im_end|>" for a in answers[:-1] + last]
     if fmt.name == "phi4":
         return [a + "<|end|>" for a in answers]
+    if fmt.name == "affectgpt":  # answer + '###'; eos after the last turn when the conversation ends with an answer
+        ends = messages[-1]["role"] == "assistant"
+        return [a + "###" + ("<|im_end|>" if ends and i == len(answers) - 1 else "") for i, a in enumerate(answers)]
     return [a + "<|im_end|>" for a in answers]
 
 
@@ -265,6 +268,7 @@ def test_train_spans_are_the_answers():
         ],
         "gemma4": ["The eyebrows are raised and the mouth is open.<turn|>", "Surprise, most likely.<turn|>"],
         "phi4": ["The eyebrows are raised and the mouth is open.<|end|>", "Surprise, most likely.<|end|>"],
+        "affectgpt": ["The eyebrows are raised and the mouth is open.###", "Surprise, most likely.###<|im_end|>"],
     }
     for name in list_chat_formats():
         chat = get_chat_format(name).render(messages)
