@@ -126,7 +126,7 @@ def test_explicit_answers_skip_with_a_dash_and_missing_files_fail_fast(tmp_path)
     got = match_answers([tmp_path / "a.wav", "-"], 3)
     assert got.files[1:] == [None, None]
     assert got.reasons[1] == "skipped ('-' in the answer list)" and got.reasons[2].startswith("no answer file")
-    with pytest.raises(FileNotFoundError, match="nope.mp4: file not found"):
+    with pytest.raises(FileNotFoundError, match="nope.mp4: no such file"):
         match_answers([tmp_path / "nope.mp4"], 2)
     (tmp_path / "b.pdf").write_bytes(b"x")
     with pytest.raises(ValueError, match="unsupported answer type .pdf"):
@@ -219,8 +219,8 @@ def test_rejected_or_pointless_conclusions_use_the_template():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--topic", "x", "--questions", "0", "--no-llm"], "questions: must be between 1 and 10, got 0"),
-        (["--topic", "x", "--no-llm", "--answers", "/nope/a.mp4"], "file not found"),
+        (["--topic", "x", "--questions", "0", "--no-llm"], "--questions must be between 1 and 10, got 0"),
+        (["--topic", "x", "--no-llm", "--answers", "/nope/a.mp4"], "/nope/a.mp4: no such file (use '-' for"),
         (["--topic", "x", "--no-llm", "--speak"], "--speak writes question_<i>.wav files: give an output folder"),
     ],
 )

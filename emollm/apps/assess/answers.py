@@ -83,6 +83,19 @@ class AnswerFiles:
     ignored: list[str] = field(default_factory=list)
 
 
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an answer file (a symlink loop, a broken link, a FIFO, no such file, no
+    permission), in the media layer's words; None for a readable file."""
+    from emollm.media import MediaError
+    from emollm.media.video import check_file
+
+    try:
+        check_file(path)
+    except MediaError as e:
+        return str(e)
+    return None
+
+
 def _natural_key(path: Path) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
@@ -111,10 +124,12 @@ def match_answers(answers: Sequence[str | Path] | str | Path | None, n_questions
         for entry in sorted(folder.iterdir(), key=_natural_key):
             if entry.name.startswith("."):
                 continue
-            if entry.is_file() and entry.suffix.lower() in ANSWER_SUFFIXES:
+            if entry.is_dir():
+                ignored.append(f"{entry.name}: a folder")
+            elif entry.suffix.lower() not in ANSWER_SUFFIXES:
+                ignored.append(f"{entry.name}: not an answer file type")
+            else:  # kept in its place even when unreadable (a symlink loop...): its analysis fails with the reason
                 paths.append(entry)
-            else:
-                ignored.append(f"{entry.name}: {'not an answer file type' if entry.is_file() else 'a folder'}")
         where = f"the folder {folder} has {len(paths)} answer file(s)"
     else:
         paths = []
@@ -125,8 +140,11 @@ def match_answers(answers: Sequence[str | Path] | str | Path | None, n_questions
             p = Path(item)
             if p.is_dir():
                 raise ValueError(f"--answers: {p} is a folder; give one folder alone, or files in question order")
-            if not p.is_file():
-                raise FileNotFoundError(f"--answers: {p}: file not found (use '-' for a question left unanswered)")
+            if not p.is_file():  # the real reason: a symlink loop or a FIFO is not "file not found"
+                why = _unusable(p) or f"{p}: not a regular file"
+                if not p.exists() and not p.is_symlink():
+                    why = f"{p}: no such file (use '-' for a question left unanswered)"
+                raise FileNotFoundError(f"--answers: {why}")
             if p.suffix.lower() not in ANSWER_SUFFIXES:
                 raise ValueError(
                     f"--answers: {p}: unsupported answer type {p.suffix or '(none)'}; give a video or voice "

@@ -5,8 +5,10 @@
 
 The first form asks the LLM for N open questions (template bank when its JSON is invalid), optionally writes them as
 speech, analyses one answer file per question (video or voice; a folder sorted by name, or paths in order with
-``-`` for no answer), and writes ``report.md`` and ``assessment.json``. ``compare`` is the with/without-emotion
-study harness (the recipe ``emollm_eval.assess_compare``).
+``-`` for no answer), and writes ``report.md`` and ``assessment.json`` (an earlier report in ``--out`` is refused
+unless ``--overwrite``). Exit status: 0 when every answer file given was analysed, 1 when some could not be, 2 when
+none could (or on a bad flag or path). With ``--json`` stdout holds exactly one JSON document (the disclaimer is in
+it, and on stderr). ``compare`` is the with/without-emotion study harness (the recipe ``emollm_eval.assess_compare``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 import json
 import sys
 
+from emollm.apps.assess.questions import MAX_QUESTIONS
 from emollm.apps.assess.session import DISCLAIMER, DISCLAIMER_SHORT
 
 __all__ = ["SUBCOMMANDS", "main"]
@@ -33,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "clinician. 'emollm assess compare --help': the with/without-emotion comparison.",
     )
     parser.add_argument("--topic", required=True, help='what the session is about, e.g. "anxiety screen"')
-    parser.add_argument("--questions", type=int, default=5, help="number of questions (1-10)")
+    parser.add_argument("--questions", type=int, default=5, help=f"number of questions (1-{MAX_QUESTIONS})")
     parser.add_argument(
         "--answers", nargs="+", metavar="DIR_OR_FILE",
         help="a folder of answer files (sorted by name, matched to the questions in order) or one file per question "
@@ -41,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--speak", action="store_true", help="write each question as speech: OUT/question_<i>.wav")
     parser.add_argument("--out", metavar="DIR", help="write report.md and assessment.json here (else print the report)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report (and data) in --out")
     parser.add_argument("--checkpoint", help="a trained checkpoint for the answer analysis (default: clue mode)")
     parser.add_argument("--backbone", default="smollm2", help="the LLM that writes questions and conclusion")
     parser.add_argument("--llm-path", help="local weights of that LLM (with --checkpoint: also its base LLM)")
@@ -66,8 +70,12 @@ def main(argv: list[str]) -> int:
     from emollm.apps.assess.session import run_assessment
     from emollm.media import MediaError
 
-    print(f"emollm assess: {DISCLAIMER}")
+    # With --json, stdout is the one JSON document (its "disclaimer" field); the disclaimer goes to stderr too.
+    say = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    say(f"emollm assess: {DISCLAIMER}")
     try:
+        if not 1 <= args.questions <= MAX_QUESTIONS:  # before anything counts questions
+            raise ValueError(f"--questions must be between 1 and {MAX_QUESTIONS}, got {args.questions}")
         labels = None
         if args.labels:
             labels = [x.strip() for x in args.labels.split(",") if x.strip()]
@@ -86,7 +94,7 @@ def main(argv: list[str]) -> int:
             args.topic, args.questions, args.answers, out_dir=args.out, speak=args.speak, use_llm=not args.no_llm,
             llm=llm, backbone=args.backbone, llm_path=args.llm_path, max_new_tokens=args.max_new_tokens,
             precision=args.precision, checkpoint=args.checkpoint, labels=labels, analyzer_options=options,
-            log=lambda msg: print(msg, file=sys.stderr),
+            log=lambda msg: print(msg, file=sys.stderr), overwrite=args.overwrite,
         )  # fmt: skip
     except (OSError, ValueError, ImportError, RuntimeError, MediaError) as e:
         if args.debug:
@@ -101,10 +109,20 @@ def main(argv: list[str]) -> int:
             print(f"  {i}. {q}")
         if assessment.missing:
             print(f"missing answers: question(s) {', '.join(map(str, assessment.missing))}")
+        if assessment.failed:
+            print(f"answers that could not be analysed: question(s) {', '.join(map(str, assessment.failed))}")
         print(f"report: {assessment.files['report']}\ndata:   {assessment.files['json']}")
         if assessment.speech_files:
             print(f"spoken questions: {len(assessment.speech_files)} wav files in {args.out}")
     else:
         print(assessment.report())
-    print(f"emollm assess: {DISCLAIMER_SHORT}")
-    return 0
+    say(f"emollm assess: {DISCLAIMER_SHORT}")
+    status = assessment.exit_status
+    if status:
+        failed = [a for a in assessment.answers if a.status == "failed"]
+        given = [a for a in assessment.answers if a.status != "missing"]
+        n = len(given)
+        what = f"none of the {n} answer files could" if status == 2 else f"{len(failed)} of {n} answer files could not"
+        first = f"question {failed[0].index}: {failed[0].reason}"
+        print(f"emollm assess: {what} be analysed ({first})", file=sys.stderr)
+    return status

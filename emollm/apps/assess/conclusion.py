@@ -7,6 +7,8 @@ or **without** them (transcripts only): the two differ only in those lines, so t
 mentioning nothing the person said nor any estimated emotion) and replaced by :func:`template_conclusion` when it
 fails; :class:`Conclusion` records which one you got and why.
 A session without a single analysed answer gets the template without asking the LLM: there is nothing to summarise.
+The prompt is bounded: the transcripts share :data:`MAX_TRANSCRIPT_CHARS` (each cut to its share, with a note in
+:attr:`Conclusion.notes`), so ten long answers cannot make a prompt the LLM needs minutes to read.
 """
 
 from __future__ import annotations
@@ -14,14 +16,27 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from emollm.apps.analysis import bound_text
 from emollm.apps.assess.answers import AnswerResult
 from emollm.apps.assess.questions import Authored
 from emollm.apps.reasoning import ReasoningClient, check_quality
 
-__all__ = ["Conclusion", "check_conclusion", "conclusion_prompt", "template_conclusion", "write_conclusion"]
+__all__ = [
+    "MAX_TRANSCRIPT_CHARS",
+    "Conclusion",
+    "check_conclusion",
+    "conclusion_prompt",
+    "prompt_notes",
+    "template_conclusion",
+    "write_conclusion",
+]
+
+MAX_TRANSCRIPT_CHARS = 4000
+"""Characters of transcript the conclusion's prompt holds in all (about 1000 tokens), shared by the answers."""
+_MIN_SHARE = 300
 
 _SYSTEM = (
     "You assist a clinician. You read the notes of a short interview and write a brief conclusion for the clinician. "
@@ -73,6 +88,7 @@ class Conclusion(Authored):
         with_emotion: Whether the emotion estimates and evidence were in the prompt.
         writer: The LLM's id when one was asked, else None.
         raw: The LLM's text as it came (kept for audit when rejected), or None.
+        notes: What was cut to keep the prompt bounded (one line per transcript), empty when nothing was.
     """
 
     text: str
@@ -81,14 +97,32 @@ class Conclusion(Authored):
     with_emotion: bool = True
     writer: str | None = None
     raw: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def _answer_block(a: AnswerResult, with_emotion: bool) -> list[str]:
+def _share(answers: Sequence[AnswerResult]) -> int:
+    """Characters of transcript each analysed answer may put in the prompt."""
+    n = sum(1 for a in answers if a.status == "analysed" and a.transcript)
+    return max(_MIN_SHARE, MAX_TRANSCRIPT_CHARS // max(n, 1))
+
+
+def prompt_notes(answers: Sequence[AnswerResult]) -> list[str]:
+    """One line per transcript the conclusion's prompt holds only in part (see :data:`MAX_TRANSCRIPT_CHARS`)."""
+    share, notes = _share(answers), []
+    for a in answers:
+        if a.status == "analysed" and a.transcript:
+            _, note = bound_text(a.transcript, share, f"question {a.index}'s transcript in the conclusion's prompt")
+            notes += [note] if note else []
+    return notes
+
+
+def _answer_block(a: AnswerResult, with_emotion: bool, share: int) -> list[str]:
     lines = [f"Question {a.index}: {a.question}"]
     if a.status != "analysed":
         lines.append("No answer was recorded." if a.status == "missing" else "The answer could not be analysed.")
         return lines
-    lines.append(f'Answer (transcript): "{a.transcript}"' if a.transcript else "Answer: no words were recognised.")
+    transcript, _ = bound_text(a.transcript, share, "transcript")
+    lines.append(f'Answer (transcript): "{transcript}"' if transcript else "Answer: no words were recognised.")
     if with_emotion:
         if a.emotion is not None:
             conf = f" (confidence {a.confidence:.2f})" if a.confidence is not None else ""
@@ -98,8 +132,10 @@ def _answer_block(a: AnswerResult, with_emotion: bool) -> list[str]:
 
 
 def conclusion_prompt(topic: str, answers: Sequence[AnswerResult], *, with_emotion: bool = True) -> tuple[str, str]:
-    """The ``(system, user)`` prompt for the conclusion, with or without the emotion estimates and evidence."""
-    blocks = ["\n".join(_answer_block(a, with_emotion)) for a in answers]
+    """The ``(system, user)`` prompt for the conclusion, with or without the emotion estimates and evidence; the
+    transcripts are cut to their share of :data:`MAX_TRANSCRIPT_CHARS` (:func:`prompt_notes` says which)."""
+    share = _share(answers)
+    blocks = ["\n".join(_answer_block(a, with_emotion, share)) for a in answers]
     user = f"Interview topic: {topic}\n\n" + "\n\n".join(blocks) + f"\n\n{_INSTRUCTION}"
     return _SYSTEM, user
 
@@ -197,9 +233,11 @@ def write_conclusion(
     if llm is None:
         return Conclusion(template_conclusion(answers, with_emotion=with_emotion), "template", "asked", with_emotion)
     system, user = conclusion_prompt(topic, answers, with_emotion=with_emotion)
+    notes = prompt_notes(answers)
     raw = llm.generate(system, user, seed=0).strip()
     problem = check_conclusion(raw, _grounding(answers, with_emotion))
     if problem is not None:
         text = template_conclusion(answers, with_emotion=with_emotion)
-        return Conclusion(text, "template", f"the LLM's text was rejected: {problem}", with_emotion, llm.id, raw)
-    return Conclusion(raw, "llm", None, with_emotion, llm.id)
+        reason = f"the LLM's text was rejected: {problem}"
+        return Conclusion(text, "template", reason, with_emotion, llm.id, raw, notes)
+    return Conclusion(raw, "llm", None, with_emotion, llm.id, notes=notes)

@@ -26,6 +26,7 @@ __all__ = [
     "QUESTION_BANK",
     "TOPIC_KEYWORDS",
     "QuestionSet",
+    "check_question_count",
     "generate_questions",
     "question_prompt",
     "template_questions",
@@ -153,15 +154,16 @@ def template_questions(topic: str, n: int) -> list[str]:
     Raises:
         ValueError: ``n`` is outside ``1..MAX_QUESTIONS``.
     """
-    _check_n(n)
+    check_question_count(n)
     pool: list[str] = []
     for bank in [*_topic_banks(topic), "general"]:
         pool += [q for q in QUESTION_BANK[bank] if q not in pool]
     return pool[:n]
 
 
-def _check_n(n: int) -> None:
-    if not 1 <= n <= MAX_QUESTIONS:
+def check_question_count(n: int) -> None:
+    """Raise ``ValueError`` (naming the range) unless ``n`` is a whole number in ``1..MAX_QUESTIONS``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"questions: must be between 1 and {MAX_QUESTIONS}, got {n}")
 
 
@@ -235,7 +237,7 @@ def generate_questions(topic: str, n: int, llm: ReasoningClient | None = None) -
     Raises:
         ValueError: ``n`` out of range or an empty topic.
     """
-    _check_n(n)
+    check_question_count(n)
     if not topic.strip():
         raise ValueError("topic: must not be empty")
     if llm is None:

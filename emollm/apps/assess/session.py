@@ -31,7 +31,7 @@ from emollm.apps.assess.questions import QuestionSet, generate_questions
 from emollm.apps.reasoning import ReasoningClient
 from emollm.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-__all__ = ["Assessment", "run_assessment", "speak_questions", "write_assessment"]
+__all__ = ["MAX_TOPIC_CHARS", "Assessment", "check_out_dir", "run_assessment", "speak_questions", "write_assessment"]
 
 
 DISCLAIMER_SHORT = "Assistive tool, not a diagnosis."
@@ -79,6 +79,20 @@ class Assessment:
         return [a.index for a in self.answers if a.status == "missing"]
 
     @property
+    def failed(self) -> list[int]:
+        """Numbers of the questions whose answer file could not be analysed."""
+        return [a.index for a in self.answers if a.status == "failed"]
+
+    @property
+    def exit_status(self) -> int:
+        """0 when every answer file given was analysed (or none was given), 1 when some failed, 2 when all did (the
+        batch commands' convention)."""
+        failed = self.failed
+        if not failed:
+            return 0
+        return 2 if not any(a.status == "analysed" for a in self.answers) else 1
+
+    @property
     def written_by(self) -> dict[str, str]:
         """Part of the report -> ``llm`` or ``template``/``evidence``."""
         return {
@@ -102,6 +116,7 @@ class Assessment:
             "questions": self.questions.to_dict(),
             "answers": [a.to_dict() for a in self.answers],
             "missing": self.missing,
+            "failed": self.failed,
             "conclusion": self.conclusion.to_dict(),
             "written_by": self.written_by,
             "produced_by": self.produced_by,
@@ -149,6 +164,30 @@ def speak_questions(
     return paths
 
 
+MAX_TOPIC_CHARS = 200
+"""A longer topic is a paragraph, not a topic (it goes into every prompt of the session)."""
+
+
+def check_out_dir(
+    out_dir: str | Path, *, overwrite: bool = False, speak: int = 0, inputs: Sequence[str | Path | None] = ()
+) -> None:
+    """Refuse an output folder whose ``report.md``, ``assessment.json`` (or, with ``speak`` questions,
+    ``question_<i>.wav``) would be overwritten, unless ``overwrite``; never overwrite an input (like ``score`` and
+    ``export``).
+
+    Raises:
+        ValueError: ``out_dir`` is a file, or holds one of those files; the message names it and the fix.
+    """
+    from emollm.utils.io import check_output_file
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (it receives report.md and assessment.json)")
+    names = ["report.md", "assessment.json", *(f"question_{i}.wav" for i in range(1, speak + 1))]
+    for name in names:
+        check_output_file(out / name, flag="--out", inputs=inputs, overwrite=overwrite)
+
+
 def write_assessment(assessment: Assessment, out_dir: str | Path) -> dict[str, str]:
     """Write ``report.md`` and ``assessment.json`` into ``out_dir`` atomically; returns their paths."""
     out = Path(out_dir)
@@ -178,6 +217,7 @@ def run_assessment(
     analyzer: Callable[..., Any] | None = None,
     date: str | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> Assessment:
     """Run one assessment session (see the module docstring).
 
@@ -201,19 +241,33 @@ def run_assessment(
         analyzer: A ready ``analyzer(path, subtitle=None) -> Analysis`` instead of building one.
         date: The report date (default: now).
         log: Receives progress lines (questions as they are chosen, each answer as it is analysed).
+        overwrite: Replace an earlier session's ``report.md`` / ``assessment.json`` in ``out_dir``.
 
     Raises:
-        ValueError: A bad number of questions, an empty topic, or answers that do not fit the questions.
-        FileNotFoundError: An explicit answer file does not exist.
+        ValueError: A bad number of questions, an empty or overlong topic, answers that do not fit the questions,
+            or an output folder that already holds a report (without ``overwrite``).
+        FileNotFoundError: An explicit answer file does not exist or is not a readable file (the reason is named).
         RuntimeError: ``speak`` without espeak-ng.
     """
+    from emollm.apps.assess.questions import check_question_count
+
     say = log or (lambda _msg: None)
     timings: dict[str, float] = {}
+    check_question_count(n_questions)  # first: every later message counts questions
+    if not topic.strip():
+        raise ValueError("topic: must not be empty")
+    if len(topic) > MAX_TOPIC_CHARS:
+        raise ValueError(
+            f"topic: {len(topic)} characters, longer than {MAX_TOPIC_CHARS}: give a few words (it goes into every "
+            "prompt of the session)"
+        )
     if speak and out_dir is None:
         raise ValueError("--speak writes question_<i>.wav files: give an output folder (--out DIR)")
     if speak:
         _espeak()
     matched = match_answers(answers, n_questions)  # before any model loads: bad paths fail fast
+    if out_dir is not None:  # before any work: an earlier report is not replaced without a word
+        check_out_dir(out_dir, overwrite=overwrite, speak=n_questions if speak else 0, inputs=matched.files)
     date = date or datetime.now().astimezone().isoformat(timespec="seconds")
     from emollm import __version__
 
@@ -288,8 +342,10 @@ def _build_analyzer(
 
 def _analyse(analyzer: Callable[..., Any], index: int, question: str, path: Path) -> AnswerResult:
     from emollm.media import MediaError
+    from emollm.media.video import check_file
 
     try:
+        check_file(path)  # a symlink loop, a FIFO, an empty file: the real reason, whatever the analyzer says
         analysis = analyzer(path)
     except (MediaError, OSError, ValueError) as e:  # one bad recording does not end the session
         return AnswerResult(index, question, file=str(path), status="failed", reason=str(e))
@@ -355,5 +411,7 @@ def render_report(a: Assessment) -> str:
             lines += [f"  - {o}" for o in x.observations]
         lines.append("")
     lines += ["## Conclusion", "", f"*Written by: {a.conclusion.describe}*", "", a.conclusion.text, ""]
+    if a.conclusion.notes:
+        lines += ["*Shortened to keep the LLM's prompt bounded:* " + "; ".join(a.conclusion.notes), ""]
     lines += ["---", "", f"*{DISCLAIMER}*", ""]
     return "\n".join(lines)
