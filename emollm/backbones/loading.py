@@ -144,13 +144,23 @@ def load_language_model(
     device_map: Any = None,
     attn_implementation: str | None = "sdpa",
 ):
-    """Load the causal LM in ``path`` (a resolved HF folder), checking it belongs to ``spec``'s family."""
+    """Load the causal LM in ``path`` (a resolved HF folder), checking it belongs to ``spec``'s family.
+
+    A multimodal checkpoint whose text model is ``spec``'s family (Qwen3.5 and Gemma-4 are published as
+    ``*ForConditionalGeneration``, the text model in ``text_config`` and its weights under ``model.language_model.``)
+    loads as that text model alone; a weight it lacks is an error, never a silent random initialisation.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(path)
-    check_family(spec, config.model_type, f"the checkpoint at {path}")
+    text = config.get_text_config()
+    multimodal = config.model_type != spec.family and text is not config and text.model_type == spec.family
+    if not multimodal:
+        check_family(spec, config.model_type, f"the checkpoint at {path}")
     dtype = dtype or getattr(torch, spec.default_dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if multimodal:
+        kwargs.update(config=text, key_mapping={r"^model\.language_model\.": "model."}, output_loading_info=True)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     qcfg = quantization_config(quantization, dtype)
@@ -158,7 +168,17 @@ def load_language_model(
         kwargs["quantization_config"] = qcfg
     if device_map is not None:
         kwargs["device_map"] = device_map
-    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not multimodal:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model, info = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tied = getattr(text, "tie_word_embeddings", False)
+    missing = [k for k in info["missing_keys"] if not (tied and k == "lm_head.weight")]
+    if missing:
+        raise ValueError(
+            f"the checkpoint at {path} is a {config.model_type!r} model whose {text.model_type!r} text model could "
+            f"not be read from it ({len(missing)} weights missing, e.g. {missing[0]}); pass a text-only checkpoint"
+        )
+    return model
 
 
 def load_tokenizer(path: Path):

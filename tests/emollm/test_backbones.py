@@ -185,3 +185,68 @@ def test_show_errors_are_one_line(argv, message, tmp_path, capsys):
     assert cli_main([a.format(**{k: str(v) for k, v in files.items()}) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Multimodal checkpoints holding a registry entry's text model
+
+_VLM_PARTS = {
+    "qwen3_5": {"vision_config": dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)},
+    "gemma4": {
+        "vision_config": dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2
+        ),
+        "audio_config": None,
+    },
+    "gemma3": {
+        "vision_config": dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        "mm_tokens_per_image": 4,
+    },
+}
+
+
+def _save_vlm(name: str, vlm_type: str, folder):
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    text = get_backbone(name).text_config(n_layers=2, hidden=64, vocab_size=300)
+    torch.manual_seed(0)
+    vlm = AutoModelForImageTextToText.from_config(
+        AutoConfig.for_model(vlm_type, text_config=text.to_dict(), **_VLM_PARTS[name])
+    )
+    vlm.save_pretrained(folder)
+    return vlm
+
+
+@pytest.mark.parametrize(("name", "vlm_type"), [("qwen3_5", "qwen3_5"), ("gemma4", "gemma4")])
+def test_published_multimodal_checkpoint_loads_as_the_text_model(name, vlm_type, tmp_path):
+    """Qwen3.5 and Gemma-4 are published as *ForConditionalGeneration: --llm-path takes them, the text model alone."""
+    import torch
+
+    from emollm.backbones.loading import load_language_model
+
+    vlm = _save_vlm(name, vlm_type, tmp_path)
+    lm = load_language_model(get_backbone(name), tmp_path, dtype=torch.float32)
+    assert lm.config.model_type == get_backbone(name).family
+    ids = torch.randint(3, 300, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(lm(input_ids=ids).logits, vlm(input_ids=ids).logits)
+
+
+def test_multimodal_checkpoint_whose_text_weights_cannot_be_read_is_refused(tmp_path):
+    """A Gemma-3 VLM (4B and up) stores its text weights in a layout Gemma3ForCausalLM does not map: an error, not
+    a randomly initialised model."""
+    import torch
+
+    from emollm.backbones.loading import load_language_model
+
+    _save_vlm("gemma3", "gemma3", tmp_path)
+    with pytest.raises(ValueError, match=r"'gemma3' model whose 'gemma3_text' text model could not be read"):
+        load_language_model(get_backbone("gemma3"), tmp_path, dtype=torch.float32)
