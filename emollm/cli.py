@@ -16,7 +16,11 @@ from emollm import __version__
 # name -> (module, function, one-line help). Modules outside ``emollm`` (emollm_merr, emollm_eval, emollm_train) are
 # the recipe packages (repo folders merr/, eval/, train/).
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "backbones": ("emollm.backbones.cli", "cli_main", "list the registered LLM backbones (--json for machine output)"),
+    "backbones": (
+        "emollm.backbones.cli",
+        "cli_main",
+        "list the registered LLM backbones (--json); `show NAME --chat FILE`: what one is fed",
+    ),
     "demo": ("emollm.apps.demo", "main", "the quick mechanics demo; `demo data` makes the clips of `make demo`"),
     "chat": ("emollm.apps.chat", "main", "questions about a clip (--media), answered from its evidence"),
     "export": ("emollm.checkpoints", "cli_main", "copy a checkpoint; --merge folds LoRA into the base"),
