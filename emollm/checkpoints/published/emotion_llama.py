@@ -284,17 +284,25 @@ def import_state_dict(model, state: dict[str, Tensor], *, source: str = "emotion
     if frame is not None:
         needed += [f"{p}.{leaf}" for p in FRAME_PROJECTORS for leaf in ("weight", "bias")]
     if source == "emotion-llama":
-        for key in needed:
-            if key not in state:
-                raise ValueError(f"the source has no {key}; is this an Emotion-LLaMA checkpoint?")
+        lacking = [key for key in needed if key not in state]
+        if lacking:
+            raise ValueError(
+                f"the file lacks {len(lacking)} projector tensor(s) every released Emotion-LLaMA checkpoint has: "
+                f"{', '.join(lacking[:6])}{' ...' if len(lacking) > 6 else ''} ({_holds(state)}); a MiniGPT-v2 file "
+                "imports with `emollm import minigpt-v2`"
+            )
     else:
         report.missing = [
             f"projectors.{m} (feature projector, newly initialised)" for m in model.config.modalities if m != "frame"
         ]
         if frame is not None:
-            for leaf in ("weight", "bias"):
-                if f"llama_proj.{leaf}" not in state:
-                    raise ValueError(f"the source has no llama_proj.{leaf}; is this a MiniGPT-v2 checkpoint?")
+            lacking = [f"llama_proj.{leaf}" for leaf in ("weight", "bias") if f"llama_proj.{leaf}" not in state]
+            if lacking:
+                raise ValueError(
+                    f"the file lacks {', '.join(lacking)}, the EVA patch projector every released MiniGPT-v2 "
+                    f"checkpoint has and the frame branch (--eva-path) needs ({_holds(state)}); import without "
+                    "--eva-path for LoRA only"
+                )
             if "cls_tk_llama_proj.weight" not in state:
                 report.missing.append(
                     "projectors.frame.cls_proj (EVA CLS linear, newly initialised: MiniGPT-v2 has no cls_tk_llama_proj)"
@@ -392,12 +400,25 @@ def _eva_width(state: dict[str, Tensor]) -> int:
     return int(patch.shape[1]) // PATCH_MERGE
 
 
-def _source_rank(state: dict[str, Tensor]) -> int:
+def _holds(state: dict[str, Tensor]) -> str:
+    """``it holds 12 tensors, e.g. a.weight, b.bias`` (what a refused file has instead)."""
+    keys = list(state)
+    return f"it holds {len(keys)} tensor(s), e.g. {', '.join(keys[:3])}"
+
+
+def _source_rank(state: dict[str, Tensor], source: str = "emotion-llama") -> int:
     for key, value in state.items():
         m = _LORA_KEY.match(key)
         if m and m.group(3) == "A":
+            if value.ndim != 2 or value.shape[0] < 1:
+                raise ValueError(f"{key}: shape {tuple(value.shape)} is not a LoRA A matrix [r, hidden]")
             return int(value.shape[0])
-    raise ValueError("the source has no LoRA tensors (llama_model....lora_A.weight); is this a MiniGPT-v2 checkpoint?")
+    raise ValueError(
+        "the file has no LoRA tensors "
+        "(llama_model.base_model.model.model.layers.N.self_attn.{q,v}_proj.lora_A.weight), "
+        f"which every released {source} checkpoint has on q_proj/v_proj of each layer ({_holds(state)}): a "
+        "checkpoint of another model, or one saved without its LoRA?"
+    )
 
 
 def import_checkpoint(
@@ -430,7 +451,7 @@ def import_checkpoint(
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     state = ckpt if isinstance(ckpt, dict) else read_released_state_dict(ckpt)
-    rank = _source_rank(state)
+    rank = _source_rank(state, source)
     feature = state.get("feats_llama_proj1.weight")
     feature_dim = int(feature.shape[1]) if feature is not None and feature.ndim == 2 else 1024
     model, processor = build_import_model(

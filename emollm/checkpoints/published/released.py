@@ -7,8 +7,11 @@ that needs code to unpickle (e.g. an OmegaConf ``config`` object) is refused wit
 
 from __future__ import annotations
 
+import builtins
 import os
 import pickle
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,45 @@ _RESAVE = (
     "re-save only its state dict where the original code runs: "
     "torch.save({'model': torch.load(PATH, weights_only=False)['model']}, 'state_dict.pth'), then import that file"
 )
+
+
+def _unpickler_detail(message: str) -> str | None:
+    """``Unsupported global: GLOBAL argparse.Namespace`` from torch's weights-only error, or None when the refused
+    name cannot be a real one, so the stream is damaged: not dotted identifiers (``coll.``: cut inside
+    ``collections.OrderedDict``), or an attribute missing from a module already loaded (``torch.Fl``), or no global
+    at all. Nothing is imported to decide (a module that is not loaded, e.g. ``omegaconf``, counts as real)."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if not m:
+        return None
+    name = m.group(1)
+    parts = name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return None
+    if len(parts) == 1:
+        return f"Unsupported global: GLOBAL {name}" if hasattr(builtins, name) else None
+    for i in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:i]))
+        if module is None:
+            continue
+        obj: Any = module
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return None if ".".join(parts[:i]) != "__main__" else f"Unsupported global: GLOBAL {name}"
+            obj = getattr(obj, attr)
+        break
+    return f"Unsupported global: GLOBAL {name}"
+
+
+def checkpoint_kind(head: bytes) -> str | None:
+    """What a file's first bytes say it is: ``zip`` (``torch.save`` since 1.6), ``pickle`` (a legacy ``torch.save``
+    or a bare pickle), ``safetensors``, or None (none of them: a text file, an image...)."""
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20):
+        return "safetensors"
+    return None
 
 
 def read_released_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -44,18 +86,35 @@ def read_released_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor]
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes): an interrupted download or copy? fetch the checkpoint again")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    with open(path, "rb") as f:
+        head = f.read(16)
+    kind = checkpoint_kind(head)
+    if kind is None:  # checked before torch's unpickler sees it (a text file gave a bare KeyError from it)
         raise ValueError(
-            f"{path} cannot be read with weights_only=True (it stores objects that need code to unpickle: {first}); "
+            f"{path} is not a torch checkpoint (it starts with {head[:12]!r}: neither a torch zip, a pickle nor "
+            "safetensors); give the released .pth file"
+        )
+    try:
+        if kind == "safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = _unpickler_detail(str(e))
+        if detail is None:  # not a class it refused: the pickle stream itself is broken (a cut-short legacy file)
+            raise ValueError(
+                f"{path} is not a readable torch checkpoint (its pickle data is damaged or cut short); fetch it again"
+            ) from None
+        raise ValueError(
+            f"{path} cannot be read with weights_only=True (it stores objects that need code to unpickle: {detail}); "
             f"emollm never runs a checkpoint's pickled code. {_RESAVE}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        why = str(e).strip() or type(e).__name__
+    except Exception as e:  # torch's readers raise KeyError, IndexError, struct.error... on damaged bytes
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(
-            f"{path} is not a readable torch checkpoint ({why}); is it a damaged or partial copy?"
+            f"{path} is not a readable torch checkpoint ({why[:200]}); is it a damaged or partial copy? fetch it again"
         ) from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, Tensor) for v in state.values()):
