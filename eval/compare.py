@@ -18,6 +18,10 @@ total and trainable parameters and the precision. Anything one run does differen
 validation fold) to the same table, variant ``fusion``. They cannot use the LLM rows' data (the tiny recipe's
 synthetic features live in memory), so each one reads the data of its fusion config or, with ``synth: TASK``, a cache
 written by ``emollm fusion synth`` into the output folder; the ``data`` column says which data every row used.
+
+Under ``torchrun`` / ``accelerate launch`` the rows are shared out over the ranks (:mod:`emollm.jobs.distributed`):
+each rank trains and evaluates its rows in fresh single processes pinned to its own GPU, and rank 0 writes the one
+table. Rows then run side by side, which the table says (their timings are not measured alone).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from emollm.jobs.distributed import Job, Launch, single_process_env
 
 VARIANTS: dict[str, list[str]] = {"lora": [], "qlora": ["model.quantization=4bit"]}
 COLUMNS = [
@@ -461,7 +467,7 @@ def _worker(kind: str, job: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         [sys.executable, "-m", "emollm_eval.compare", kind, json.dumps(job)],
         capture_output=True,
         text=True,
-        env=dict(os.environ),
+        env=single_process_env(Launch.from_env()),  # alone on this rank's device, never in the launcher's job
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -475,10 +481,15 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    ranks = Job("bench", unit="run")  # torchrun / accelerate launch: each rank runs its share of the rows
+    owner = ranks.assign(_row_keys(cfg, only))
     for run in cfg.runs:
         if only and run.name not in only:
             continue
         for variant in cfg.variants:
+            if owner[f"{run.name}/{variant}"] != ranks.rank:
+                rows.append({})  # another rank's row
+                continue
             shared = [*cfg.common_overrides, *run.overrides, *VARIANTS[variant]]
             run_dir = str(out / f"{run.name}-{variant}")
             row: dict[str, Any] = {"run": run.name, "variant": variant, "run_overrides": list(run.overrides)}
@@ -498,6 +509,9 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
     for fusion in cfg.fusion_runs:
         if only and fusion.name not in only:
             continue
+        if owner[f"{fusion.name}/fusion"] != ranks.rank:
+            rows.append({})
+            continue
         job = {
             "spec": asdict(fusion),
             "data_dir": str(out / f"fusion-synth-{fusion.synth}"),
@@ -505,6 +519,9 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
         }
         print(f"[bench backbones] {fusion.name} / fusion (non-LLM baseline) ...", flush=True)
         rows.append(_row({"run": fusion.name, "variant": "fusion"}, *_worker("--fusion-worker", job)))
+    rows = [next((r[i] for r in ranks.gather(rows) if r[i]), {}) for i in range(len(rows))]  # every rank's rows
+    if not ranks.is_main:
+        return rows
     from emollm.utils.io import atomic_write_text
 
     results = {"config": asdict(cfg), "command": " ".join(sys.argv), "rows": rows}
@@ -527,6 +544,11 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
             "they are trained on other data than the LLM rows (see the `data` column), so compare them with each "
             "other and by cost, not by accuracy against the LLM rows.\n"
         )
+    if ranks.distributed:
+        note += (
+            f"\nRows ran {ranks.world} at a time, one per process of `{ranks.launch.launcher}`, each on its rank's "
+            "device: their timings were measured side by side, not alone.\n"
+        )
     recipe = " + ".join(f"`{st.config}`" for st in cfg.stages) if cfg.stages else f"`{cfg.base_config}`"
     shared = f"\nShared overrides: `{' '.join(cfg.common_overrides)}`\n" if cfg.common_overrides else ""
     atomic_write_text(
@@ -535,6 +557,12 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
         + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else ""),
     )
     return rows
+
+
+def _row_keys(cfg: CompareConfig, only: list[str] | None) -> list[str]:
+    """``run/variant`` of every row :func:`compare` makes, in its order (what the ranks share out)."""
+    keys = [f"{r.name}/{v}" for r in cfg.runs if not only or r.name in only for v in cfg.variants]
+    return keys + [f"{f.name}/fusion" for f in cfg.fusion_runs if not only or f.name in only]
 
 
 def _row(row: dict[str, Any], result: dict[str, Any] | None, error: str) -> dict[str, Any]:
