@@ -60,6 +60,8 @@ class Analysis:
         timings: Stage -> seconds.
         produced_by: Mode, models, precision and settings behind the result.
         notes: What was shortened to keep the work bounded (an input cut to ``max_text_chars``), one line each.
+        timeline: One entry per window when asked (:mod:`emollm.apps.timeline`); left out of :meth:`to_dict` when
+            None.
     """
 
     file: str
@@ -75,10 +77,14 @@ class Analysis:
     timings: dict[str, float] = field(default_factory=dict)
     produced_by: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    timeline: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (field order as above)."""
-        return asdict(self)
+        out = asdict(self)
+        if out["timeline"] is None:
+            del out["timeline"]
+        return out
 
     def clue_description(self) -> str:
         """The evidence as plain lines, for an LLM's context (``emollm chat --media``) or a report."""
@@ -126,6 +132,10 @@ class Analysis:
             lines.append(f'transcript: "{self.subtitle}"')
         lines.append(f"reasoning ({self.reasoning_source}): {self.reasoning}")
         lines += [f"note: {n}" for n in self.notes]
+        if self.timeline is not None:
+            from emollm.apps.timeline import format_timeline
+
+            lines.append(format_timeline(self.timeline))
         if self.timings:
             lines.append(f"time: {self.timings.get('total', sum(self.timings.values())):.2f} s")
         return "\n".join(lines)

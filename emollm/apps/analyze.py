@@ -198,9 +198,15 @@ class CheckpointAnalyzer:
         self.max_text_chars = max_text_chars
         self._whisper: Any = None
 
-    def __call__(self, path: str | Path, *, subtitle: str | None = None) -> Analysis:
-        """Analyse one clip (see :func:`analyze_checkpoint`)."""
+    def __call__(self, path: str | Path, *, subtitle: str | None = None, timeline: Any = None) -> Analysis:
+        """Analyse one clip (see :func:`analyze_checkpoint`); with a :class:`~emollm.apps.timeline.TimelineSettings`,
+        also score its windows (:func:`emollm.apps.timeline.checkpoint_timeline`)."""
         start = time.perf_counter()
+        given = subtitle
+        if timeline is not None:
+            from emollm.apps.timeline import check_checkpoint_timeline
+
+            check_checkpoint_timeline(self)  # refused before any work
         if subtitle is None and self.asr:
             from emollm.encoders.text import WhisperTranscriber
             from emollm.media import load_sample
@@ -214,6 +220,10 @@ class CheckpointAnalyzer:
             answer_template=self.answer_template, feature_files=self.feature_files,
             max_new_tokens=self.max_new_tokens, precision=self.precision, max_text_chars=self.max_text_chars,
         )  # fmt: skip
+        if timeline is not None:
+            from emollm.apps.timeline import checkpoint_timeline
+
+            result.timeline = checkpoint_timeline(self, path, timeline, subtitle=given)
         result.timings = {"total": round(time.perf_counter() - start, 4)}
         result.produced_by = self.produced_by()
         return result
@@ -265,6 +275,7 @@ def analyze(
     checkpoint: str | Path | None = None,
     labels: Sequence[str] | None = None,
     subtitle: str | None = None,
+    timeline: Any = None,
     **options: Any,
 ) -> Analysis:
     """Analyse one video, audio file, face image or ``.txt`` file.
@@ -280,6 +291,8 @@ def analyze(
         checkpoint: A trained checkpoint folder; None runs the zero-shot clue mode.
         labels: The label set in prompt order (default: MER2023's six).
         subtitle: A known transcript (else speech is transcribed).
+        timeline: A :class:`~emollm.apps.timeline.TimelineSettings` (or True for 3 s windows, 1 s hop): also give
+            one entry per window in ``result.timeline``.
         **options: See :func:`load_analyzer`.
 
     Raises:
@@ -288,7 +301,11 @@ def analyze(
     """
     analyzer = load_analyzer(checkpoint, labels, **options)
     try:
-        return analyzer(path, subtitle=subtitle)
+        if timeline is True:
+            from emollm.apps.timeline import TimelineSettings
+
+            timeline = TimelineSettings()
+        return analyzer(path, subtitle=subtitle, **({} if timeline in (None, False) else {"timeline": timeline}))
     finally:
         analyzer.close()
 
@@ -337,6 +354,11 @@ def main(argv: list[str]) -> int:
         ckpt.add_argument(f"--{m}", metavar="FILE", help=f"precomputed {m} features (.npy) instead of the clip")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    windows = parser.add_argument_group("timeline (one file)")
+    windows.add_argument("--timeline", action="store_true", help="also one entry per window (label, evidence, words)")
+    windows.add_argument("--window", type=float, default=3.0, help="window length in seconds")
+    windows.add_argument("--hop", type=float, default=1.0, help="seconds between window ends")
+    windows.add_argument("--timeline-fps", type=float, default=3.0, help="face frames analysed per second")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
 
@@ -373,6 +395,13 @@ def main(argv: list[str]) -> int:
         batch = args.list is not None or (args.media is not None and Path(args.media).is_dir())
         if batch and not args.out:
             raise ValueError("a folder or --list is a batch: give --out RESULTS.jsonl (re-running resumes it)")
+        timeline = None
+        if args.timeline:
+            from emollm.apps.timeline import TimelineSettings
+
+            timeline = TimelineSettings(args.window, args.hop, args.timeline_fps)
+            if batch:
+                raise ValueError("--timeline is for one file (analyze each file of a batch on its own)")
         if not batch and args.out:
             raise ValueError("--out is for batches (a folder or --list); for one file use --json > FILE")
         if batch:  # before the models load: a refused --out costs nothing
@@ -393,7 +422,7 @@ def main(argv: list[str]) -> int:
         from emollm.engines import EngineError
 
         try:
-            result = analyzer(inputs[0], subtitle=args.subtitle)
+            result = analyzer(inputs[0], subtitle=args.subtitle, **({} if timeline is None else {"timeline": timeline}))
         except (OSError, ValueError, ImportError, MediaError, EngineError) as e:
             if args.debug:
                 raise

@@ -195,19 +195,31 @@ class ClueAnalyzer:
         self.close()
 
     # ------------------------------------------------------------------------------------------------ stages
-    def _face(self, media: Any, timer: _Timer) -> tuple[list[Vote], dict[str, Any], str | None]:
-        """Votes and evidence of the face branch, and the clue phrase for the prompt."""
+    def face_frames(self, faces: np.ndarray, timer: _Timer) -> tuple[np.ndarray, list[Any]]:
+        """The per-frame work of the face branch, done once per crop: FER2013 probabilities ``(M, 7)`` and the
+        blendshape AUs of each crop (a timeline's windows and a stream's hops aggregate these)."""
+        from emollm.encoders.face import classify_faces
+
+        t = time.perf_counter()
+        probs = classify_faces(faces).numpy()  # (M, S, S, 3) -> (M, 7) in FER2013 order
+        timer("face_expression", t)
+        t = time.perf_counter()
+        per_frame = self._model("landmarker").from_images(list(faces))
+        timer("face_aus", t)
+        return probs, per_frame
+
+    def _face(
+        self, media: Any, timer: _Timer, frames: tuple[np.ndarray, list[Any]] | None = None
+    ) -> tuple[list[Vote], dict[str, Any], str | None]:
+        """Votes and evidence of the face branch, and the clue phrase for the prompt (``frames``: the
+        :meth:`face_frames` of ``media``'s crops, already computed)."""
         from emollm.aus.cues import describe_aus, label_from_peak
         from emollm.aus.openface import AUSequence, NoFaceError
         from emollm.aus.peaks import select_peak
         from emollm.clues.blendshapes import au_arrays
-        from emollm.encoders.face import classify_faces
 
-        faces = media.faces  # (M, S, S, 3) uint8 crops of the main face
         votes: list[Vote] = []
-        t = time.perf_counter()
-        probs = classify_faces(faces).numpy()  # (M, 7) in FER2013 order
-        timer("face_expression", t)
+        probs, per_frame = frames if frames is not None else self.face_frames(media.faces, timer)
         mean = probs.mean(axis=0)
         scores = {lab: round(float(p), 4) for lab, p in zip(FER2013_LABELS, mean, strict=True)}
         dist, unmapped = map_distribution(scores, self.labels, self.fusion.aliases)
@@ -223,9 +235,6 @@ class ClueAnalyzer:
             top = max(scores, key=scores.get)
             votes.append(Vote("face_expression", dist, f"FER2013 CNN mean over {len(probs)} frames: {top}", unmapped))
 
-        t = time.perf_counter()
-        per_frame = self._model("landmarker").from_images(list(faces))
-        timer("face_aus", t)
         arrays = au_arrays(per_frame, fps=media.info.fps or None)
         phrase = None
         if not arrays.valid.any():
@@ -276,13 +285,17 @@ class ClueAnalyzer:
                     evidence["au_label_unmapped"] = f"the AU table fired {fired}, none of which is in the label set"
         return votes, evidence, phrase
 
-    def _speech(self, media: Any, timer: _Timer) -> tuple[dict[str, Any], str | None, str | None]:
-        """Evidence of the audio branch, the prosody phrase and the transcript."""
-        from emollm.clues.prosody import describe_prosody, measure_prosody
+    def _speech(
+        self, media: Any, timer: _Timer, keep: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str | None, str | None]:
+        """Evidence of the audio branch, the prosody phrase and the transcript (``keep``: receives the Praat track
+        and the word times, for a timeline)."""
+        from emollm.clues.prosody import describe_prosody, prosody_track
 
         wave = np.asarray(media.audio, dtype=np.float32)
         t = time.perf_counter()
-        prosody = measure_prosody(wave, media.sample_rate)
+        track = prosody_track(wave, media.sample_rate)  # Praat once; windows of a timeline reuse it
+        prosody = track.window(0.0, track.duration_s)
         timer("prosody", t)
         evidence: dict[str, Any] = {"prosody": prosody.to_dict()}
         phrase = describe_prosody(prosody) if prosody.has_speech else None
@@ -290,12 +303,18 @@ class ClueAnalyzer:
         transcript = None
         if self.settings.asr and prosody.has_speech and len(wave) / media.sample_rate >= _SPEECH_MIN_SECONDS:
             t = time.perf_counter()
-            whisper = self._model("whisper")
-            p_none = whisper.no_speech_prob(wave, media.sample_rate)
-            evidence["no_speech_prob"] = round(p_none, 4)
-            if p_none < self.settings.no_speech_threshold:
-                transcript = " ".join(str(whisper(wave)).split()) or None
+            heard = self._model("whisper").transcribe(  # one encoder pass: no-speech probability, text, word times
+                wave, media.sample_rate, words=keep is not None, no_speech_threshold=self.settings.no_speech_threshold
+            )
+            evidence["no_speech_prob"] = None if heard.no_speech_prob is None else round(heard.no_speech_prob, 4)
+            transcript = heard.text
             timer("asr", t)
+            if keep is not None:
+                keep["words"] = heard.words
+        if keep is not None:
+            keep["prosody"] = track
+            if "words" not in keep:
+                keep["no_words"] = "no speech recognised" if self.settings.asr else "transcription is off"
         evidence["transcript"] = transcript
         return evidence, phrase, transcript
 
@@ -339,17 +358,20 @@ class ClueAnalyzer:
         return text, f"llm:{s.llm_model if s.llm_endpoint else s.reasoning_backbone}"
 
     # ------------------------------------------------------------------------------------------------ run
-    def load_kwargs(self) -> dict[str, Any]:
-        """The :func:`emollm.media.load_sample` arguments of this analyzer (for decoding in another process)."""
+    def load_kwargs(self, timeline: Any = None) -> dict[str, Any]:
+        """The :func:`emollm.media.load_sample` arguments of this analyzer (for decoding in another process); with a
+        :class:`~emollm.apps.timeline.TimelineSettings`, face frames at its rate."""
         s = self.settings
         return {
             "modalities": ("audio", "face", "text"),
-            "frame_policy": f"uniform:{s.frames}",
+            "frame_policy": timeline.frame_policy() if timeline is not None else f"uniform:{s.frames}",
             "face_detector": s.face_detector,
             "min_audio_duration": None,
         }
 
-    def __call__(self, path: str | Path, *, subtitle: str | None = None, media: Any = None) -> Analysis:
+    def __call__(
+        self, path: str | Path, *, subtitle: str | None = None, media: Any = None, timeline: Any = None
+    ) -> Analysis:
         """Analyse one file (video, audio, image or ``.txt``).
 
         Args:
@@ -357,9 +379,12 @@ class ClueAnalyzer:
             subtitle: A known transcript (skips ASR).
             media: The file already decoded (a :class:`~emollm.media.MediaSample` of :meth:`load_kwargs`), e.g. by
                 an isolated worker process (:func:`emollm.jobs.batch.run_batch`).
+            timeline: A :class:`~emollm.apps.timeline.TimelineSettings`: also give one entry per window
+                (``result.timeline``), from the same per-frame and per-second work as the whole-clip answer.
 
         Raises:
             emollm.media.MediaError: The file cannot be used (missing, empty, corrupt, unsupported), naming it.
+            ValueError: A timeline of an image or a text file.
         """
         from emollm.media import load_sample
 
@@ -371,27 +396,34 @@ class ClueAnalyzer:
         notes += [note] if note else []
         check_deadline("media")
         if media is None:
-            media = load_sample(path, subtitle=subtitle, **self.load_kwargs())
+            media = load_sample(path, subtitle=subtitle, **self.load_kwargs(timeline))
         elif subtitle is not None:
             media.text = subtitle
         if media.info.kind == "text":  # the file's text (load_sample reads it whatever the subtitle)
             media.text, note = bound_text(media.text, s.max_text_chars, "text file")
             notes += [note] if note else []
         timer("media", start)
+        if timeline is not None and media.info.kind in ("image", "text"):
+            raise ValueError(f"{Path(path).name}: a timeline needs a video or an audio file, not {media.info.kind!r}")
+        measured: dict[str, Any] | None = None if timeline is None else {}  # per-frame/per-second work, kept
         missing = {m: r for m, r in media.missing.items() if m != "text" or media.info.kind == "text"}
         votes: list[Vote] = []
         evidence: dict[str, Any] = {}
         clues: dict[str, str | None] = {"visual_expression": None, "visual": None, "audio": None, "subtitle": None}
         if media.faces is not None:
             check_deadline("face")
-            face_votes, evidence["face"], clues["visual_expression"] = self._face(media, timer)
+            if measured is not None:
+                measured["face"] = self.face_frames(media.faces, timer)
+            face_votes, evidence["face"], clues["visual_expression"] = self._face(
+                media, timer, frames=None if measured is None else measured["face"]
+            )
             votes += face_votes
             if evidence["face"].get("aus_missing"):
                 missing["face_aus"] = evidence["face"]["aus_missing"]
         transcript = subtitle
         if media.audio is not None:
             check_deadline("speech")
-            evidence["audio"], clues["audio"], asr_text = self._speech(media, timer)
+            evidence["audio"], clues["audio"], asr_text = self._speech(media, timer, keep=measured)
             asr_text, note = bound_text(asr_text, s.max_text_chars, "transcript")
             notes += [note] if note else []
             transcript = transcript or asr_text
@@ -417,6 +449,11 @@ class ClueAnalyzer:
                                  "note": v.note, "unmapped": round(v.unmapped, 4)} for v in votes},
         }  # fmt: skip
         reasoning, source = self._reason(fused.label, clues, timer)
+        windows = None
+        if timeline is not None:
+            from emollm.apps.timeline import clue_timeline
+
+            windows = clue_timeline(self, media, measured or {}, timeline, timer=timer, subtitle=subtitle)
         timer.timings["total"] = round(time.perf_counter() - start, 4)
         used = [m for m, key in (("face", "face"), ("audio", "audio"), ("text", "text")) if key in evidence]
         return Analysis(
@@ -433,6 +470,7 @@ class ClueAnalyzer:
             produced_by=self.produced_by(),
             subtitle=transcript,
             notes=notes,
+            timeline=windows,
         )
 
     def produced_by(self) -> dict[str, Any]:

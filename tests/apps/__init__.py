@@ -1,0 +1,1 @@
+"""Tests of emollm.apps (timelines, live sessions)."""
