@@ -58,7 +58,6 @@ GEMMA_UNUSED = {
     "frame": "<unused3>",
     "multi": "<unused4>",
 }
-_UNUSED_NOTE = "reuses <unused0..4> (ids 6-10, spare control tokens of the vocabulary): no resize"
 
 #: Gemma-3's RoPE: global layers theta 1e6, sliding-window layers 1e4.
 _GEMMA3_ROPE = {
@@ -86,6 +85,32 @@ def _tiny_gemma4(cfg: dict[str, Any]) -> None:
 
 TINY_FIXES = {"gemma4_text": _tiny_gemma4}
 
+#: What the Gemma entries share: Gemma's spare tokens as placeholders, its own pad token.
+_GEMMA = dict(
+    placeholder_token_policy="reserved",
+    reserved_placeholders=GEMMA_UNUSED,
+    placeholder_note="reuses <unused0..4> (ids 6-10, spare control tokens of the vocabulary): no resize",
+    pad_candidates=("<pad>",),
+)
+#: Config values the published Gemma-3 text models (270M, 1B) share.
+_GEMMA3_TEXT = {
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 256,
+    "query_pre_attn_scalar": 256,
+    "vocab_size": 262144,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "sliding_window": 512,
+    "rope_parameters": _GEMMA3_ROPE,
+    "final_logit_softcapping": None,
+    "attn_logit_softcapping": None,
+    "bos_token_id": 2,
+    "pad_token_id": 0,
+    "tie_word_embeddings": True,
+}
+
 #: ``BackboneSpec`` fields of each entry (the registry builds the specs).
 BACKBONES = (
     dict(
@@ -94,31 +119,14 @@ BACKBONES = (
         hf_id="google/gemma-3-1b-it",
         config_url="https://huggingface.co/google/gemma-3-1b-it/blob/main/config.json",
         chat_format="gemma3",
-        placeholder_token_policy="reserved",
-        reserved_placeholders=GEMMA_UNUSED,
-        placeholder_note=_UNUSED_NOTE,
-        pad_candidates=("<pad>",),
-        reference_config={
+        **_GEMMA,
+        reference_config=_GEMMA3_TEXT
+        | {
             "hidden_size": 1152,
             "intermediate_size": 6912,
             "num_hidden_layers": 26,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 1,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "vocab_size": 262144,
-            "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6,
-            "hidden_activation": "gelu_pytorch_tanh",
-            "sliding_window": 512,
             "layer_types": _gemma3_layers(26),
-            "rope_parameters": _GEMMA3_ROPE,
-            "final_logit_softcapping": None,
-            "attn_logit_softcapping": None,
-            "bos_token_id": 2,
             "eos_token_id": [1, 106],
-            "pad_token_id": 0,
-            "tie_word_embeddings": True,
         },
     ),
     dict(
@@ -129,34 +137,17 @@ BACKBONES = (
         hf_id="google/gemma-3-270m",
         config_url="https://huggingface.co/google/gemma-3-270m/blob/main/config.json",
         chat_format="gemma3",
-        placeholder_token_policy="reserved",
-        reserved_placeholders=GEMMA_UNUSED,
-        placeholder_note=_UNUSED_NOTE,
-        pad_candidates=("<pad>",),
+        **_GEMMA,
         default_dtype="float32",
         embedded="gemma3_270m",
-        reference_config={
+        reference_config=_GEMMA3_TEXT
+        | {
             "hidden_size": 640,
             "intermediate_size": 2048,
             "num_hidden_layers": 18,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 1,
-            "head_dim": 256,
-            "query_pre_attn_scalar": 256,
-            "vocab_size": 262144,
-            "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-6,
-            "hidden_activation": "gelu_pytorch_tanh",
-            "sliding_window": 512,
             "layer_types": _gemma3_layers(18),
-            "rope_parameters": _GEMMA3_ROPE,
-            "final_logit_softcapping": None,
-            "attn_logit_softcapping": None,
             "use_bidirectional_attention": False,
-            "bos_token_id": 2,
             "eos_token_id": 1,
-            "pad_token_id": 0,
-            "tie_word_embeddings": True,
         },
     ),
     dict(
@@ -165,10 +156,7 @@ BACKBONES = (
         hf_id="google/gemma-4-E2B-it",
         config_url="https://huggingface.co/google/gemma-4-E2B-it/blob/main/config.json",
         chat_format="gemma4",
-        placeholder_token_policy="reserved",
-        reserved_placeholders=GEMMA_UNUSED,
-        placeholder_note=_UNUSED_NOTE,
-        pad_candidates=("<pad>",),
+        **_GEMMA,
         # The last num_kv_shared_layers layers reuse earlier layers' KV and have no k_proj/v_proj: those targets
         # match on the other layers (the registry test checks every layer still gets q/o and MLP adapters).
         reference_config={

@@ -56,10 +56,8 @@ LLAMA3_RESERVED = {
     "face": "<|reserved_special_token_101|>",
     "video": "<|reserved_special_token_102|>",
     "frame": "<|reserved_special_token_103|>",
-    "multi": "<|reserved_special_token_104|>",
 }
 
-LLAMA31_PLACEHOLDERS = "reuses <|reserved_special_token_100..104|> (3.1 renumbered the low reserved slots, not these)"
 
 #: LLaMA-3.1's RoPE scaling (``rope_type: llama3``); 3.1 uses factor 8, 3.2 factor 32.
 LLAMA3_1_ROPE = {
@@ -71,6 +69,24 @@ LLAMA3_1_ROPE = {
 }
 
 CHAT_FORMATS = (LLAMA2_CHAT, LLAMA3_CHAT, LLAMA3_1_CHAT)
+
+#: What LLaMA-3.1 and 3.2 Instruct share (entry fields, and config values of the published config.json files).
+_LLAMA31 = dict(
+    family="llama",
+    chat_format="llama3_1",
+    placeholder_token_policy="reserved",
+    reserved_placeholders=LLAMA3_RESERVED,
+    placeholder_note="reuses <|reserved_special_token_100..104|> (3.1 renumbered the low reserved slots, not these)",
+    pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_247|>"),
+)
+_LLAMA31_CONFIG = {
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-5,
+    "bos_token_id": 128000,
+    "eos_token_id": [128001, 128008, 128009],
+}
 
 #: ``BackboneSpec`` fields of each entry (the registry builds the specs).
 BACKBONES = (
@@ -122,53 +138,33 @@ BACKBONES = (
     ),
     dict(
         name="llama3_1",
-        family="llama",
         hf_id="meta-llama/Llama-3.1-8B-Instruct",
         config_url="https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/blob/main/config.json",
-        chat_format="llama3_1",
-        placeholder_token_policy="reserved",
-        reserved_placeholders=LLAMA3_RESERVED,
-        placeholder_note=LLAMA31_PLACEHOLDERS,
-        pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_247|>"),
-        reference_config={
+        **_LLAMA31,
+        reference_config=_LLAMA31_CONFIG
+        | {
             "hidden_size": 4096,
             "intermediate_size": 14336,
             "num_hidden_layers": 32,
             "num_attention_heads": 32,
-            "num_key_value_heads": 8,
             "head_dim": 128,
-            "vocab_size": 128256,
-            "max_position_embeddings": 131072,
-            "rms_norm_eps": 1e-5,
             "rope_parameters": LLAMA3_1_ROPE | {"factor": 8.0},
-            "bos_token_id": 128000,
-            "eos_token_id": [128001, 128008, 128009],
             "tie_word_embeddings": False,
         },
     ),
     dict(
         name="llama3_2",
-        family="llama",
         hf_id="meta-llama/Llama-3.2-1B-Instruct",
         config_url="https://huggingface.co/meta-llama/Llama-3.2-1B-Instruct/blob/main/config.json",
-        chat_format="llama3_1",
-        placeholder_token_policy="reserved",
-        reserved_placeholders=LLAMA3_RESERVED,
-        placeholder_note=LLAMA31_PLACEHOLDERS,
-        pad_candidates=("<|finetune_right_pad_id|>", "<|reserved_special_token_247|>"),
-        reference_config={
+        **_LLAMA31,
+        reference_config=_LLAMA31_CONFIG
+        | {
             "hidden_size": 2048,
             "intermediate_size": 8192,
             "num_hidden_layers": 16,
             "num_attention_heads": 32,
-            "num_key_value_heads": 8,
             "head_dim": 64,
-            "vocab_size": 128256,
-            "max_position_embeddings": 131072,
-            "rms_norm_eps": 1e-5,
             "rope_parameters": LLAMA3_1_ROPE | {"factor": 32.0},
-            "bos_token_id": 128000,
-            "eos_token_id": [128001, 128008, 128009],
             "tie_word_embeddings": True,
         },
     ),

@@ -66,14 +66,11 @@ class QwenThinkFormat(TurnFormat):
         return "", f"<think>\n{reasoning}\n</think>\n\n{content}"
 
 
-_QWEN_THINK_TOKENS = ("<|im_start|>", "<|im_end|>", "<think>", "</think>")
-
-#: Qwen3 (hybrid thinking: 0.6B ... 8B ... 32B share one template). emollm turns thinking off (the empty block after
+#: What the Qwen3 and Qwen3.5 formats share: ChatML with think blocks. emollm turns thinking off (the empty block after
 #: the generation prompt), so the prompt a model answers matches the rendering of the answers it was trained on.
-QWEN3_CHAT = QwenThinkFormat(
-    name="qwen3",
+_QWEN_THINK = dict(
     stop_strings=("<|im_end|>", "<|endoftext|>"),
-    special_tokens=_QWEN_THINK_TOKENS,
+    special_tokens=("<|im_start|>", "<|im_end|>", "<think>", "</think>"),
     eos_token="<|im_end|>",
     header="<|im_start|>{role}\n",
     after_turn="\n",
@@ -82,20 +79,16 @@ QWEN3_CHAT = QwenThinkFormat(
     think_off_prompt="<think>\n\n</think>\n\n",
 )
 
+#: Qwen3 (hybrid thinking: 0.6B ... 8B ... 32B share one template).
+QWEN3_CHAT = QwenThinkFormat(name="qwen3", **_QWEN_THINK)
+
 #: Qwen3.5: every content trimmed, a think block on every answer after the last query, and ``<think>\n`` opened after
-#: the generation prompt when thinking is on (the default of the template; emollm turns it off, as for Qwen3).
+#: the generation prompt when thinking is on (the template's default).
 QWEN3_5_CHAT = QwenThinkFormat(
     name="qwen3_5",
-    stop_strings=("<|im_end|>", "<|endoftext|>"),
-    special_tokens=_QWEN_THINK_TOKENS,
-    eos_token="<|im_end|>",
-    header="<|im_start|>{role}\n",
-    after_turn="\n",
+    **_QWEN_THINK,
     strip=True,
-    enable_thinking=False,
-    thinking_default=True,
     think_on_prompt="<think>\n",
-    think_off_prompt="<think>\n\n</think>\n\n",
     think_after_query="all",
     reasoning_strip=None,
 )
