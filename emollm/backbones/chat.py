@@ -115,10 +115,6 @@ class ChatFormat:
     default_system: str | None = None
     bos_token: str = field(default="", kw_only=True)
     eos_token: str = field(default="", kw_only=True)
-    tokenize_apart: bool = field(default=False, kw_only=True)
-    """Tokenise each trained span and each stretch between them separately (AffectGPT's collater tokenises prompt
-    and answer apart), so no token straddles a span boundary; the default tokenises the whole text at once, as
-    ``apply_chat_template`` does."""
 
     def render(
         self,
@@ -163,6 +159,14 @@ class ChatFormat:
         self, b: _Builder, turns: list[tuple[str, str]], *, add_generation_prompt: bool, bos: str, eos: str
     ) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement a layout")
+
+    def stop_token_sequences(self, tokenizer: Any) -> list[list[int]]:
+        """Token-id sequences that end generation besides the stop tokens (AffectGPT's ``###`` pieces); none here."""
+        return []
+
+    def clean_answer(self, text: str) -> str:
+        """A generated answer (special tokens already dropped) as the format's reference code post-processes it."""
+        return text
 
 
 def _split_system(turns: list[tuple[str, str]]) -> tuple[str | None, list[tuple[str, str]]]:
@@ -405,16 +409,6 @@ def tokenize_chat(
             f"chat format {fmt.name!r} needs {missing} to be special tokens of the tokenizer, but "
             f"{type(tokenizer).__name__} would split them into pieces; add them with tokenizer.add_special_tokens"
         )
-    if fmt.tokenize_apart:
-        ids: list[int] = []
-        mask: list[bool] = []
-        cuts = sorted({0, len(chat.text), *(b for span in chat.train_spans for b in span)})
-        trained = set(chat.train_spans)
-        for a, b in zip(cuts, cuts[1:], strict=False):
-            piece = tokenizer(chat.text[a:b], add_special_tokens=False)["input_ids"]
-            ids += piece
-            mask += [(a, b) in trained] * len(piece)
-        return ids, mask
     enc = tokenizer(chat.text, add_special_tokens=False, return_offsets_mapping=True)
     starts = [s for s, _ in chat.train_spans]
     loss_mask = []
