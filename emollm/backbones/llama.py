@@ -56,6 +56,7 @@ LLAMA3_RESERVED = {
     "face": "<|reserved_special_token_101|>",
     "video": "<|reserved_special_token_102|>",
     "frame": "<|reserved_special_token_103|>",
+    "multi": "<|reserved_special_token_104|>",
 }
 
 
