@@ -10,10 +10,10 @@ tokenizer.py``, ``datasets/datasets/base_dataset.py`` and ``conversation/convers
   read, the model overwrites those positions. ``<FrameHere>`` carries emollm's ``video`` (the clip's frames through
   CLIP), ``<FaceHere>`` ``face``, ``<AudioHere>`` ``audio``, ``<MultiHere>`` the fused ``multi`` slot and
   ``<ImageHere>`` ``frame`` (a single image).
-- Text is tokenised without special tokens. Training sequences are ``<|im_start|>`` + prompt + answer ``###`` +
-  ``<|im_end|>`` with the loss on answer, ``###`` and eos; at inference the release prepends **no** bos (a
-  train/inference difference of the release, kept: :class:`HumanAssistantFormat` writes bos only for a conversation
-  that ends with an answer).
+- Text is tokenised without special tokens, prompt and answer apart. Training sequences are ``<|im_start|>`` +
+  prompt + answer ``###`` + ``<|im_end|>`` with the loss on answer, ``###`` and eos; at inference the release
+  prepends **no** bos (a train/inference difference of the release, kept: :class:`HumanAssistantFormat` writes bos
+  only for a conversation that ends with an answer).
 - Generation stops on eos or on ``###`` as the release detects it (the token of ``###``, or ``##`` + ``#`` /
   ``#`` + ``##``), and the answer is cut at its last ``###`` and after ``Assistant:``.
 """
@@ -86,6 +86,7 @@ AFFECTGPT_CHAT = HumanAssistantFormat(
     special_tokens=("<|im_start|>", "<|im_end|>"),
     bos_token="<|im_start|>",
     eos_token="<|im_end|>",
+    tokenize_apart=True,  # the collater tokenises prompt and answer + '###' separately
 )
 
 CHAT_FORMATS = (AFFECTGPT_CHAT,)

@@ -115,6 +115,10 @@ class ChatFormat:
     default_system: str | None = None
     bos_token: str = field(default="", kw_only=True)
     eos_token: str = field(default="", kw_only=True)
+    tokenize_apart: bool = field(default=False, kw_only=True)
+    """Tokenise each trained span and each stretch between them separately (AffectGPT's collater tokenises prompt
+    and answer apart), so no token straddles a span boundary; the default tokenises the whole text at once, as
+    ``apply_chat_template`` does."""
 
     def render(
         self,
@@ -409,6 +413,16 @@ def tokenize_chat(
             f"chat format {fmt.name!r} needs {missing} to be special tokens of the tokenizer, but "
             f"{type(tokenizer).__name__} would split them into pieces; add them with tokenizer.add_special_tokens"
         )
+    if fmt.tokenize_apart:
+        ids: list[int] = []
+        mask: list[bool] = []
+        cuts = sorted({0, len(chat.text), *(b for span in chat.train_spans for b in span)})
+        trained = set(chat.train_spans)
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            piece = tokenizer(chat.text[a:b], add_special_tokens=False)["input_ids"]
+            ids += piece
+            mask += [(a, b) in trained] * len(piece)
+        return ids, mask
     enc = tokenizer(chat.text, add_special_tokens=False, return_offsets_mapping=True)
     starts = [s for s, _ in chat.train_spans]
     loss_mask = []

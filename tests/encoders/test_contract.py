@@ -31,6 +31,9 @@ CASES: dict[str, tuple[str, str | None, dict, str, list[int]]] = {
     "hubert": ("hubert", "hubert", {"pooling": "frame"}, "audio", SSL_LENGTHS),
     "hubert-utterance": ("hubert", "hubert", {"layers_mean": 2}, "audio", SSL_LENGTHS),
     "hubert-groupnorm": ("hubert", "hubert_group", {"pooling": "frame", "layer": 1}, "audio", SSL_LENGTHS),
+    # AffectGPT's layout: 8 windows of 2 s, one normalisation over them all, one feature per window
+    "hubert-clips": ("hubert", "hubert", {"clips": 8, "normalize_scope": "sample", "pooling": "frame"}, "audio",
+                     SSL_LENGTHS),  # fmt: skip
     "wav2vec2": ("wav2vec2", "wav2vec2", {"pooling": "frame"}, "audio", SSL_LENGTHS),
     "wav2vec2-adapter": ("wav2vec2", "wav2vec2_adapter", {"pooling": "frame"}, "audio", [60, 100, 101, 2000]),
     "wavlm": ("wavlm", "wavlm", {"pooling": "frame"}, "audio", SSL_LENGTHS),
@@ -44,6 +47,7 @@ CASES: dict[str, tuple[str, str | None, dict, str, list[int]]] = {
     "clip-pooled": ("clip", "clip", {}, "frames", FRAME_LENGTHS),
     "clip-projected": ("clip", "clip", {"tokens": "projected"}, "frames", FRAME_LENGTHS),
     "clip-patch": ("clip", "clip", {"tokens": "patch", "select_layer": -2}, "frames", FRAME_LENGTHS),
+    "clip_face-squash": ("clip_face", "clip", {"tokens": "projected", "resize": "squash"}, "frames", FRAME_LENGTHS),
     "siglip-pooled": ("clip", "siglip", {}, "frames", FRAME_LENGTHS),
     "siglip-patch-utterance": ("clip", "siglip", {"tokens": "patch", "pooling": "utterance"}, "frames", FRAME_LENGTHS),
     "open_clip": ("open_clip", "open_clip", {}, "frames", FRAME_LENGTHS),

@@ -206,6 +206,19 @@ def test_training_layout_and_answer_cleanup():
     assert fmt.clean_answer("He is happy.###Human: more") == "He is happy."
     assert fmt.clean_answer("Assistant: calm###") == "calm"  # the text after the last "Assistant:"
     tok = build_tiny_tokenizer("affectgpt")
+    from emollm.backbones.chat import tokenize_chat
+
+    # the release's collater: [bos] + tok(prompt) + tok(answer + '###') + [eos], prompt and answer tokenised apart
+    messages = [{"role": "user", "content": "Is he angry?"}, {"role": "assistant", "content": "The man is calm."}]
+    ids, mask = tokenize_chat(tok, fmt, messages)
+
+    def enc(text):
+        return tok(text, add_special_tokens=False).input_ids
+
+    prompt, target = enc("###Human: Is he angry? ###Assistant: "), enc("The man is calm.###")
+    bos, eos = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    assert ids == [bos, *prompt, *target, eos]
+    assert mask == [False] * (1 + len(prompt)) + [True] * (len(target) + 1)
     stops = fmt.stop_token_sequences(tok)
     assert stops[0] == tok("###", add_special_tokens=False).input_ids[:1]
     from emollm.model.generation import SequenceStop
