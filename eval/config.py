@@ -106,7 +106,13 @@ class EvalConfig:
     """Labels as listed in the prompt, in this order; must contain every gold class and may add more (default:
     DFEW ``happy, sad, neutral, angry, surprise, disgust, fear``; MER2023/NCEV Emotion-LLaMA's nine labels)."""
     max_new_tokens: int | None = None
-    """Greedy generation limit (default 32 for labels, 256 for EMER reasoning)."""
+    """Generation limit (default 32 for labels, 256 for EMER reasoning; AffectGPT's release used 1200)."""
+    decoding: Literal["greedy", "affectgpt"] = "greedy"
+    """``greedy`` (deterministic, the default) or ``affectgpt``: AffectGPT's released sampling (temperature 1, top-p
+    0.9, repetition penalty 1, top-k from the LLM's generation config), one sample per call, seeded per sample from
+    ``decoding_seed`` and its name. Recorded in ``metrics.json`` and in the config hash."""
+    decoding_seed: int = 0
+    """Seed of the ``affectgpt`` sampling (ignored, and not hashed, for greedy)."""
     batch_size: int = 8
     """Samples per ``generate`` call."""
     limit: int | None = None
@@ -158,6 +164,8 @@ class EvalConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
+        if self.decoding not in ("greedy", "affectgpt"):  # EvalConfig(...) built in code, not through the loader
+            raise ValueError(f"decoding must be 'greedy' | 'affectgpt', got {self.decoding!r}")
         if self.n_bootstrap < 0:
             raise ValueError(f"n_bootstrap must be >= 0 (0 = no CIs), got {self.n_bootstrap}")
         if self.dtype is not None and self.dtype not in _DTYPES:

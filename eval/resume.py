@@ -82,8 +82,10 @@ def prediction_fingerprint(config: EvalConfig, feature_dirs: dict[str, str]) -> 
         labels=list(config.resolved_labels()),
         label_order=list(config.resolved_label_order()),
         max_new_tokens=config.resolved_max_new_tokens(),
-        decoding="greedy",
+        decoding=config.decoding,
     )
+    if config.decoding == "greedy":  # the seed changes nothing; greedy runs hash as before the option existed
+        data.pop("decoding_seed", None)
     return data
 
 

@@ -307,10 +307,14 @@ def run_eval(
             f"the prompt has no marker for {mods['not_in_prompt']}, so the checkpoint runs without them",
             stacklevel=2,
         )
-    # Markers of modalities the checkpoint has no branch for are removed from the prompt.
-    not_in_model = mods["not_in_model"]
-    template = MARKER_RE.sub(lambda m: "" if m.group(1) in not_in_model else m.group(0), config.resolved_prompt())
-    dirs = _feature_dirs(config, model_config, mods["used"])
+    # Markers of modalities the checkpoint has no branch for, and of dropped ones, are removed from the prompt (a
+    # dropped branch may still be loaded: a fused slot such as <multi> reads its sources' features).
+    gone = {*mods["not_in_model"], *mods["dropped"]}
+    template = MARKER_RE.sub(lambda m: "" if m.group(1) in gone else m.group(0), config.resolved_prompt())
+    fused = {m: list(c.fuse.sources) for m, c in model_config.modalities.items() if getattr(c, "fuse", None)}
+    loaded = [m for m in mods["used"] if m not in fused]
+    loaded += [s for m in mods["used"] if m in fused for s in fused[m] if s not in loaded]
+    dirs = _feature_dirs(config, model_config, loaded)
     if mods["used"] and not config.feature_root:
         raise ValueError(
             f"feature_root is not set but the run uses {mods['used']}; set feature_root, or "
@@ -368,13 +372,18 @@ def run_eval(
             samples, missing = [], []
             for it in batch:
                 feats, miss = _load_features(stores, it.name)
+                miss = [m for m in miss if m in mods["used"]]  # a source loaded only for a fused slot: not a slot
+                miss += [m for m in mods["used"] if m in fused and any(feats.get(s) is None for s in fused[m])]
                 prompt = fill_prompt(template, label_order, it.subtitle)
                 samples.append(Sample(messages=[{"role": "user", "content": prompt}], features=feats, name=it.name))
                 missing.append(miss)
             with autocast(precision, device):  # generation only: features were loaded above, in fp32
-                answers = chat(
-                    model, processor, samples, max_new_tokens=max_new, do_sample=False, batch_size=len(samples)
-                )
+                if config.decoding == "greedy":
+                    answers = chat(
+                        model, processor, samples, max_new_tokens=max_new, do_sample=False, batch_size=len(samples)
+                    )
+                else:  # sampled: one call per sample, seeded by its name, so a resumed run draws the same answers
+                    answers = [_sampled_answer(model, processor, s, config, max_new) for s in samples]
             rows = [
                 _prediction_row(it, answer, miss, parser, mods["used"])
                 for it, answer, miss in zip(batch, answers, missing, strict=True)
@@ -401,6 +410,45 @@ def run_eval(
         _write_emer_csv(out / "predictions.csv", rows)
     job.broadcast(metrics)
     return EvalResult(out, metrics, rows, generated=generated, reused=len(items) - generated)
+
+
+def sample_seed(seed: int, name: str) -> int:
+    """The per-sample seed of sampled decoding: ``seed * 1000003 + crc32(name)``."""
+    import zlib
+
+    return seed * 1_000_003 + zlib.crc32(name.encode("utf-8"))
+
+
+def decoding_settings(config: EvalConfig, generation_config: Any = None) -> dict[str, Any]:
+    """What ``metrics.json`` records about decoding (and, for sampling, the ``generate`` keyword arguments)."""
+    if config.decoding == "greedy":
+        return {"name": "greedy", "do_sample": False}
+    from emollm.checkpoints.published.affectgpt import AFFECTGPT_SAMPLING
+
+    settings = {k: v for k, v in AFFECTGPT_SAMPLING.items() if k != "max_new_tokens"}
+    top_k = getattr(generation_config, "top_k", None)
+    source = "the LLM's generation_config.json (the release passes none)"
+    if top_k is None:
+        top_k, source = 50, "transformers' default: the LLM folder has no generation_config.json with top_k"
+    return {
+        "name": "affectgpt",
+        **settings,
+        "top_k": top_k,
+        "top_k_source": source,
+        "seed": config.decoding_seed,
+        "seeding": "torch.manual_seed(seed * 1000003 + crc32(name)) before each sample's generate call",
+    }
+
+
+def _sampled_answer(model: Any, processor: Any, sample: Any, config: EvalConfig, max_new: int) -> str:
+    import torch
+
+    from emollm.model.generation import chat
+
+    settings = decoding_settings(config, _generation_config(config))
+    kwargs = {k: settings[k] for k in ("temperature", "top_p", "repetition_penalty", "num_beams", "top_k")}
+    torch.manual_seed(sample_seed(config.decoding_seed, sample.name or ""))
+    return chat(model, processor, [sample], max_new_tokens=max_new, do_sample=True, batch_size=1, **kwargs)[0]
 
 
 def open_vocabulary_metrics(ov_gold: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -447,6 +495,24 @@ def _prediction_row(
     return row
 
 
+def _generation_config(config: EvalConfig) -> Any:
+    """The LLM's generation config (for the top-k sampled decoding takes from it), read without loading weights."""
+    import json as _json
+
+    from emollm.model.configuration import EmoLLMConfig
+
+    meta = Path(config.checkpoint)
+    saved = meta / "emollm_config.json"
+    source = EmoLLMConfig.load(saved).llm_source if saved.is_file() else None
+    for folder in ([meta / "llm"] if (meta / "llm").is_dir() else []) + ([Path(source)] if source else []):
+        file = folder / "generation_config.json"
+        if file.is_file():
+            from types import SimpleNamespace
+
+            return SimpleNamespace(**_json.loads(file.read_text()))
+    return None
+
+
 def _summarise_run(
     config: EvalConfig,
     rows: list[dict[str, Any]],
@@ -477,7 +543,7 @@ def _summarise_run(
         "subtitles": subs,
         "samples_with_subtitle": sum(bool(r.get("subtitle")) for r in rows),
         "max_new_tokens": config.resolved_max_new_tokens(),
-        "decoding": "greedy",
+        "decoding": "greedy" if config.decoding == "greedy" else decoding_settings(config, _generation_config(config)),
         "modalities_used": mods["used"],
         "modalities_dropped": mods["dropped"],
         "modalities_not_in_prompt": mods["not_in_prompt"],
@@ -486,6 +552,9 @@ def _summarise_run(
         "feature_dirs": dirs,
         "missing_features": {m: sum(m in r["missing_features"] for r in rows) for m in mods["used"]},
     }
+    fused = {m: list(c.fuse.sources) for m, c in model_config.modalities.items() if getattr(c, "fuse", None)}
+    if fused:
+        metrics["fused_slots"] = fused  # slot -> the modalities whose features it is computed from
     if config.dataset == "emer":
         return metrics
     primary = PRIMARY_METRICS[config.dataset]

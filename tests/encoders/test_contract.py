@@ -32,8 +32,13 @@ CASES: dict[str, tuple[str, str | None, dict, str, list[int]]] = {
     "hubert-utterance": ("hubert", "hubert", {"layers_mean": 2}, "audio", SSL_LENGTHS),
     "hubert-groupnorm": ("hubert", "hubert_group", {"pooling": "frame", "layer": 1}, "audio", SSL_LENGTHS),
     # AffectGPT's layout: 8 windows of 2 s, one normalisation over them all, one feature per window
-    "hubert-clips": ("hubert", "hubert", {"clips": 8, "normalize_scope": "sample", "pooling": "frame"}, "audio",
-                     SSL_LENGTHS),  # fmt: skip
+    "hubert-clips": (
+        "hubert",
+        "hubert",
+        {"clips": 8, "normalize_scope": "sample", "pooling": "frame"},
+        "audio",
+        SSL_LENGTHS,
+    ),  # fmt: skip
     "wav2vec2": ("wav2vec2", "wav2vec2", {"pooling": "frame"}, "audio", SSL_LENGTHS),
     "wav2vec2-adapter": ("wav2vec2", "wav2vec2_adapter", {"pooling": "frame"}, "audio", [60, 100, 101, 2000]),
     "wavlm": ("wavlm", "wavlm", {"pooling": "frame"}, "audio", SSL_LENGTHS),
