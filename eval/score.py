@@ -5,6 +5,8 @@ Examples::
     emollm score dfew --pred preds.csv --gold DFEW/EmoLabel_DataSplit/test(single-labeled)/set_1.csv --json
     emollm score mer2023 --pred submission.csv --gold test1-label.csv --protocol test1 --ci
     emollm score ov --pred track2-pred.csv --gold track2-gold.csv --json
+    emollm score ov --protocol mer2026-track2 --wheels emotion_wheel/ --pred P.csv --gold track2_test.csv
+    emollm score prefer --pred responses.csv --gold track3_gold.csv      # MER-Prefer (MER2026 track 3)
 
 Predictions are ``name,prediction`` (free text or a label) or ``name,discrete[,valence]``. Each answer is parsed by
 :class:`emollm.labels.LabelParser`; an answer naming zero or several labels is invalid, and so is every gold sample
@@ -23,6 +25,11 @@ literal (``"['happy', 'calm']"``) or a comma-separated string; a prediction cell
 grouped by synonym and inflection, negated mentions dropped (:mod:`emollm.scoring.openvocab`); reported: set precision,
 recall, F-score (of the means), mean per-sample F-score, MER2024-OV's mean(precision, recall) and the MER-UniBench
 hit rate. Gold rows with an empty set are skipped; a gold name without a prediction row scores 0.
+
+MER2026 / MER-UniBench (``--protocol mer2026-track2`` / ``mer-unibench-hit`` of ``ov``; ``prefer``): the released
+emotion-wheel F1 and hit rate over the five wheels read from ``--wheels`` (not shipped), with the released label
+extraction through a local judge for free-text answers (``--judge``), and MER-Prefer's two-class weighted F1
+(:mod:`emollm_eval.mer2026`, :mod:`emollm.scoring.mer2026`).
 """
 
 from __future__ import annotations
@@ -51,6 +58,14 @@ from emollm_eval.datasets import (
     read_mer2023_labels,
     read_predictions,
 )
+from emollm_eval.mer2026 import (
+    PREFER_PROTOCOLS,
+    add_ov_protocol_args,
+    format_ov_protocol,
+    format_prefer,
+    score_ov_protocol,
+    score_prefer,
+)
 from emollm_eval.metrics import ScoreFn, mer2023_combined, score_fn, valence_mse
 
 __all__ = ["main"]
@@ -64,7 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Score a prediction CSV against gold labels. Invalid answers (zero or several labels, or no row "
         "in PRED) count as wrong and are reported separately.",
     )
-    sub = parser.add_subparsers(dest="task", required=True, metavar="{dfew,mer2023,ov}")
+    sub = parser.add_subparsers(dest="task", required=True, metavar="{dfew,mer2023,ov,prefer}")
 
     def common(p: argparse.ArgumentParser, gold_help: str, default_labels: Sequence[str]) -> None:
         p.add_argument("--pred", required=True, type=Path, help="prediction CSV: name,prediction (free text or label)")
@@ -117,6 +132,21 @@ def _build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,pred,precision,recall,f1")
     ov.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
     ov.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_ov_protocol_args(ov)
+    pref = sub.add_parser(
+        "prefer",
+        help="MER-Prefer (MER2026 track 3): 2-class weighted F1 of a1/a2 choices",
+        description="Score preference responses (name,response) against labels (name,preference: a1, a2 or same).",
+    )
+    pref.add_argument("--pred", required=True, type=Path, help="CSV: name,<--pred-column> (the model's response)")
+    pref.add_argument("--gold", required=True, type=Path, help="CSV: name,<--gold-column> (a1, a2 or same)")
+    pref.add_argument("--protocol", choices=sorted(PREFER_PROTOCOLS), default="mer2026-track3")
+    pref.add_argument("--pred-column", default="response", help="PRED column (default: response)")
+    pref.add_argument("--gold-column", default="preference", help="GOLD column (default: preference)")
+    pref.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    pref.add_argument("--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,response,parsed")
+    pref.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
+    pref.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -413,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if args.task == "ov":
         return _main_ov(args)
+    if args.task == "prefer":
+        return _main_prefer(args)
     if args.n_resamples < 1:
         print("emollm score: error: --n-resamples must be at least 1", file=sys.stderr)
         return 2
@@ -433,18 +465,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_ov(args: argparse.Namespace) -> int:
+    wheel = args.protocol != "set"
     try:
+        if not wheel and (args.wheels or args.judge):
+            raise ValueError("--wheels and --judge belong to --protocol mer2026-track2 / mer-unibench-hit")
         if args.per_sample is not None:
             _check_per_sample_target(args)
-        report, rows = _score_ov(args)
+        if wheel:
+            report, rows = score_ov_protocol(args)
+            header = ["name", "gold", "pred", *(f"wheel{i} gold / pred" for i in range(1, 6))]
+        else:
+            report, rows = _score_ov(args)
+            header = ["name", "gold", "pred", "precision", "recall", "f1"]
         if args.per_sample is not None:
-            _write_per_sample(args.per_sample, rows, ["name", "gold", "pred", "precision", "recall", "f1"])
+            _write_per_sample(args.per_sample, rows, header)
     except (ValueError, OSError) as err:
         if args.debug:
             raise
         print(f"emollm score ov: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else _format_ov_table(report))
+    text = format_ov_protocol(report) if wheel else _format_ov_table(report)
+    print(json.dumps(report, indent=2) if args.json else text)
+    return 0
+
+
+def _main_prefer(args: argparse.Namespace) -> int:
+    try:
+        if args.per_sample is not None:
+            _check_per_sample_target(args)
+        report, rows = score_prefer(args)
+        if args.per_sample is not None:
+            _write_per_sample(args.per_sample, rows, ["name", "gold", "response", "parsed"])
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"emollm score prefer: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_prefer(report))
     return 0
 
 

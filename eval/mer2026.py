@@ -1,0 +1,252 @@
+"""``emollm score ov --protocol mer2026-track2|mer-unibench-hit`` and ``emollm score prefer``: MER2026 / MER-UniBench
+scoring from CSV files (the metrics live in :mod:`emollm.scoring.mer2026`; this module reads files, runs the label
+extraction judge and prints).
+
+Examples::
+
+    emollm score ov --protocol mer2026-track2 --wheels MERTools/MER2026/MER2026_Track2/emotion_wheel \\
+        --pred track2-pred.csv --gold track2_test.csv --json              # name,openset lists on both sides
+    emollm score ov --protocol mer2026-track2 --wheels WHEELS --pred descriptions.csv --pred-column reason \\
+        --judge qwen2 --judge-llm-path /models/Qwen2.5-7B-Instruct --extracted extracted.csv   # free text -> labels
+    emollm score ov --protocol mer-unibench-hit --wheels WHEELS --pred P.csv --gold G.csv   # discrete: gold = 1 label
+    emollm score prefer --pred responses.csv --gold track3_gold.csv      # MER-Prefer 2-class weighted F1
+
+Label extraction samples like the release (temperature 0.7, top-p 0.8, repetition penalty 1.05, 512 new tokens, no
+top-k, batches of 8) from any local judge; ``--judge-seed`` seeds each batch, ``--judge-greedy`` decodes greedily.
+The judge, its settings and the seed are stored in the report (``extraction``) and in ``--extracted``'s header line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from emollm.utils.io import atomic_write_text
+
+__all__ = ["OV_PROTOCOLS", "PREFER_PROTOCOLS", "SampledJudge", "add_ov_protocol_args", "score_ov_protocol"]
+
+OV_PROTOCOLS: dict[str, str] = {
+    "set": "emollm's synonym-group set scores (emollm.scoring.openvocab; the default)",
+    "mer2026-track2": "MER2026 Track 2 / OV-MERD+ / MER-FG emotion-wheel F1 (5 wheels, level 1; as released)",
+    "mer-unibench-hit": "MER-UniBench hit rate of discrete data sets (MER2023/24, MELD, IEMOCAP; 5 wheels, level 1)",
+}
+PREFER_PROTOCOLS: dict[str, str] = {"mer2026-track3": "MER-Prefer: 2-class weighted-average F1 (same dropped)"}
+
+
+class SampledJudge:
+    """A local LLM answering one user turn per prompt with the release's sampling (or greedily), seeded per batch.
+
+    Args:
+        spec: A registry backbone name, an HF model folder / GGUF, or an emollm checkpoint (nothing is downloaded).
+        llm_path: Local weights of a registry backbone that has none embedded.
+        backbone: The backbone of a local folder whose family is ambiguous.
+        greedy: Decode greedily instead of sampling.
+        seed: Seed of each batch (``seed * 1_000_003 + first prompt index``), so a batch's answers do not depend on
+            the batches before it.
+        temperature / top_p / repetition_penalty / max_new_tokens / batch_size: The decoding settings
+            (defaults: :data:`emollm.scoring.mer2026.RELEASED_JUDGE_SETTINGS`).
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        llm_path: str | None = None,
+        backbone: str | None = None,
+        greedy: bool = False,
+        seed: int = 0,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        repetition_penalty: float = 1.05,
+        max_new_tokens: int = 512,
+        batch_size: int = 8,
+        model: Any = None,
+        processor: Any = None,
+    ):
+        if model is None:
+            from emollm.backbones import list_backbones
+            from emollm_eval.judge import LocalJudge
+
+            if spec in list_backbones():
+                judge = LocalJudge.from_backbone(spec, llm_path)
+            elif Path(spec).expanduser().exists():
+                judge = LocalJudge.from_path(spec, backbone)
+            else:
+                raise ValueError(
+                    f"--judge {spec!r} is not a registry backbone ({', '.join(list_backbones())}) or an existing "
+                    "local model folder / GGUF / emollm checkpoint"
+                )
+            model, processor, spec = judge.model, judge.processor, judge.id.split("|")[0]
+        self.model, self.processor, self.id = model, processor, spec
+        self.seed, self.batch_size = seed, batch_size
+        self.decoding: dict[str, Any] = (
+            {"do_sample": False, "max_new_tokens": max_new_tokens}
+            if greedy
+            else {
+                "do_sample": True,
+                "temperature": temperature,
+                "top_p": top_p,
+                "top_k": 0,  # vLLM's default: no top-k
+                "repetition_penalty": repetition_penalty,
+                "max_new_tokens": max_new_tokens,
+            }
+        )
+        self.offset = 0
+
+    def settings(self) -> dict[str, Any]:
+        """What produced the extracted labels (stored with the score)."""
+        return {
+            "judge": self.id,
+            **self.decoding,
+            "seed": self.seed,
+            "seeding": "torch.manual_seed(seed * 1000003 + index of the batch's first prompt) before each batch",
+            "batch_size": self.batch_size,
+            "prompt": "emollm.scoring.mer2026.EXTRACTION_PROMPT (the released one)",
+        }
+
+    def __call__(self, prompts: list[str]) -> list[str]:
+        import torch
+
+        from emollm.model.generation import chat
+        from emollm.model.processing import Sample
+
+        torch.manual_seed(self.seed * 1_000_003 + self.offset)
+        self.offset += len(prompts)
+        samples = [Sample([{"role": "user", "content": p}], name=f"extract-{i}") for i, p in enumerate(prompts)]
+        kwargs = dict(self.decoding)
+        max_new = kwargs.pop("max_new_tokens")
+        do_sample = kwargs.pop("do_sample")
+        self.model.eval()
+        return chat(
+            self.model,
+            self.processor,
+            samples,
+            max_new_tokens=max_new,
+            do_sample=do_sample,
+            batch_size=len(samples),
+            **kwargs,
+        )
+
+
+def add_ov_protocol_args(p: argparse.ArgumentParser) -> None:
+    """The ``score ov`` options of the MER2026 / MER-UniBench protocols."""
+    p.add_argument(
+        "--protocol",
+        choices=sorted(OV_PROTOCOLS),
+        default="set",
+        help="; ".join(f"{k}: {v}" for k, v in OV_PROTOCOLS.items()),
+    )
+    p.add_argument("--wheels", type=Path, help="emotion-wheel folder (wheel1..5, synonym, format.csv; not shipped)")
+    p.add_argument("--level", choices=("level1", "level2"), default="level1", help="wheel level (official: level1)")
+    p.add_argument("--pred-column", default="openset", help="PRED column: openset (lists) or free text (with --judge)")
+    p.add_argument("--gold-column", default="openset", help="GOLD column (default openset; a label column for hit)")
+    p.add_argument("--judge", help="extract labels from free-text PRED with this local LLM (backbone name or path)")
+    p.add_argument("--judge-llm-path", help="local weights of a --judge backbone without embedded weights")
+    p.add_argument("--judge-backbone", help="backbone of a --judge folder whose family is ambiguous")
+    p.add_argument("--judge-seed", type=int, default=0, help="sampling seed of the extraction (default 0)")
+    p.add_argument("--judge-greedy", action="store_true", help="greedy extraction instead of the released sampling")
+    p.add_argument("--judge-max-new-tokens", type=int, default=512, help="extraction answer limit (released: 512)")
+    p.add_argument("--extracted", type=Path, help="also write the extracted labels as name,openset (with provenance)")
+
+
+def _write_extracted(path: Path, labels: dict[str, list[str]], settings: dict[str, Any]) -> None:
+    buf = io.StringIO(newline="")
+    buf.write(f"# extracted by {json.dumps(settings, sort_keys=True)}\n")
+    writer = csv.writer(buf)
+    writer.writerow(["name", "openset"])
+    for name, items in labels.items():
+        writer.writerow([name, json.dumps(items)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_column(path: Path, column: str) -> dict[str, str]:
+    from emollm.scoring.mer2026 import read_name_column
+
+    return read_name_column(path, column)
+
+
+def score_ov_protocol(args: argparse.Namespace, judge: Any = None) -> tuple[dict[str, Any], list[list[str]]]:
+    """``score ov`` under ``mer2026-track2`` / ``mer-unibench-hit``: (report, per-sample rows)."""
+    from emollm.scoring.mer2026 import ew_scores, extract_openset, hit_rate, load_wheels, string_to_list
+
+    if args.wheels is None:
+        raise ValueError(
+            f"--protocol {args.protocol} needs --wheels DIR: the emotion_wheel folder of MERTools "
+            "MER2026/MER2026_Track2 (wheel1..5.xlsx, synonym.xlsx, format.csv); emollm does not ship it"
+        )
+    wheels = load_wheels(args.wheels)
+    gold = _read_column(args.gold, args.gold_column)
+    pred_text = _read_column(args.pred, args.pred_column)
+    extraction: dict[str, Any] | None = None
+    if args.judge is not None or judge is not None:
+        if judge is None:
+            judge = SampledJudge(
+                args.judge,
+                llm_path=args.judge_llm_path,
+                backbone=args.judge_backbone,
+                greedy=args.judge_greedy,
+                seed=args.judge_seed,
+                max_new_tokens=args.judge_max_new_tokens,
+            )
+        pred = extract_openset(pred_text, judge, batch_size=judge.batch_size)
+        extraction = judge.settings()
+        if args.extracted is not None:
+            _write_extracted(args.extracted, pred, extraction)
+    else:
+        pred = {n: [x.lower().strip() for x in string_to_list(v)] for n, v in pred_text.items()}
+    if args.protocol == "mer2026-track2":
+        report = {"task": "ov", "protocol": args.protocol, **ew_scores(gold, pred, wheels, level=args.level)}
+    else:
+        report = {"task": "ov", "protocol": args.protocol, **hit_rate(gold, pred, wheels)}
+    report["extraction"] = extraction or "none: PRED holds label lists (the released extraction is --judge)"
+    rows = []
+    for n in gold:
+        g = string_to_list(gold[n])
+        p = pred.get(n, [])
+        cells = []
+        for w in ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5"):
+            gold_clusters, pred_clusters = wheels.map_set(g, w, args.level), wheels.map_set(p, w, args.level)
+            cells.append("|".join(sorted(gold_clusters)) + " / " + "|".join(sorted(pred_clusters)))
+        rows.append([n, "|".join(g), "|".join(p), *cells])
+    return report, rows
+
+
+def format_ov_protocol(report: dict[str, Any]) -> str:
+    """A short table of a wheel-protocol report."""
+    lines = [f"{report['protocol']}: {report['n_gold']} gold samples, {report['missing']} missing from PRED"]
+    if "f1" in report:
+        lines.append(f"  EW {report['level']}: F1 {100 * report['f1']:.2f}  P {100 * report['precision']:.2f}  "
+                     f"R {100 * report['recall']:.2f}  (mean of 5 wheels)")  # fmt: skip
+        for w, s in report["per_wheel"].items():
+            lines.append(f"    {w}: F1 {100 * s['f1']:.2f}  P {100 * s['precision']:.2f}  R {100 * s['recall']:.2f}  "
+                         f"n {s['n']}  skipped {s['skipped']}")  # fmt: skip
+    else:
+        lines.append(f"  hit rate {100 * report['hit_rate']:.2f} (mean of 5 wheels)")
+        for w, s in report["per_wheel"].items():
+            lines.append(f"    {w}: {100 * s['hit_rate']:.2f}  n {s['n']}")
+    if isinstance(report.get("extraction"), dict):
+        lines.append(f"  labels extracted by {report['extraction']['judge']} (seed {report['extraction']['seed']})")
+    return "\n".join(lines)
+
+
+def score_prefer(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:
+    """``score prefer``: MER-Prefer from ``name,<pred-column>`` responses and ``name,<gold-column>`` labels."""
+    from emollm.scoring.mer2026 import parse_preference, prefer_scores
+
+    gold = _read_column(args.gold, args.gold_column)
+    pred = _read_column(args.pred, args.pred_column)
+    report = {"task": "prefer", "protocol": args.protocol, **prefer_scores(gold, pred)}
+    rows = [[n, gold[n], pred.get(n, ""), parse_preference(pred.get(n))] for n in gold]
+    return report, rows
+
+
+def format_prefer(report: dict[str, Any]) -> str:
+    return (
+        f"{report['protocol']}: {report['n']} samples ({report['dropped_same']} gold 'same' dropped, "
+        f"{report['pred_same']} predicted 'same' counted as a1, {report['missing']} missing)\n"
+        f"  weighted F1 {100 * report['weighted_f1']:.2f}  accuracy {100 * report['accuracy']:.2f}"
+    )

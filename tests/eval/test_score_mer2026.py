@@ -1,0 +1,100 @@
+"""``emollm score ov --protocol mer2026-track2|mer-unibench-hit`` and ``emollm score prefer`` from files, with the
+hand-made wheel folder of tests/emollm/test_mer2026.py; the label extraction through a seeded local judge."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+import torch
+
+from emollm.scoring.mer2026 import EXTRACTION_PROMPT
+from emollm_eval.mer2026 import SampledJudge
+from emollm_eval.score import main
+from tests.emollm.test_mer2026 import GOLD, PRED, write_wheels
+
+
+def _csv(path, column, rows):
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", column])
+        w.writerows(rows.items())
+    return path
+
+
+def test_ew_protocol_from_files(tmp_path, capsys):
+    wheels = write_wheels(tmp_path / "wheel")
+    gold = _csv(tmp_path / "gold.csv", "openset", GOLD)
+    pred = _csv(tmp_path / "pred.csv", "openset", PRED)
+    args = ["ov", "--protocol", "mer2026-track2", "--wheels", str(wheels), "--pred", str(pred), "--gold", str(gold)]
+    assert main([*args, "--json", "--per-sample", str(tmp_path / "per.csv")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected_f = float((4 * Fraction(2, 5) + Fraction(4, 7)) / 5)  # worked out in tests/emollm/test_mer2026.py
+    assert report["f1"] == pytest.approx(expected_f) and report["protocol"] == "mer2026-track2"
+    assert report["extraction"].startswith("none") and report["wheel_source"]["folder"] == str(wheels.resolve())
+    assert "happy|sad / angry|happy" in (tmp_path / "per.csv").read_text()  # s1 on wheel1: gold / pred clusters
+    assert main(args) == 0
+    assert "EW level1: F1" in capsys.readouterr().out
+    # errors: no --wheels, wheel flags on the default protocol
+    assert main(["ov", "--protocol", "mer2026-track2", "--pred", str(pred), "--gold", str(gold)]) == 2
+    assert "needs --wheels DIR" in capsys.readouterr().err
+    assert main(["ov", "--wheels", str(wheels), "--pred", str(pred), "--gold", str(gold)]) == 2
+    hit = _csv(tmp_path / "hit.csv", "openset", {"x1": "happy", "x3": "grief"})
+    hp = _csv(tmp_path / "hp.csv", "openset", {"x1": "[glad, sad]", "x3": "[calm]"})
+    assert main(["ov", "--protocol", "mer-unibench-hit", "--wheels", str(wheels), "--pred", str(hp), "--gold",
+                 str(hit), "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out.split("\n", 0)[0])["hit_rate"] == pytest.approx(0.5)
+
+
+def test_prefer_command(tmp_path, capsys):
+    gold = _csv(tmp_path / "g.csv", "preference", {"a": "a1", "b": "a2", "c": "same", "d": "a2"})
+    pred = _csv(tmp_path / "p.csv", "response", {"a": "a1", "b": "a1 is worse, a2", "c": "a1", "d": "same"})
+    assert main(["prefer", "--pred", str(pred), "--gold", str(gold), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    # kept a, b, d: true [a1, a2, a2], predicted [a1, a1, a1] -> a1: F1 2/4 (support 1), a2: 0 (support 2)
+    assert r["weighted_f1"] == pytest.approx(0.5 / 3) and r["accuracy"] == pytest.approx(1 / 3)
+    tie = _csv(tmp_path / "t.csv", "preference", {"a": "tie", "b": "a1", "c": "a1", "d": "a2"})
+    assert main(["prefer", "--pred", str(pred), "--gold", str(tie)]) == 2
+    assert "hide labels" in capsys.readouterr().err
+
+
+def test_extraction_with_a_seeded_local_judge(tmp_path, capsys):
+    """Free-text answers -> labels through a tiny local LLM (sampled as released, seeded): the same seed gives the
+    same extraction, and the settings are stored with the score and in --extracted."""
+    from emollm_eval import mer2026
+    from tests.emollm.conftest import make_tiny
+
+    torch.manual_seed(0)
+    model, processor = make_tiny("qwen2", {})
+    judge = SampledJudge("tiny-qwen2", model=model, processor=processor, seed=3, max_new_tokens=6)
+    reasons = {f"n{i}": f"The person smiles and laughs {i}." for i in range(5)}
+    first = [judge([EXTRACTION_PROMPT.format(reason=r)])[0] for r in reasons.values()]
+    judge.offset = 0
+    again = [judge([EXTRACTION_PROMPT.format(reason=r)])[0] for r in reasons.values()]
+    assert first == again
+    settings = judge.settings()
+    assert settings["temperature"] == 0.7 and settings["top_p"] == 0.8 and settings["repetition_penalty"] == 1.05
+    assert settings["seed"] == 3 and settings["judge"] == "tiny-qwen2"
+
+    import argparse
+
+    wheels = write_wheels(tmp_path / "wheel")
+    gold = _csv(tmp_path / "gold.csv", "openset", {n: "[happy]" for n in reasons})
+    pred = _csv(tmp_path / "desc.csv", "reason", reasons)
+    args = argparse.Namespace(
+        protocol="mer2026-track2", wheels=wheels, gold=gold, pred=pred, gold_column="openset", pred_column="reason",
+        judge=None, level="level1", extracted=tmp_path / "extracted.csv",
+    )  # fmt: skip
+    judge.offset = 0
+    report, rows = mer2026.score_ov_protocol(args, judge=judge)
+    assert report["extraction"]["seed"] == 3 and report["n_gold"] == 5
+    text = (tmp_path / "extracted.csv").read_text()
+    assert text.startswith("# extracted by {") and '"seed": 3' in text
+    # the extracted file scores on its own like any label-list file (its provenance line is skipped)
+    extracted = str(tmp_path / "extracted.csv")
+    args = ["ov", "--protocol", "mer2026-track2", "--wheels", str(wheels), "--pred", extracted, "--gold", str(gold)]
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(report["f1"])
