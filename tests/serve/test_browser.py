@@ -128,3 +128,21 @@ def test_page_uploads_a_clip_and_shows_the_result(server, browser, media, tmp_pa
     assert error.startswith("400 The server could not use this file: garbage.mp4: ")
     _keep(browser, tmp_path, "serve_page_error.png")
     assert_no_uploads_left(app)
+
+
+def test_docs_pages_render_offline(server, browser, tmp_path):
+    """Swagger UI and ReDoc come from local files (fastapi-offline), so both pages render with no network."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, url = server
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url + "/docs")
+    wait.until(lambda d: "emollm" in d.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/v1/analyze']"))
+    _keep(browser, tmp_path, "serve_docs.png")
+    browser.get(url + "/redoc")
+    wait.until(lambda d: "emollm" in " ".join(h.text for h in d.find_elements(By.TAG_NAME, "h1")))
+    assert "/v1/analyze" in browser.find_element(By.TAG_NAME, "body").text
+    scripts = [s.get_attribute("src") for s in browser.find_elements(By.TAG_NAME, "script") if s.get_attribute("src")]
+    assert scripts and all(s.startswith(url) for s in scripts), scripts

@@ -160,6 +160,12 @@ class Service:
         self.frame_side = _decode_max_side()
         self.started = time.time()
 
+    def open(self) -> None:
+        """(Re)start what :meth:`close` stopped: the workers and the private upload root (an app served again)."""
+        if not self.tmp_root.is_dir():
+            self.tmp_root = Path(tempfile.mkdtemp(prefix="emollm-serve-", dir=self.settings.tmp_dir))
+        self.pool.start()
+
     def close(self) -> None:
         """Stop the workers, close the analyzers, remove the upload root."""
         self.pool.close()
@@ -199,6 +205,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.open()
         yield
         service.close()
 
@@ -217,6 +224,11 @@ def create_app(
         return JSONResponse({"error": exc.message, "file": exc.file}, status_code=exc.status, headers=exc.headers)
 
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:  # 404, 405...: the same shape
+        return JSONResponse({"error": str(exc.detail), "file": None}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -87,6 +87,13 @@ class JobPool:
         self._running = 0
         self._stopped = 0  # jobs stopped by their deadline or a cancel
         self._mean_s = 5.0  # running mean of job seconds, for Retry-After
+        self._threads: list[threading.Thread] = []
+        self.start()
+
+    def start(self) -> None:
+        """Start the worker threads (again after :meth:`close`: an app served twice, as tests do; idempotent)."""
+        if self._threads and all(t.is_alive() for t in self._threads):
+            return
         self._threads = [
             threading.Thread(target=self._work, args=(a,), name=f"emollm-serve-worker-{i}", daemon=True)
             for i, a in enumerate(self.analyzers)
