@@ -1,6 +1,6 @@
-"""``features extract`` and ``analyze DIR --out`` under ``torchrun`` with 2 CPU processes (gloo): the same files as one
-process, a bad file recorded as one process records it, a second writer refused, and a rank killed mid-job resumed
-by one process. MERR and eval have theirs beside their recipes' tests (tests/merr, tests/eval)."""
+"""``features extract`` and ``analyze DIR --out`` under ``torchrun`` (and ``accelerate launch``) with 2 CPU processes
+(gloo): the same files as one process, a bad file recorded as one process records it, a second writer refused, and a
+killed rank never merged and resumed. MERR, eval and bench have theirs beside their recipes' tests."""
 
 from __future__ import annotations
 
@@ -32,8 +32,16 @@ def emollm_cmd(*args: str, nproc: int = 1) -> list[str]:
             "-m", "emollm", *args]  # fmt: skip
 
 
+def accelerate_cmd(*args: str, nproc: int = 2) -> list[str]:
+    """``accelerate launch -m emollm ...`` with real CPU processes (OFFLINE.md: ``--cpu`` would start only one)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", f"--num_processes={nproc}",
+            "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "--main_process_port=0", "-m",
+            "emollm", *args]  # fmt: skip
+
+
 def run(cmd: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
+    env = launch_env(ACCELERATE_USE_CPU="true") if "accelerate.commands.launch" in cmd else launch_env()
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -61,6 +69,9 @@ def test_features_two_processes_write_the_single_process_files(clips, tmp_path):
     assert one.returncode == 1, one.stderr  # one bad file: exit 1, as always
     assert two.returncode != 0 and "exitcode  : 1" in two.stderr  # rank 0's status, reported by the launcher
     assert folder_bytes(tmp_path / "one") == folder_bytes(tmp_path / "two")  # features, _missing, failed.jsonl
+    acc = run(accelerate_cmd("features", "extract", "--input", str(clips), "--out", str(tmp_path / "acc"), *FER))
+    assert "emollm features: 2 processes (accelerate launch)" in acc.stderr, acc.stderr[-3000:]
+    assert folder_bytes(tmp_path / "acc") == folder_bytes(tmp_path / "one")  # the other launcher, the same files
     (folder,) = (tmp_path / "two").iterdir()
     failed = [json.loads(x) for x in (folder / "failed.jsonl").read_text().splitlines()]
     assert [f["name"] for f in failed] == ["broken"]  # recorded by whichever rank had it, as one process does
