@@ -142,6 +142,16 @@ test-gpu: install test-assets
 test-user-checkpoint: install test-assets
 	$(OFFLINE) EMOLLM_TEST_ASSETS=$(ASSETS) $(PY) -m pytest -q -m user_checkpoint $(PYTEST_ARGS)
 
+# llama.cpp in process and its OpenAI-compatible server (emollm[engines]): llama-cpp-python builds from its source
+# distribution with cmake, about 8 minutes on one core (pip caches the wheel for the next venv). Not part of
+# `install`, so CI's default path stays fast; `make test-engines` runs the tests marked `engines` against it.
+.PHONY: install-engines test-engines
+install-engines: install
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-1} $(PY) -m pip install -e '.[engines]'
+
+test-engines: install-engines test-assets
+	$(OFFLINE) EMOLLM_TEST_ASSETS=$(ASSETS) $(PY) -m pytest -q -m engines $(PYTEST_ARGS)
+
 bench: install
 	$(OFFLINE) $(PY) bench/run.py $(BENCH_ARGS)
 

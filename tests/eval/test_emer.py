@@ -286,7 +286,7 @@ def test_emer_eval_run_with_judge(tmp_path, emer_files):
 @pytest.mark.slow
 def test_smollm2_judges_two_pairs(emer_files, tmp_path):
     """The real embedded SmolLM2-135M as a local judge: every answer is a parsed score or counted invalid."""
-    judge = make_judge("smollm2", max_new_tokens=24)
+    judge = make_judge("smollm2", max_new_tokens=24, engine="transformers")  # llama.cpp's judge: tests/engines
     assert judge.id.startswith("local:smollm2:HuggingFaceTB/SmolLM2-135M-Instruct@embedded:smollm2#")
     gt, pred = emer_files
     result = run_emer(gt, pred, judge, tmp_path / "o", limit=2, progress=False)

@@ -97,7 +97,7 @@ def test_smollm2_reasons_two_samples(make_cfg, tmp_path):
         tmp_path / "out",
         inputs={"limit": 3},
         filter={"add_neutral": False},
-        reason={"client": None, "backbone": "smollm2", "max_new_tokens": 40},
+        reason={"client": None, "backbone": "smollm2", "max_new_tokens": 40, "engine": "transformers"},
     )
     builder = MERRBuilder(cfg, progress=False)
     r = builder.run()
