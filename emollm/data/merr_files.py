@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emollm.data.merr_schema import LabelRow, MERRKind, MERRRecord
-from emollm.utils.io import atomic_write_text
+from emollm.utils.io import atomic_write_text, read_user_text
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -110,7 +111,7 @@ def read_merr_json(path: str | os.PathLike[str], kind: MERRKind | Literal["auto"
     path = Path(path)
     if kind not in ("auto", "coarse", "fine"):
         raise ValueError(f"kind must be 'auto', 'coarse' or 'fine', got {kind!r}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_user_text(path, "MERR JSON")
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates(path, text))
     except json.JSONDecodeError as e:
@@ -204,41 +205,42 @@ def read_label_txt(
     allowed = set(labels) if labels is not None else None
     rows: list[LabelRow] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, raw in enumerate(f, start=1):
-            parts = raw.split()
-            if not parts:
-                continue
-            loc = f"{path}:{lineno}"
-            n = len(parts)
-            want = _TXT_COLUMNS.get(fmt)
-            if (want is not None and n != want) or not 2 <= n <= 4:
-                layout = {2: "N E", 3: "N C E", 4: "N C E V"}.get(want or 0, "N E / N C E / N C E V")
+    for lineno, raw in enumerate(io.StringIO(read_user_text(path, "label list"), newline=None), start=1):
+        parts = raw.split()
+        if not parts:
+            continue
+        loc = f"{path}:{lineno}"
+        n = len(parts)
+        want = _TXT_COLUMNS.get(fmt)
+        if (want is not None and n != want) or not 2 <= n <= 4:
+            layout = {2: "N E", 3: "N C E", 4: "N C E V"}.get(want or 0, "N E / N C E / N C E V")
+            raise ValueError(
+                f"{loc}: expected {layout} ({want or '2-4'} whitespace-separated columns), got {n}: {raw.strip()!r}"
+                + ("; pass fmt='auto' to accept mixed layouts" if want else "; fix the line")
+            )
+        name, count, valence = parts[0], None, None
+        label = parts[1] if n == 2 else parts[2]
+        if n >= 3:
+            try:
+                count = int(parts[1])
+            except ValueError:
                 raise ValueError(
-                    f"{loc}: expected {layout} ({want or '2-4'} whitespace-separated columns), got {n}: {raw.strip()!r}"
-                    + ("; pass fmt='auto' to accept mixed layouts" if want else "; fix the line")
-                )
-            name, count, valence = parts[0], None, None
-            label = parts[1] if n == 2 else parts[2]
-            if n >= 3:
-                try:
-                    count = int(parts[1])
-                except ValueError:
-                    raise ValueError(
-                        f"{loc}: frame count (column 2) must be an integer, got {parts[1]!r}; fix the line"
-                    ) from None
-            if n == 4:
-                try:
-                    valence = float(parts[3])
-                except ValueError:
-                    msg = f"{loc}: valence (column 4) must be a number, got {parts[3]!r}; fix the line"
-                    raise ValueError(msg) from None
-            if allowed is not None and label not in allowed:
-                raise ValueError(f"{loc}: unknown label {label!r}; expected one of {sorted(allowed)}")
-            if name in seen:
-                raise ValueError(f"{loc}: duplicate name {name!r} (first on line {seen[name]}); remove one")
-            seen[name] = lineno
-            rows.append(LabelRow(name, label, count, valence))
+                    f"{loc}: frame count (column 2) must be an integer, got {parts[1]!r}; fix the line"
+                ) from None
+        if n == 4:
+            try:
+                valence = float(parts[3])
+            except ValueError:
+                msg = f"{loc}: valence (column 4) must be a number, got {parts[3]!r}; fix the line"
+                raise ValueError(msg) from None
+            if not math.isfinite(valence):  # nan would poison every valence MSE it enters
+                raise ValueError(f"{loc}: valence (column 4) must be a finite number, got {parts[3]!r}; fix the line")
+        if allowed is not None and label not in allowed:
+            raise ValueError(f"{loc}: unknown label {label!r}; expected one of {sorted(allowed)}")
+        if name in seen:
+            raise ValueError(f"{loc}: duplicate name {name!r} (first on line {seen[name]}); remove one")
+        seen[name] = lineno
+        rows.append(LabelRow(name, label, count, valence))
     return rows
 
 
@@ -271,34 +273,40 @@ def read_transcriptions_csv(path: str | os.PathLike[str]) -> dict[str, str]:
     column, a short row, an empty name or a duplicate name.
     """
     path = Path(path)
+    text = read_user_text(path, "transcript CSV")
+    try:
+        return _read_transcriptions(path, csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise ValueError(f"{path}: not a valid CSV ({e}); check its quoting") from None
+
+
+def _read_transcriptions(path: Path, reader) -> dict[str, str]:
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError(f"{path}:1: empty file; expected a 'name,sentence' header")
-        cols = [h.strip().lower() for h in header]
-        if "name" not in cols or "sentence" not in cols:
-            raise ValueError(
-                f"{path}:1: header {cols} lacks 'name' and/or 'sentence'; the file needs columns name,sentence"
-            )
-        i_name, i_sent = cols.index("name"), cols.index("sentence")
-        line = reader.line_num
-        for row in reader:
-            start, line = line + 1, reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) <= max(i_name, i_sent):
-                raise ValueError(f"{path}:{start}: row has {len(row)} fields, header has {len(cols)}; fix the row")
-            name = row[i_name].strip()
-            if not name:
-                raise ValueError(f"{path}:{start}: empty name; every row needs the video stem in 'name'")
-            if name in out:
-                first = first_line[name]
-                raise ValueError(f"{path}:{start}: duplicate name {name!r} (first on line {first}); remove one")
-            out[name] = row[i_sent]
-            first_line[name] = start
+    header = next(reader, None)
+    if header is None:
+        raise ValueError(f"{path}:1: empty file; expected a 'name,sentence' header")
+    cols = [h.strip().lower() for h in header]
+    if "name" not in cols or "sentence" not in cols:
+        raise ValueError(
+            f"{path}:1: header {cols} lacks 'name' and/or 'sentence'; the file needs columns name,sentence"
+        )
+    i_name, i_sent = cols.index("name"), cols.index("sentence")
+    line = reader.line_num
+    for row in reader:
+        start, line = line + 1, reader.line_num
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) <= max(i_name, i_sent):
+            raise ValueError(f"{path}:{start}: row has {len(row)} fields, header has {len(cols)}; fix the row")
+        name = row[i_name].strip()
+        if not name:
+            raise ValueError(f"{path}:{start}: empty name; every row needs the video stem in 'name'")
+        if name in out:
+            first = first_line[name]
+            raise ValueError(f"{path}:{start}: duplicate name {name!r} (first on line {first}); remove one")
+        out[name] = row[i_sent]
+        first_line[name] = start
     return out
 
 

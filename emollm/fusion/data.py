@@ -15,6 +15,7 @@ Shape legend: N clips, T time steps (``steps``), D feature width of a modality.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -166,21 +167,26 @@ def read_labels_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     Raises:
         ValueError: Missing columns, an empty name or label, or a duplicate name (naming ``file:line``).
     """
+    from emollm.utils.io import read_user_text
+
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(read_user_text(path, "labels CSV"), newline=""))
+    rows, seen = [], set()
+    try:
         cols = reader.fieldnames or []
         if "name" not in cols or "label" not in cols:
             raise ValueError(f"{path}:1: header {cols} lacks name,label (optional: speaker, split)")
-        rows, seen = [], set()
-        for lineno, row in enumerate(reader, start=2):
+        for row in reader:
+            lineno = reader.line_num
             name, label = (row.get("name") or "").strip(), (row.get("label") or "").strip()
             if not name or not label:
                 raise ValueError(f"{path}:{lineno}: empty name or label")
             if name in seen:
                 raise ValueError(f"{path}:{lineno}: duplicate name {name!r}")
             seen.add(name)
-            rows.append({k: (v or "").strip() for k, v in row.items() if k})
+            rows.append({k: (v or "").strip() if isinstance(v, str) else "" for k, v in row.items() if k})
+    except csv.Error as e:
+        raise ValueError(f"{path}:{reader.line_num}: not valid CSV ({e}); check the quoting") from None
     return rows
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_output_file",
+    "read_user_text",
     "same_file",
 ]
 
@@ -158,3 +159,28 @@ def check_output_file(
             f"{flag} {out} already exists{f' ({why})' if why else ''}; pass --overwrite to replace it, or choose "
             "another output file"
         )
+
+
+def read_user_text(path: str | os.PathLike[str], what: str = "text") -> str:
+    """A user's text file as ``str`` (UTF-8, a BOM dropped), or one ``ValueError`` naming the file, the line and
+    byte of the first byte that is not UTF-8, and the fix (a bare ``UnicodeDecodeError`` names neither).
+
+    Args:
+        path: The file.
+        what: What the file should be (``"a labels CSV"``), for the message.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: A folder, or not UTF-8.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the {what} file inside it")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); save the {what} as UTF-8"
+        ) from None

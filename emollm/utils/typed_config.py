@@ -415,8 +415,12 @@ def load_yaml_mapping(path: str | Path, *, error: type[Exception] = ValueError, 
             f"{path}:{e.line}: duplicate key {e.key!r} (first on line {e.first_line}); YAML would keep only the last "
             "value: remove or rename one of them"
         ) from None
-    except yaml.YAMLError as e:
-        raise error(f"{path}: invalid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: PyYAML's own message spans several, with a "<unicode string>" mark
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        context = getattr(e, "context", None)
+        raise error(f"{where}: invalid YAML ({f'{context}: ' if context else ''}{problem}); fix that line") from None
     if loaded is None:
         what = expected.strip().removeprefix("with ").strip()
         raise error(
