@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "bench backbones: same recipe across LLM backbones and LoRA/QLoRA, one table",
     ),
     "serve": ("emollm.apps.serve.cli", "main", "HTTP service + web page: POST /v1/analyze, /health, /docs (loopback)"),
+    "stream": ("emollm.apps.serve.client", "main", "replay a file as a live stream to WS /v1/stream"),
     "merr": ("emollm_merr.cli", "main", "MERR construction: build, review export|import, au-label"),
     "plan": (
         "emollm.planning.memory",

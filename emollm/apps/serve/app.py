@@ -53,6 +53,7 @@ from starlette.requests import ClientDisconnect
 from emollm import __version__
 from emollm.apps.serve.jobs import JobPool, Ticket
 from emollm.apps.serve.settings import ServeSettings
+from emollm.apps.serve.stream import TIMELINE_PARAMETERS, add_stream_route, timeline_query
 from emollm.apps.serve.upload import (
     BadUpload,
     Upload,
@@ -277,7 +278,7 @@ def create_app(
         "/v1/analyze",
         summary="analyse one uploaded clip: the JSON of `emollm analyze --json`",
         dependencies=[Depends(require_key)],
-        openapi_extra={"requestBody": _ANALYZE_BODY},
+        openapi_extra={"requestBody": _ANALYZE_BODY, "parameters": TIMELINE_PARAMETERS},
         responses=_ANALYZE_ANSWERS,
     )
     async def analyze(request: Request) -> JSONResponse:
@@ -351,6 +352,10 @@ def create_app(
         if prompt is not None and not service.takes_prompt:
             raise ServiceError(400, "this server's analyzer takes no prompt: leave 'prompt' out", name)
         subtitle = (upload.fields.get("subtitle") or "").strip() or None
+        try:  # ?timeline=1&window=3&hop=1: the windows too (emollm analyze --timeline)
+            timeline = timeline_query(request.query_params, service.pool.analyzers[0])
+        except ValueError as e:
+            raise ServiceError(400, str(e), name) from None
         due = time.monotonic() + settings.timeout_s  # the clock starts once the upload is in
         info = await anyio.to_thread.run_sync(_probe, path, settings.max_duration_s, scrub, name)
 
@@ -358,6 +363,8 @@ def create_app(
             kwargs: dict[str, Any] = {"subtitle": subtitle}
             if prompt is not None:
                 kwargs["prompt"] = prompt
+            if timeline is not None:
+                kwargs["timeline"] = timeline
             result = _scrubbed(analyzer(path, **kwargs).to_dict(), scrub)  # messages name the upload, not our path
             result["file"] = name
             return result
@@ -404,6 +411,7 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=docs_assets()), name="docs-assets")
+    add_stream_route(app, service)  # WS /v1/stream: live sessions on the same workers and limits
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

@@ -1,8 +1,9 @@
 """``emollm serve``: the analysis service and its web page (FastAPI + uvicorn), on loopback unless asked.
 
-Endpoints: ``POST /v1/analyze`` (multipart ``file``; optional ``labels``, ``subtitle``, ``prompt``) answers the JSON of
-``emollm analyze --json``; ``GET /health`` (never needs the key); ``GET /version``; the page at ``/``; OpenAPI at
-``/docs`` and ``/openapi.json``.
+Endpoints: ``POST /v1/analyze`` (multipart ``file``; optional ``labels``, ``subtitle``, ``prompt``; ``?timeline=1``
+adds the timeline) answers the JSON of ``emollm analyze --json``; ``WS /v1/stream`` (a live session,
+:mod:`emollm.apps.serve.stream`); ``GET /health`` (never needs the key); ``GET /version``; the page at ``/``; OpenAPI
+at ``/docs`` and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="longest subtitle, transcript or text file given to the models; longer is cut (noted)",
     )
     p.add_argument("--tmp-dir", help="parent of the private upload folder (default: the system temporary folder)")
+    p.add_argument("--max-streams", type=int, default=4, help="live sessions (WS /v1/stream) at once; more are refused")
     clue = p.add_argument_group("clue mode")
     clue.add_argument("--frames", type=int, default=12, help="frames sampled for the face branch")
     clue.add_argument("--reasoning", default="llm", choices=["llm", "template"])
@@ -78,7 +80,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         api_key=ServeSettings.api_key_from_env(args.api_key), max_upload_mb=args.max_upload_mb,
         max_duration_s=args.max_duration_s, workers=args.workers, queue=args.queue, timeout_s=args.timeout_s,
         upload_timeout_s=args.upload_timeout_s, max_uploads=args.max_uploads, tmp_dir=args.tmp_dir,
-        analyzer_options=options,
+        analyzer_options=options, max_streams=args.max_streams,
     )  # fmt: skip
 
 

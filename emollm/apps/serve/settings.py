@@ -35,6 +35,7 @@ class ServeSettings:
         max_uploads: Uploads received at the same time; more get 503 + ``Retry-After``. With ``upload_timeout_s``
             it bounds what slow clients can hold (and the disk: ``max_uploads * max_upload_mb``).
         tmp_dir: Parent of the private (0700) upload folder; None: the system's temporary folder.
+        max_streams: Live sessions (``WS /v1/stream``) at once; more are refused.
         analyzer_options: Keyword arguments of :func:`emollm.apps.analyze.load_analyzer`.
     """
 
@@ -51,6 +52,7 @@ class ServeSettings:
     upload_timeout_s: float = 60.0
     max_uploads: int = 8
     tmp_dir: str | None = None
+    max_streams: int = 4
     analyzer_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +70,8 @@ class ServeSettings:
             raise ValueError(f"--max-uploads must be >= 1, got {self.max_uploads}")
         if self.queue < 0:
             raise ValueError(f"--queue must be >= 0, got {self.queue}")
+        if self.max_streams < 0:
+            raise ValueError(f"--max-streams must be >= 0, got {self.max_streams}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():
