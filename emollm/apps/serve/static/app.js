@@ -144,7 +144,8 @@ async function analyze() {
   if (subtitle) form.append("subtitle", subtitle);
   const t0 = performance.now();
   try {
-    const r = await fetch("/v1/analyze", { method: "POST", body: form, headers: headers() });
+    const url = $("want-timeline").checked ? "/v1/analyze?timeline=1" : "/v1/analyze";
+    const r = await fetch(url, { method: "POST", body: form, headers: headers() });
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
     if (!r.ok) {
@@ -193,6 +194,11 @@ function render(res, media) {
   const audio = (res.evidence || {}).audio;
   $("audio-section").hidden = !(audio && audio.tone);
   if (audio && audio.tone) $("tone").textContent = audio.tone;
+  $("timeline-section").hidden = !res.timeline;
+  if (res.timeline) {
+    const tl = res.timeline;
+    timelineChart($("timeline-chart"), tl.entries, tl.labels, tl.transcript.words, tl.hop_s);
+  }
   const total = res.timings && res.timings.total;
   $("result-produced-by").textContent = "Produced by: " + producedByLine(res.produced_by) +
     (total ? `; ${total.toFixed(2)} s on the server` : "");
