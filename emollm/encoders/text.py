@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from emollm.encoders._common import check_choice, check_feature_dim, resolve_dtype
+from emollm.utils.deadline import check_deadline, stopping_criteria
 
 __all__ = ["SentenceEncoder", "Transcript", "WhisperTranscriber", "Word", "build_minilm_encoder", "minilm_dir"]
 
@@ -230,7 +231,10 @@ class WhisperTranscriber:
         if long_form:  # transformers' long-form decoding needs timestamps to find the segment ends
             gen.update(attention_mask=feats["attention_mask"].to(self.device), return_timestamps=True)
         dtype = next(self.model.parameters()).dtype
+        if (criteria := stopping_criteria()) is not None:  # under a deadline (the service's --timeout-s)
+            gen["stopping_criteria"] = criteria
         ids = self.model.generate(feats["input_features"].to(self.device, dtype), **gen)
+        check_deadline("speech recognition")
         texts = [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts[0] if single else texts
 
@@ -355,6 +359,7 @@ class WhisperTranscriber:
         found: list[Word] = []
         p_min: float | None = None
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            check_deadline("speech recognition")  # under a deadline (the service's --timeout-s): stop between windows
             feats = self.feature_extractor(wave_np[a:b], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
             if positions is not None:
                 feats = feats[:, :, : 2 * positions]  # (1, 80, 3000) -> (1, 80, 2 * positions): mel frames are 10 ms
@@ -369,7 +374,10 @@ class WhisperTranscriber:
                 gen["max_length"] = int(8 * context_s) + 12  # prompt tokens included
             if words:
                 gen["return_token_timestamps"] = True
+            if (criteria := stopping_criteria()) is not None:
+                gen["stopping_criteria"] = criteria
             out = model.generate(encoder_outputs=enc, **gen)
+            check_deadline("speech recognition")
             ids = out["sequences"][0].tolist()
             texts.append(self.tokenizer.decode(ids, skip_special_tokens=True).strip())
             if words:

@@ -64,6 +64,15 @@ def test_whisper_transcribes_synthetic_speech(tmp_path):
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * 16000) / 16000)).astype(np.float32)
     p_speech, p_tone = asr.no_speech_prob(audio, sampling_rate=rate), asr.no_speech_prob(tone)
     assert 0 <= p_speech < 0.6 <= p_tone <= 1, (p_speech, p_tone)
+    # Under a deadline that has passed (the service's --timeout-s), recognition stops instead of running on.
+    from emollm.utils.deadline import Deadline, DeadlineExceeded, deadline
+
+    due = Deadline()
+    due.cancel("the server's limit of 1 s (--timeout-s)")
+    with deadline(scope=due):
+        for call in (lambda: asr(audio, sampling_rate=rate), lambda: asr.transcribe(audio, sampling_rate=rate)):
+            with pytest.raises(DeadlineExceeded, match="stopped at speech recognition"):
+                call()
 
 
 @pytest.mark.slow
