@@ -387,3 +387,31 @@ def test_cli_import_with_encoders_then_analyze(tmp_path):
     assert sorted(result["modalities"]) == ["audio", "face", "multi"]
     assert main(["affectgpt", str(ckpt), "--llm-path", str(lm_dir), "--encoder-path", "clap=x",
                  "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+
+
+def test_emollm_eval_runs_the_import(tmp_path):
+    """``emollm eval`` on the imported checkpoint with cached encoder features (the branches' feature folders) and
+    the released prompt: one token per slot, greedy and the released sampling both recorded."""
+    from emollm_eval.runner import load_config, run_eval
+
+    out = do_import(tmp_path, "face")
+    names = ["c1", "c2", "c3"]
+    rng = np.random.default_rng(0)
+    for sub, dim in (("clip_face", DV), ("hubert_clips", DA)):
+        (tmp_path / "feats" / sub).mkdir(parents=True)
+        for n in names:
+            np.save(tmp_path / "feats" / sub / f"{n}.npy", rng.standard_normal((8, dim)).astype(np.float32))
+    gold = tmp_path / "gold.txt"
+    gold.write_text("".join(f"{n} 8 {lab} 0.0\n" for n, lab in zip(names, ["happy", "sad", "angry"], strict=True)))
+    prompt = affectgpt_prompt("face", "Which emotion label fits the character: {labels}?")
+    base = [f"checkpoint={out}", "dataset=ncev", f"gold={gold}", f"feature_root={tmp_path / 'feats'}",
+            "labels=[happy, sad, angry]", "label_order=[happy, sad, angry]", f"prompt={prompt}",
+            "max_new_tokens=3", "n_bootstrap=0"]  # fmt: skip
+    greedy = run_eval(load_config(None, [*base, f"output_dir={tmp_path / 'g'}"]), progress=False)
+    assert greedy.metrics["modalities_used"] == ["audio", "face", "multi"] and greedy.metrics["n"] == 3
+    assert greedy.metrics["fused_slots"] == {"multi": ["face", "audio"]} and greedy.metrics["decoding"] == "greedy"
+    assert "###" not in "".join(r["answer"] for r in greedy.rows)  # cut at the release's stops
+    sampled = run_eval(
+        load_config(None, [*base, f"output_dir={tmp_path / 's'}", "decoding=affectgpt", "limit=1"]), progress=False
+    )
+    assert sampled.metrics["decoding"]["name"] == "affectgpt"
