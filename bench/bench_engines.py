@@ -174,7 +174,10 @@ def main() -> int:
     ours._load()
     n, q_bytes = gguf_sizes(gguf)  # the same weights: transformers holds them dequantised, llama.cpp as stored
     ids = ours.prompt_ids(PROMPT)
-    print(f"machine: memory read {bw / 1e9:.1f} GB/s, {threads} thread(s); SmolLM2-135M ({n / 1e6:.1f}M params)")
+    print(
+        f"machine: memory read {bw / 1e9:.1f} GB/s, {threads} thread(s), load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores; SmolLM2-135M ({n / 1e6:.1f}M params)"
+    )
     print(
         f"prompt: {len(ids)} tokens (ChatML, emollm's tokenizer, fed as ids to both); {new} new tokens, "
         f"best of {reps}\n"
@@ -231,7 +234,8 @@ def main() -> int:
         "\nfloor: memory bandwidth / weight bytes per decode step. TTFT includes the prompt's prefill. The server runs "
         "one llama.cpp context: concurrent requests queue behind each other (a 2-core machine has no room for more)."
     )
-    print(f"total {time.perf_counter() - t_all:.0f} s")
+    load = os.getloadavg()
+    print(f"total {time.perf_counter() - t_all:.0f} s; load average at the end {load[0]:.1f} on {os.cpu_count()} cores")
     return 0
 
 
