@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import pickle
@@ -281,6 +282,11 @@ def wait_visible(path: Path, *, size: int = 0, timeout_s: float | None = None) -
 # ================================================================================================ the job
 
 
+_JOB_IDS = itertools.count()
+"""Jobs made by this process, in order: every rank makes the same jobs in the same order, so the n-th job has the same
+id on every rank and its progress counters never collide with an earlier job's (``eval ablate`` runs several)."""
+
+
 class Job:
     """One data-parallel job: this rank's place, the collectives it needs, its shard, progress and summary.
 
@@ -295,6 +301,7 @@ class Job:
 
     def __init__(self, name: str, launch: Launch | None = None, *, unit: str = "clip"):
         self.name = name
+        self.id = next(_JOB_IDS)
         self.launch = launch or Launch.from_env()
         self.unit = unit
         self.rank, self.world = self.launch.rank, self.launch.world
@@ -451,7 +458,7 @@ class Progress:
 
         self.job = job
         self.initial = initial
-        self.key = f"emollm/{job.name}/{job._phase}/done"
+        self.key = f"emollm/{job.name}/{job.id}/{job._phase}/done"
         self.started = time.perf_counter()
         self.store = _default_store() if job.distributed else None
         show = enabled and job.is_main
@@ -641,7 +648,7 @@ class JsonlParts:
         """The failures the given ranks recorded in this run."""
         rows = []
         for r in ranks:
-            for _, line in JsonlParts(self.out, self.key)._records(self.path(r, ".errors.jsonl")):
+            for _, line in self._records(self.path(r, ".errors.jsonl")):
                 rows.append(json.loads(line))
         return rows
 
