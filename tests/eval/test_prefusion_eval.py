@@ -92,3 +92,21 @@ def test_released_sampling_is_seeded_recorded_and_hashed(fused_checkpoint, data,
     assert config_hash(prediction_fingerprint(other, {})) != config_hash(prediction_fingerprint(seeded, {}))
     with pytest.raises(ValueError, match=r"decoding must be 'greedy' \| 'affectgpt', got 'beam'"):
         load_config(None, [*base, "decoding=beam"])
+
+
+def test_the_shipped_comparison_config_validates():
+    """configs/bench/prefusion.yaml: both rows' stage configs validate with their overrides; only <multi> differs."""
+    from emollm.runconfig import load_config as load_run
+    from emollm.runconfig import validate
+    from emollm_eval.compare import CompareConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = CompareConfig.load(repo / "configs" / "bench" / "prefusion.yaml")
+    assert [r.name for r in cfg.runs] == ["no-fusion", "prefusion-token"]
+    for stage in cfg.stages:
+        plain = load_run(repo / stage.config, [*stage.overrides, *cfg.runs[0].overrides])
+        fused = load_run(repo / stage.config, [*stage.overrides, *cfg.runs[1].overrides])
+        assert validate(plain).errors == [] and validate(fused).errors == []
+        assert set(fused.model.modalities) - set(plain.model.modalities) == {"multi"}
+        assert fused.model.modalities["multi"].fuse.sources == ["face", "audio"]
+    assert any("<multi>" in o for o in cfg.test_overrides)
