@@ -115,6 +115,7 @@ def test_page_uploads_a_clip_and_shows_the_result(server, browser, media, tmp_pa
     assert "AU12" in browser.find_element(By.ID, "aus").text
     assert len(browser.find_elements(By.CSS_SELECTOR, "#expr-chart polyline")) == 7
     assert "no audio track" in browser.find_element(By.ID, "missing").text
+    assert browser.find_element(By.ID, "notes-section").get_attribute("hidden") is not None  # nothing was cut
     assert "clues mode" in browser.find_element(By.ID, "result-produced-by").text
     wait.until(lambda d: "peak frame" in d.find_element(By.ID, "peak-caption").text)
     time.sleep(0.5)  # the peak frame is drawn after the video element seeks (or says it cannot decode it)

@@ -188,6 +188,9 @@ function render(res, media) {
     miss.append(li);
   }
   if (!miss.children.length) miss.append(Object.assign(document.createElement("li"), { textContent: "none" }));
+  const notes = $("notes"); // inputs cut to the prompt's bound (max_text_chars), one line each
+  notes.replaceChildren(...(res.notes || []).map((n) => Object.assign(document.createElement("li"), { textContent: n })));
+  $("notes-section").hidden = !notes.children.length;
   const face = (res.evidence || {}).face;
   $("face-section").hidden = !face;
   if (face) renderFace(face, media);
