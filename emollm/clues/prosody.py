@@ -50,6 +50,7 @@ __all__ = [
     "ProsodyTrack",
     "describe_prosody",
     "egemaps_functionals",
+    "harmonicity_frames",
     "measure_prosody",
     "prosody_from_file",
     "prosody_track",
@@ -329,10 +330,13 @@ def prosody_track(
     silence_db: float = -50.0,
     min_duration: float = 0.1,
     min_voiced_frames: int = 3,
+    harmonicity: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ProsodyTrack:
     """Runs Praat once over a recording; :meth:`ProsodyTrack.window` then measures any stretch of it.
 
-    Arguments as :func:`measure_prosody`.
+    Arguments as :func:`measure_prosody`, and ``harmonicity``: the recording's HNR frames ``(times, dB)`` already
+    measured (:func:`harmonicity_frames`, e.g. piece by piece as a live stream arrives), instead of measuring them
+    here: Praat's harmonicity is most of the cost of a short window, and each frame depends only on ~60 ms of audio.
 
     Raises:
         ValueError: ``wave`` is not 1-D, or holds NaN/inf.
@@ -373,11 +377,32 @@ def prosody_track(
     intensity = snd.to_intensity(minimum_pitch=floor, time_step=_TIME_STEP)
     db = np.interp(times, intensity.xs(), intensity.values[0])
     points = call([snd, pitch], "To PointProcess (cc)")
-    harm = snd.to_harmonicity_cc(time_step=_TIME_STEP, minimum_pitch=floor)
+    hnr_times, hnr_db = harmonicity if harmonicity is not None else harmonicity_frames(snd, floor=floor)
     return ProsodyTrack(
-        duration, sample_rate, times, f0, db, np.asarray(harm.xs(), dtype=np.float64), harm.values[0].copy(),
+        duration, sample_rate, times, f0, db, np.asarray(hnr_times, dtype=np.float64), np.asarray(hnr_db),
         float(floor), float(ceiling), None, wave=x, sound=snd, points=points, **settings,  # type: ignore[arg-type]
     )  # fmt: skip
+
+
+def harmonicity_frames(
+    wave: Any, sample_rate: int = SAMPLE_RATE, *, floor: float = 75.0, offset_s: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Praat's harmonics-to-noise ratio per 10 ms frame (``To Harmonicity (cc)``; -200 dB marks unvoiced frames).
+
+    Args:
+        wave: A mono waveform, or a ``parselmouth.Sound``.
+        sample_rate: Its rate (for a waveform).
+        floor: Minimum pitch in Hz (sets Praat's analysis window, 4.5 periods of it).
+        offset_s: Added to the frame times (the wave's place in a longer recording).
+
+    Returns:
+        ``(times, dB)``, both ``(frames,)``.
+    """
+    parselmouth = import_optional("parselmouth", _PRAAT, "speech prosody (Praat)")
+    snd = wave if isinstance(wave, parselmouth.Sound) else parselmouth.Sound(
+        np.asarray(wave, dtype=np.float64), sampling_frequency=float(sample_rate))  # fmt: skip
+    harm = snd.to_harmonicity_cc(time_step=_TIME_STEP, minimum_pitch=floor)
+    return np.asarray(harm.xs(), dtype=np.float64) + offset_s, harm.values[0].copy()
 
 
 def prosody_from_file(path: str | os.PathLike[str], **kwargs: Any) -> Prosody:

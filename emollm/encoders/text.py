@@ -272,6 +272,11 @@ class WhisperTranscriber:
             raise ValueError("this Whisper tokenizer/generation config has no no-speech token or start token")
         return token, start
 
+    def context_model(self, context_s: float) -> Any:
+        """The model :meth:`transcribe` uses for ``context_s`` (the full one at 30 s), e.g. to pack its weights."""
+        positions = min(1500, math.ceil(context_s * 50))
+        return self._context_model(positions) if positions < 1500 else self.model
+
     def _context_model(self, positions: int) -> Any:
         """The model with an encoder of ``positions`` (20 ms each) instead of 1500, sharing every weight.
 

@@ -168,3 +168,4 @@ def test_a_replayed_file_matches_its_timeline_and_commits_each_word_once(tmp_pat
     said = summary["transcript"].lower()
     assert "passed" in said and "wonderful" in said and "happy" in said
     assert [w for h in hops for w in h["transcript_new"]] == words[: sum(len(h["transcript_new"]) for h in hops)]
+    assert hops[0]["asr"] == "run" and {h["asr"].split(":")[0] for h in hops} <= {"run", "reused", "skipped"}

@@ -189,3 +189,15 @@ def test_track_window_of_a_pause_is_silent(speech):
     assert not pause.has_speech and pause.reason.startswith("silent")
     assert track.window(0.0, d).has_speech and track.window(d + 2.0, 2 * d + 2.0).has_speech
     assert track.window(3.0, 3.05).reason.startswith("too short")
+
+
+def test_harmonicity_measured_apart_gives_the_same_track(speech):
+    """A live stream measures HNR piece by piece and hands the frames in: the same frames give the same numbers."""
+    from emollm.clues.prosody import harmonicity_frames, prosody_track
+
+    wave = load_audio(speech["p50"], sample_rate=16000)
+    track = prosody_track(wave)
+    given = prosody_track(wave, harmonicity=harmonicity_frames(wave, floor=track.pitch_floor_hz))
+    assert given.window(0.0, given.duration_s) == track.window(0.0, track.duration_s)
+    times, db = harmonicity_frames(wave[:16000], offset_s=2.0)
+    assert times.shape == db.shape and 2.0 < times[0] < times[-1] < 3.0

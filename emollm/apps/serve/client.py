@@ -111,6 +111,7 @@ def stream_file(
     window_s: float | None = None,
     hop_s: float | None = None,
     rationale: bool = False,
+    face_path: str | None = None,
     on_message: Any = None,
     timeout_s: float = 60.0,
 ) -> StreamResult:
@@ -126,6 +127,7 @@ def stream_file(
         window_s: Window length to ask for (None: the server's).
         hop_s: Hop to ask for (None: the server's).
         rationale: Ask for the written rationale of the whole session at the end.
+        face_path: ``landmarker`` or ``detector`` (None: the server's; see :class:`emollm.apps.live.LiveSettings`).
         on_message: Called with every message from the server as it arrives.
         timeout_s: Longest wait for the server's answers after the last message is sent.
 
@@ -173,6 +175,8 @@ def stream_file(
         start["window_s"] = window_s
     if hop_s is not None:
         start["hop_s"] = hop_s
+    if face_path is not None:
+        start["face_path"] = face_path
     t0 = time.monotonic()
     try:
         ws.send(json.dumps(start))

@@ -179,7 +179,7 @@ async def _open(ws: WebSocket, service: Any) -> LiveSession:
             max_frame_bytes=min(2 * 1024 * 1024, settings.max_upload_bytes),
             face_path=str(start.get("face_path", "landmarker")),
         )  # fmt: skip
-        audio = start.get("audio")
+        audio = start.get("audio")  # (face_path and window checks: LiveSettings)
         if audio is not None and not isinstance(audio, dict):
             raise LiveError('audio must be an object like {"format": "pcm16", "sample_rate": 16000}')
         session = LiveSession(tuple(settings.labels), live, audio)
@@ -187,7 +187,7 @@ async def _open(ws: WebSocket, service: Any) -> LiveSession:
         raise _Refused(str(e), 1003) from None
     session.id = next(_ids)  # type: ignore[attr-defined]
     try:  # the first session of a worker loads the models here, not in its first hop
-        warm_s = await asyncio.wait_for(_on_worker(service, lambda a: warm_up(a, live)), settings.timeout_s)
+        warm = await asyncio.wait_for(_on_worker(service, lambda a: warm_up(a, live)), settings.timeout_s)
     except asyncio.TimeoutError:
         raise _Refused(f"the models did not load within the server's limit of {settings.timeout_s:g} s", 1011) from None
     await ws.send_text(json.dumps({
@@ -200,7 +200,7 @@ async def _open(ws: WebSocket, service: Any) -> LiveSession:
         "accepts": {"audio": {"formats": ["pcm16", "f32"], "channels": 1, "sample_rate": "8000-48000 Hz, 16000 "
                               "preferred"}, "video": ["jpeg", "png"],
                     "binary": "1 byte kind (A = audio, V = video frame) + float64 LE seconds + payload"},
-        "produced_by": analyzer.produced_by(), "warm_up_s": warm_s,
+        "produced_by": analyzer.produced_by(), **warm,
     }))  # fmt: skip
     return session
 
