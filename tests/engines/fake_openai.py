@@ -106,6 +106,7 @@ class FakeOpenAI:
             self.requests.append({"path": h.path, "body": body, "auth": h.headers.get("Authorization")})
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        done = False
         try:
             if self.dead.is_set():
                 h.close_connection = True
@@ -113,10 +114,14 @@ class FakeOpenAI:
             action = self._action()
             if self.delay:
                 time.sleep(self.delay)
+            with self.lock:  # the work is done before the answer is written: the client may send its next request
+                self.in_flight -= 1  # as soon as it reads this one, and that must not count as one more in flight
+                done = True
             self._answer(h, action, body)
         finally:
-            with self.lock:
-                self.in_flight -= 1
+            if not done:
+                with self.lock:
+                    self.in_flight -= 1
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
         h.send_response(status)
