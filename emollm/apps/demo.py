@@ -63,9 +63,26 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def record_main(argv: list[str]) -> int:
+    """``emollm demo record DIR``: seeds, per-step fingerprints and library versions of a ``make demo`` folder."""
+    from emollm.apps.demo_data import record_reproducibility
+
+    parser = argparse.ArgumentParser(prog="emollm demo record", description=record_main.__doc__)
+    parser.add_argument("demo", help="the make demo folder (runs/demo)")
+    args = parser.parse_args(argv)
+    if not (Path(args.demo) / "data" / "manifest.json").is_file():
+        print(f"emollm demo record: {args.demo} is not a make demo folder (no data/manifest.json)", file=sys.stderr)
+        return 2
+    record = record_reproducibility(args.demo)
+    print(f"wrote {Path(args.demo) / 'report' / 'reproducibility.json'} ({len(record['steps'])} steps)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["data"]:
         return data_main(argv[1:])
+    if argv[:1] == ["record"]:
+        return record_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="emollm demo",
         description=__doc__.split("\n\n")[0] + " (The whole story — clips, MERR, two training stages, evaluation, "

@@ -33,7 +33,7 @@ from typing import Any
 
 from emollm.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["DEMO_LABELS", "SENTENCES", "VOICES", "DemoClip", "make_demo_set"]
+__all__ = ["DEMO_LABELS", "SENTENCES", "VOICES", "DemoClip", "make_demo_set", "record_reproducibility"]
 
 DEMO_LABELS: tuple[str, ...] = ("happy", "sad", "angry", "neutral")
 """The demo's classes (a subset of MER2023's six, in its order)."""
@@ -223,3 +223,131 @@ def make_demo_set(
     }
     atomic_write_json(manifest_path, manifest)
     return manifest
+
+
+# ------------------------------------------------------------------------------------------------ reproducibility
+
+VERSIONED = ("emollm", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn", "av", "decord",
+             "opencv-python-headless", "mediapipe", "praat-parselmouth", "safetensors", "llama_cpp_python")  # fmt: skip
+"""Distributions whose versions the demo's report records (a missing one is recorded as absent)."""
+
+
+def _sha256_files(paths: list[Path]) -> str | None:
+    import hashlib
+
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python, the packages of :data:`VERSIONED`, espeak-ng, the machine and the thread setting."""
+    import os
+    import platform
+    import shutil
+    import subprocess
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        proc = subprocess.run([espeak, "--version"], capture_output=True, text=True, timeout=10)
+        out["espeak-ng"] = (proc.stdout.strip().splitlines() or [""])[0] or None
+    out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores"
+    out["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
+    return out
+
+
+def record_reproducibility(demo: str | Path) -> dict[str, Any]:
+    """What ``make demo`` ran with, from the files it wrote under ``demo``: every seed, how each stochastic step
+    was made deterministic, fingerprints of each step's output (two runs whose fingerprints agree up to a step made
+    the same files up to there) and the library versions. Written to ``report/reproducibility.json``, and a
+    "Reproducibility" section is appended to ``report/compare.md``."""
+    demo = Path(demo)
+    manifest = _json(demo / "data" / "manifest.json") or {}
+    merr = _json(demo / "merr" / "summary.json") or {}
+    baseline = _json(demo / "eval" / "baseline" / "baseline.json") or {}
+    compare = _json(demo / "report" / "compare.json") or {}
+
+    def train_seed(stage: str) -> Any:
+        return ((_json(demo / stage / "run_config.json") or {}).get("train") or {}).get("seed")
+
+    evals = {k: _json(demo / "eval" / k / "metrics.json") or {} for k in ("untrained", "trained")}
+    steps = {
+        "data": {
+            "seed": (manifest.get("settings") or {}).get("seed"),
+            "what": "sentences, voice jitter, speakers and the stratified train/test split (random.Random(seed)); "
+            "frame noise numpy default_rng(0); espeak-ng and the video encoder are deterministic",
+            "sha256": {
+                "clips": _sha256_files(list((demo / "data" / "clips").glob("*.mp4"))),
+                "labels": _sha256_files(list((demo / "data").glob("labels_*.txt"))),
+            },
+        },
+        "merr": {
+            "sampling": [r.get("sampling") for r in merr.get("reasoning_produced_by", [])],
+            "engine": [r.get("engine") for r in merr.get("reasoning_produced_by", [])],
+            "sha256": _sha256_files(list((demo / "merr").glob("MERR_*_grained.json"))),
+        },
+        "features": {
+            enc: _sha256_files(list((demo / "features" / enc).glob("*.npy"))) for enc in ("whisper", "fer")
+        },
+        "pretrain": {"seed": train_seed("pretrain/final"),
+                     "sha256": _sha256_files(list((demo / "pretrain" / "final").glob("*.safetensors")))},
+        "instruct": {"seed": train_seed("instruct/final"),
+                     "sha256": _sha256_files(list((demo / "instruct" / "final").glob("*.safetensors")))},
+        "untrained": {"seed": train_seed("untrained/init"),
+                      "sha256": _sha256_files(list((demo / "untrained" / "init").glob("*.safetensors")))},
+        "eval": {k: {"bootstrap_seed": v.get("bootstrap_seed"), "n_bootstrap": v.get("n_bootstrap"),
+                     "sha256": _sha256_files(list((demo / "eval" / k).glob("predictions.jsonl")))}
+                 for k, v in evals.items()},
+        "clue mode": {"sha256": _sha256_files([p for p in [demo / "eval" / "clues.jsonl"] if p.is_file()])},
+        "fusion baseline": {
+            "seed": baseline.get("seed"), "solver": baseline.get("solver"), "near_ties": baseline.get("near_ties"),
+            "sha256": _sha256_files([p for p in [demo / "eval" / "baseline" / "predictions.csv"] if p.is_file()]),
+        },
+        "report": {"bootstrap_seed": compare.get("seed"), "n_bootstrap": compare.get("n_bootstrap")},
+    }  # fmt: skip
+    record = {"demo": str(demo), "steps": steps, "versions": library_versions()}
+    atomic_write_json(demo / "report" / "reproducibility.json", record)
+    ties = (steps["fusion baseline"]["near_ties"] or {}).get("n")
+    md = demo / "report" / "compare.md"
+    if md.is_file():
+        text = md.read_text(encoding="utf-8").split("\n## Reproducibility")[0].rstrip("\n")
+        v = record["versions"]
+        lines = [
+            "",
+            "## Reproducibility",
+            "",
+            f"Seeds: data {steps['data']['seed']}, stage 1 {steps['pretrain']['seed']}, stage 2 "
+            f"{steps['instruct']['seed']}, untrained {steps['untrained']['seed']}, bootstrap "
+            f"{steps['report']['bootstrap_seed']}; MERR reasoning and evaluation decode greedily; the fusion "
+            "baseline has no random step (zero init, float64 LBFGS on one thread)"
+            + (
+                f" and {ties} near-tie prediction(s) that float noise could flip on another machine."
+                if ties
+                else " and no near-tie predictions."
+            ),  # fmt: skip
+            f"Versions: python {v['python']}, emollm {v['emollm']}, torch {v['torch']}, transformers "
+            f"{v['transformers']}, peft {v['peft']}, numpy {v['numpy']}, espeak-ng {v.get('espeak-ng')}; "
+            f"OMP_NUM_THREADS={v['OMP_NUM_THREADS']}. Per-step fingerprints: reproducibility.json (two runs agree "
+            "up to the first step whose sha256 differs).",
+            "",
+        ]
+        atomic_write_text(md, text + "\n" + "\n".join(lines))
+    return record

@@ -241,8 +241,11 @@ def _write_video(
         codec = _video_codec()
         vs = c.add_stream(codec, rate=fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.codec_context.thread_count = 1  # any encoder: the bits must not depend on the machine's cores
         if codec == "libx264":
-            vs.options = {"preset": "ultrafast" if fast else "veryfast", "crf": "20"}
+            # threads=1: x264's output depends on its thread count, which it takes from the CPUs it sees, so the
+            # same clip came out differently on a 1- and a 2-core run (the demo's data must be the same bits)
+            vs.options = {"preset": "ultrafast" if fast else "veryfast", "crf": "20", "threads": "1"}
         aus = None if wave is None else c.add_stream("aac", rate=sample_rate, layout="mono")  # all streams first
         for f in frames:
             for packet in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
