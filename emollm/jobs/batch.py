@@ -217,17 +217,21 @@ def run_batch(
     elif errors.exists():
         errors.unlink()
     resumed = len(inputs) - len(pending)
-    total_ok = ok + resumed
+    return _report(out, len(inputs), ok + resumed, resumed, len(failures), errors)
+
+
+def _report(out: Path, total: int, total_ok: int, resumed: int, n_failed: int, errors: Path) -> int:
+    """The batch's last line(s) on stderr, and its exit status: 0 all done, 1 some failed, 2 none succeeded."""
     print(
-        f"emollm analyze: {total_ok}/{len(inputs)} files analysed into {out}"
+        f"emollm analyze: {total_ok}/{total} files analysed into {out}"
         + (f" ({resumed} from an earlier run)" if resumed else "")
-        + (f"; {len(failures)} failed, reasons in {errors}" if failures else ""),
+        + (f"; {n_failed} failed, reasons in {errors}" if n_failed else ""),
         file=sys.stderr,
     )
-    if failures and total_ok == 0:
+    if n_failed and total_ok == 0:
         print("emollm analyze: no file could be analysed", file=sys.stderr)
         return 2
-    return 1 if failures else 0
+    return 1 if n_failed else 0
 
 
 def _analyse(analyzer, pending, f, bar, failures, *, subtitle, debug, isolate, job=None, costs=None) -> int:
@@ -318,17 +322,7 @@ def _run_distributed(job, analyzer, inputs, out, *, subtitle, debug, progress, i
         return 0  # rank 0 reports the whole job; the launcher takes its exit status
     print(f"emollm analyze: {job.world} processes ({job.launch.launcher})\n{format_summary(rows, 'file')}",
           file=sys.stderr)  # fmt: skip
-    err_file = out.with_name(out.stem + ".errors.jsonl")
-    print(
-        f"emollm analyze: {total_ok}/{len(inputs)} files analysed into {out}"
-        + (f" ({resumed} from an earlier run)" if resumed else "")
-        + (f"; {n_failed} failed, reasons in {err_file}" if n_failed else ""),
-        file=sys.stderr,
-    )
-    if n_failed and total_ok == 0:
-        print("emollm analyze: no file could be analysed", file=sys.stderr)
-        return 2
-    return 1 if n_failed else 0
+    return _report(out, len(inputs), total_ok, resumed, n_failed, out.with_name(out.stem + ".errors.jsonl"))
 
 
 def _read_existing(out: Path) -> dict[str, str]:

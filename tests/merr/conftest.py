@@ -37,6 +37,20 @@ def build_dict(clip_set: dict[str, Path], out: Path, **extra: Any) -> dict[str, 
     return _merge(base, extra)
 
 
+def slow_build_dict(clip_set: dict[str, Path], out: Path, audio_log: Path, reason_log: Path, sleep: float) -> dict:
+    """:func:`build_dict` with the audio describer and the reasoner slowed by ``sleep`` s per clip and logging their
+    calls (one line per clip / prompt), for the kill-and-resume tests (which count work across processes)."""
+    return build_dict(
+        clip_set,
+        out,
+        describe={
+            "audio": "python:tests.merr.fakes:SlowMeasured",
+            "options": {"audio": {"calls_file": str(audio_log), "sleep": sleep}},
+        },
+        reason={"client_options": {"contradict": {"sad": "angry"}, "calls_file": str(reason_log), "sleep": sleep}},
+    )
+
+
 @pytest.fixture
 def make_cfg(clip_set):
     """``make_cfg(out_dir, **nested_overrides) -> BuildConfig``."""

@@ -15,7 +15,7 @@ import yaml
 from emollm_merr.pipeline import run_build
 from tests.emollm.test_distributed_jobs import emollm_cmd, kill_rank, launch_env
 
-from .conftest import build_dict
+from .conftest import slow_build_dict
 from .fakes import prompt_hash
 from .test_merr_pipeline import DETERMINISTIC, _lines, _snapshot
 
@@ -30,15 +30,7 @@ def test_two_processes_kill_a_rank_resume_with_another_count_same_bytes(clip_set
     audio_log, reason_log = tmp_path / "audio.log", tmp_path / "reason.log"
 
     def settings(out: Path, sleep: float) -> dict:
-        return build_dict(
-            clip_set,
-            out,
-            describe={
-                "audio": "python:tests.merr.fakes:SlowMeasured",
-                "options": {"audio": {"calls_file": str(audio_log), "sleep": sleep}},
-            },
-            reason={"client_options": {"contradict": {"sad": "angry"}, "calls_file": str(reason_log), "sleep": sleep}},
-        )
+        return slow_build_dict(clip_set, out, audio_log, reason_log, sleep)
 
     from emollm_merr.config import BuildConfig
 

@@ -19,7 +19,7 @@ from emollm.data.merr_schema import EL_KEYS
 from emollm.utils.stage_cache import file_fingerprint
 from emollm_merr.pipeline import run_build
 
-from .conftest import build_dict
+from .conftest import build_dict, slow_build_dict
 from .fakes import CORRUPT, prompt_hash
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,15 +236,7 @@ def test_kill_at_any_stage_and_resume(clip_set, tmp_path):
     audio_log, reason_log = tmp_path / "audio.log", tmp_path / "reason.log"
 
     def settings(out: Path, sleep: float) -> dict:
-        return build_dict(
-            clip_set,
-            out,
-            describe={
-                "audio": "python:tests.merr.fakes:SlowMeasured",
-                "options": {"audio": {"calls_file": str(audio_log), "sleep": sleep}},
-            },
-            reason={"client_options": {"contradict": {"sad": "angry"}, "calls_file": str(reason_log), "sleep": sleep}},
-        )
+        return slow_build_dict(clip_set, out, audio_log, reason_log, sleep)
 
     from emollm_merr.config import BuildConfig
 
