@@ -713,6 +713,11 @@ def warm_up(analyzer: Any, settings: LiveSettings) -> dict[str, Any]:
         quiet = np.zeros(SAMPLE_RATE, dtype=np.float32)
         whisper.transcribe(quiet, SAMPLE_RATE, context_s=settings.whisper_context_s, words=True)
     analyzer._text("warming up", timer)
+    analyzer._model("cues")  # MERR's AU table, read by the first window's aggregation
+    from emollm.clues.prosody import prosody_track
+
+    tone = (0.2 * np.sin(2 * np.pi * 150 * np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE)).astype(np.float32)
+    prosody_track(tone, SAMPLE_RATE).window(0.0, 0.5)  # Praat's first call
     analyzer._live_warm = key
     return {"warm_up_s": round(time.perf_counter() - t, 3), "asr_kernels": getattr(analyzer, "_live_kernels", None)}
 

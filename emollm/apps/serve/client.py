@@ -186,13 +186,14 @@ def stream_file(
         result.ready = first
         if on_message is not None:
             on_message(first)
+        paced = time.monotonic()  # the media clock starts now: the first session's warm-up is not media time
         reader = threading.Thread(target=read, name="emollm-stream-reader", daemon=True)
         reader.start()
         for t, kind, payload in file_messages(path, fps=fps, chunk_ms=chunk_ms):
             if done.is_set():
                 break  # the server ended the session
             if speed > 0:
-                wait = t0 + t / speed - time.monotonic()
+                wait = paced + t / speed - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
             ws.send_binary(pack_media(kind, t, payload))
