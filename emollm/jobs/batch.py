@@ -140,9 +140,7 @@ def check_results_file(
     from emollm.utils.io import check_output_file
 
     try:
-        check_output_file(
-            out, flag="--out", inputs=[*inputs, list_file], overwrite=overwrite, ours=not_a_results_file
-        )
+        check_output_file(out, flag="--out", inputs=[*inputs, list_file], overwrite=overwrite, ours=not_a_results_file)
     except ValueError as e:
         raise BatchError(str(e)) from None
 

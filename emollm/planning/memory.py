@@ -678,8 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="emollm plan",
         description="Estimate per-GPU training memory of a config (meta-device model, no weights) and whether it "
-        "fits. Sizes in GiB; formulas in emollm/planning/memory.py. Exit status 0 when it fits, 2 when it does not, 1 on a bad "
-        "config.",
+        "fits. Sizes in GiB; formulas in emollm/planning/memory.py. Exit status 0 when it fits, 2 when it does not, "
+        "1 on a bad config.",
     )
     parser.add_argument("config", help="YAML run config, e.g. configs/instruct/llama3.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.quantization=4bit")
