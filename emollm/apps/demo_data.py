@@ -162,8 +162,9 @@ def make_demo_set(
     from emollm.media import fixtures
 
     out = Path(out)
+    # version 3: lossless clips (their decoded frames are the same on every run)
     settings = {"per_label": per_label, "test_fraction": test_fraction, "seconds": seconds, "seed": seed,
-                "quick": quick, "version": 2}  # fmt: skip
+                "quick": quick, "version": 3}  # fmt: skip
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -178,7 +179,7 @@ def make_demo_set(
         kind = None if p["audio"] == "none" else p["audio"]
         clip = fixtures.make_face_clip(
             path, photo, seconds=seconds, size=size, audio=kind, text=p["sentence"],
-            voice=p["voice"] if kind == "speech" else None,
+            voice=p["voice"] if kind == "speech" else None, lossless=True,
         )  # fmt: skip
         clips.append(
             DemoClip(
@@ -244,6 +245,44 @@ def _sha256_files(paths: list[Path]) -> str | None:
     return h.hexdigest()[:16]
 
 
+def _decoded_fingerprint(paths: list[Path]) -> str | None:
+    """sha256 of the decoded frames and audio samples of ``paths`` (what the features see, unlike the bytes)."""
+    import hashlib
+
+    if not paths:
+        return None
+    import av
+
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        try:
+            for kind in ("video", "audio"):
+                with av.open(str(p)) as c:
+                    streams = getattr(c.streams, kind)
+                    for frame in c.decode(streams[0]) if streams else ():
+                        h.update(frame.to_ndarray().tobytes())
+        except (av.error.FFmpegError, OSError):  # a clip that does not decode is part of the fingerprint, by name
+            h.update(b"undecodable")
+    return h.hexdigest()[:16]
+
+
+def _clue_fingerprint(path: Path) -> str | None:
+    """sha256 of the clue mode's answers (clip, label, probabilities), not of its timings and paths."""
+    import hashlib
+
+    if not path.is_file():
+        return None
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            rows.append([Path(rec["file"]).name, rec.get("label"), rec.get("probabilities")])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return hashlib.sha256(json.dumps(sorted(rows, key=str), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -268,7 +307,8 @@ def library_versions() -> dict[str, str | None]:
     espeak = shutil.which("espeak-ng")
     if espeak:
         proc = subprocess.run([espeak, "--version"], capture_output=True, text=True, timeout=10)
-        out["espeak-ng"] = (proc.stdout.strip().splitlines() or [""])[0] or None
+        first = (proc.stdout.strip().splitlines() or [""])[0]
+        out["espeak-ng"] = first.split("Data at:")[0].strip().removeprefix("eSpeak NG text-to-speech:").strip() or None
     out["machine"] = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores"
     out["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
     return out
@@ -293,7 +333,9 @@ def record_reproducibility(demo: str | Path) -> dict[str, Any]:
         "data": {
             "seed": (manifest.get("settings") or {}).get("seed"),
             "what": "sentences, voice jitter, speakers and the stratified train/test split (random.Random(seed)); "
-            "frame noise numpy default_rng(0); espeak-ng and the video encoder are deterministic",
+            "espeak-ng is deterministic; clips are encoded losslessly, so their decoded frames are the generated "
+            "ones (the file bytes may differ, the pixels do not)",
+            "pixels_sha256": _decoded_fingerprint(sorted((demo / "data" / "clips").glob("*.mp4"))),
             "sha256": {
                 "clips": _sha256_files(list((demo / "data" / "clips").glob("*.mp4"))),
                 "labels": _sha256_files(list((demo / "data").glob("labels_*.txt"))),
@@ -316,7 +358,7 @@ def record_reproducibility(demo: str | Path) -> dict[str, Any]:
         "eval": {k: {"bootstrap_seed": v.get("bootstrap_seed"), "n_bootstrap": v.get("n_bootstrap"),
                      "sha256": _sha256_files(list((demo / "eval" / k).glob("predictions.jsonl")))}
                  for k, v in evals.items()},
-        "clue mode": {"sha256": _sha256_files([p for p in [demo / "eval" / "clues.jsonl"] if p.is_file()])},
+        "clue mode": {"sha256": _clue_fingerprint(demo / "eval" / "clues.jsonl")},
         "fusion baseline": {
             "seed": baseline.get("seed"), "solver": baseline.get("solver"), "near_ties": baseline.get("near_ties"),
             "sha256": _sha256_files([p for p in [demo / "eval" / "baseline" / "predictions.csv"] if p.is_file()]),

@@ -233,6 +233,7 @@ def _write_video(
     sample_rate: int,
     *,
     fast: bool = False,
+    lossless: bool = False,
 ) -> None:
     import av
 
@@ -245,7 +246,10 @@ def _write_video(
         if codec == "libx264":
             # threads=1: x264's output depends on its thread count, which it takes from the CPUs it sees, so the
             # same clip came out differently on a 1- and a 2-core run (the demo's data must be the same bits)
-            vs.options = {"preset": "ultrafast" if fast else "veryfast", "crf": "20", "threads": "1"}
+            # lossless (qp 0): the decoded frames are the input exactly, whatever the encoder decides; its lossy
+            # output is not the same bits from run to run on a loaded machine (8 of 48 demo clips differed)
+            quality = {"qp": "0"} if lossless else {"crf": "20"}
+            vs.options = {"preset": "ultrafast" if fast else "veryfast", "threads": "1", **quality}
         aus = None if wave is None else c.add_stream("aac", rate=sample_rate, layout="mono")  # all streams first
         for f in frames:
             for packet in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
@@ -266,6 +270,7 @@ def make_face_clip(
     text: str = "I passed the exam",
     sample_rate: int = 44100,
     voice: dict[str, Any] | None = None,
+    lossless: bool = False,
 ) -> FixtureClip:
     """Writes an mp4 of a real face photo drifting slowly over a gradient, with an optional audio track.
 
@@ -280,6 +285,8 @@ def make_face_clip(
         text: What the speaker says.
         sample_rate: Rate of the AAC track (44.1 kHz by default, so loaders must resample to 16 kHz).
         voice: espeak-ng prosody of the speech (see :func:`synth_wave`).
+        lossless: Encode losslessly (H.264 qp 0, ~4x larger): decoding gives these exact frames on every run and
+            machine (the demo's data; a lossy encode's pixels may differ from run to run).
 
     Returns:
         The :class:`FixtureClip` with the true face box in every frame.
@@ -299,7 +306,7 @@ def make_face_clip(
         frames.append(canvas)
         boxes.append(_face_box(photo, scale, x, y))
     wave = None if audio is None else synth_wave(audio, n / fps, sample_rate, text=text, voice=voice)
-    _write_video(path, frames, fps, wave, sample_rate)
+    _write_video(path, frames, fps, wave, sample_rate, lossless=lossless)
     return FixtureClip(Path(path), n, float(fps), n / fps, audio is not None, boxes, size=size)
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 from emollm.apps.demo import main
+from emollm.apps.demo_data import _decoded_fingerprint
 
 
 def _fake_demo(root, *, clip_bytes=b"clip"):
@@ -45,6 +46,8 @@ def test_record_names_seeds_versions_and_fingerprints(tmp_path, capsys):
     # the step that differs is the first whose fingerprint differs
     assert steps["data"]["sha256"]["clips"] != rec_b["steps"]["data"]["sha256"]["clips"]
     assert steps["features"] == rec_b["steps"]["features"]
+    # the clips' pixels are fingerprinted as decoded; these fakes do not decode: recorded by name, not a crash
+    assert len(steps["data"]["pixels_sha256"]) == 16
     md = (a / "report" / "compare.md").read_text()
     assert md.count("## Reproducibility") == 1 and "2 near-tie prediction(s)" in md and "torch " in md
     assert main(["record", str(tmp_path / "nothing")]) == 2
@@ -65,9 +68,15 @@ def test_demo_clips_are_the_same_bits_whatever_cpus_the_encoder_sees(tmp_path):
         "from emollm.media.fixtures import make_face_clip; "
         "make_face_clip(sys.argv[1], 'grace_hopper', seconds=1.0, size=(160, 120), audio=None)"
     )
-    digests = []
+    digests, pixels = [], []
     for i, use in enumerate([cpus[:1], cpus]):
         out = tmp_path / f"clip{i}.mp4"
         subprocess.run([sys.executable, "-c", code.format(cpus=set(use)), str(out)], check=True)
         digests.append(hashlib.sha256(out.read_bytes()).hexdigest())
+        lossless = tmp_path / f"lossless{i}" / "clip.mp4"  # the demo's clips: the decoded frames are the input's
+        lossless.parent.mkdir()
+        subprocess.run([sys.executable, "-c", code.replace("audio=None", "audio=None, lossless=True").format(
+            cpus=set(use)), str(lossless)], check=True)  # fmt: skip
+        pixels.append(_decoded_fingerprint([lossless]))
     assert digests[0] == digests[1]
+    assert pixels[0] == pixels[1] and pixels[0] is not None
