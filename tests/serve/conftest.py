@@ -161,3 +161,26 @@ def assert_no_uploads_left(app) -> None:
     root = app.state.service.tmp_root
     assert oct(os.stat(root).st_mode & 0o777) == "0o700"
     assert os.listdir(root) == [], f"upload folders left behind: {os.listdir(root)}"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """A real uvicorn server for ``app`` on 127.0.0.1 and a free port, in a thread; yields its host:port, stopped
+    (bounded) on exit."""
+    uvicorn = pytest.importorskip("uvicorn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(15)
+        assert not thread.is_alive(), "uvicorn did not stop"

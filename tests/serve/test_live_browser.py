@@ -9,8 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import threading
-import time
 
 import pytest
 
@@ -18,8 +16,8 @@ from emollm.apps.serve.app import create_app
 from emollm.apps.serve.settings import ServeSettings
 from emollm.media import fixtures
 
-from .conftest import LABELS
-from .test_browser import CHROMEDRIVER, CHROMIUM, _free_port, _keep, pytestmark
+from .conftest import LABELS, serve_in_thread
+from .test_browser import CHROMEDRIVER, CHROMIUM, _keep, pytestmark
 
 WAIT_S = 240  # warm-up (the models load on the first session) + a few hops on a loaded 2-core machine
 pytestmark = [  # noqa: F811 - the browser test's skip marker, plus these needs
@@ -47,25 +45,14 @@ def capture(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    uvicorn = pytest.importorskip("uvicorn")
     from emollm.apps.clue_mode import ClueAnalyzer, ClueSettings
 
     app = create_app(
         ServeSettings(labels=LABELS, tmp_dir=str(tmp_path_factory.mktemp("up"))),
         [ClueAnalyzer(LABELS, ClueSettings(reasoning="template"))],
     )
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(15)
-    assert not thread.is_alive(), "uvicorn did not stop"
+    with serve_in_thread(app) as where:
+        yield f"http://{where}"
 
 
 @pytest.fixture(scope="module")

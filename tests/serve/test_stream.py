@@ -20,7 +20,7 @@ from emollm.apps.serve.app import create_app  # noqa: E402
 from emollm.apps.serve.settings import ServeSettings  # noqa: E402
 from emollm.media import fixtures  # noqa: E402
 
-from .conftest import LABELS, WAIT_S, StubAnalyzer  # noqa: E402
+from .conftest import LABELS, WAIT_S, StubAnalyzer, serve_in_thread  # noqa: E402
 
 START = {"type": "start", "audio": {"format": "pcm16", "sample_rate": 16000}}
 
@@ -225,28 +225,15 @@ def test_frames_beyond_what_the_analyzer_keeps_up_with_are_dropped_and_counted(t
 def test_emollm_stream_replays_a_file_to_a_real_server_and_saves_the_timeline(tmp_path, capsys):
     """`emollm stream` against uvicorn on 127.0.0.1: the file paced at 4x real time (the clock starts at 'ready', after
     the models load), one hop per second of media, the summary, and the timeline JSON of analyze --timeline."""
-    uvicorn = pytest.importorskip("uvicorn")
     pytest.importorskip("websocket", reason="emollm stream needs websocket-client (the serve extra)")
-    import threading
-
     from emollm.apps.serve.client import main as stream_main
     from emollm.apps.serve.client import stream_file
-
-    from .test_browser import _free_port
 
     clip = tmp_path / "happy.mp4"
     fixtures.make_face_clip(clip, "astronaut", seconds=3.0, size=(320, 240), audio="tone")
     app = create_app(ServeSettings(labels=LABELS, tmp_dir=str(tmp_path)), [_analyzer()])
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not srv.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        url = f"ws://127.0.0.1:{port}/v1/stream"
+    with serve_in_thread(app) as where:
+        url = f"ws://{where}/v1/stream"
         result = stream_file(clip, url, speed=4.0, timeout_s=WAIT_S)
         assert result.ready["type"] == "ready" and result.summary["label"] == "happy"
         assert result.sent["video"] == 9 and result.sent["audio"] == 30  # 3 frames/s and 100 ms chunks over 3 s
@@ -256,8 +243,5 @@ def test_emollm_stream_replays_a_file_to_a_real_server_and_saves_the_timeline(tm
         saved = json.loads(out.read_text())
         assert saved["source"] == "stream" and saved["labels"] == list(LABELS) and saved["window_s"] == 3.0
         assert "session: happy over 3.0 s" in capsys.readouterr().out
-        assert stream_main([str(clip), "--url", f"ws://127.0.0.1:{_free_port()}/v1/stream"]) == 2  # nobody there
-        assert "cannot open ws://127.0.0.1:" in capsys.readouterr().err
-    finally:
-        srv.should_exit = True
-        thread.join(15)
+    assert stream_main([str(clip), "--url", url]) == 2  # the server is gone
+    assert "cannot open ws://127.0.0.1:" in capsys.readouterr().err
