@@ -84,11 +84,11 @@ class ClueSettings:
     max_new_tokens: int = 96
     precision: str = "auto"
     fusion_config: str | None = None
-    max_text_chars: int = MAX_TEXT_CHARS
     engine: str = "auto"
     llm_endpoint: str | None = None
     llm_model: str | None = None
     llm_api_key_env: str = "EMOLLM_LLM_API_KEY"
+    max_text_chars: int = MAX_TEXT_CHARS
 
     def __post_init__(self) -> None:
         if isinstance(self.max_text_chars, bool) or not isinstance(self.max_text_chars, int) or self.max_text_chars < 1:

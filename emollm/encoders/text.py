@@ -248,12 +248,7 @@ class WhisperTranscriber:
         if wave.dim() != 1:
             raise ValueError(f"expected a mono 1-D waveform, got shape {tuple(wave.shape)}")
         wave = resample(wave, sampling_rate, SAMPLE_RATE).numpy()
-        tok = self.tokenizer
-        ids = [tok.convert_tokens_to_ids(t) for t in ("<|nocaptions|>", "<|nospeech|>")]
-        token = next((i for i in ids if i is not None and i != tok.unk_token_id), None)
-        start = getattr(self.model.generation_config, "decoder_start_token_id", None)
-        if token is None or start is None:
-            raise ValueError("this Whisper tokenizer/generation config has no no-speech token or start token")
+        token, start = self._no_speech_token()
         feats = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         param = next(self.model.parameters())
         logits = self.model(
