@@ -14,6 +14,14 @@ Examples::
 Label extraction samples like the release (temperature 0.7, top-p 0.8, repetition penalty 1.05, 512 new tokens, no
 top-k, batches of 8) from any local judge; ``--judge-seed`` seeds each batch, ``--judge-greedy`` decodes greedily.
 The judge, its settings and the seed are stored in the report (``extraction``) and in ``--extracted``'s header line.
+
+The release runs its judge on vLLM; ``--judge http://HOST:PORT/v1 --judge-model NAME`` does the same through any
+OpenAI-compatible server (vLLM, SGLang, llama.cpp's server), ``--judge-concurrency`` requests at a time, with the
+released sampling sent as ``temperature``/``top_p``/``seed`` and the repetition penalty as vLLM's
+``repetition_penalty`` field (``--judge-extra '{"repeat_penalty": 1.05}'`` for llama.cpp's name; a server that
+ignores the field does not apply it). ``--extracted FILE`` is also the extraction's checkpoint: it is rewritten
+after every batch, and a rerun with the same judge settings extracts only the names it does not hold yet (a server
+that goes away mid-job stops the run with what was extracted kept; another judge's file is refused, not mixed).
 """
 
 from __future__ import annotations
@@ -27,7 +35,14 @@ from typing import Any
 
 from emollm.utils.io import atomic_write_text
 
-__all__ = ["OV_PROTOCOLS", "PREFER_PROTOCOLS", "SampledJudge", "add_ov_protocol_args", "score_ov_protocol"]
+__all__ = [
+    "OV_PROTOCOLS",
+    "PREFER_PROTOCOLS",
+    "EndpointJudge",
+    "SampledJudge",
+    "add_ov_protocol_args",
+    "score_ov_protocol",
+]
 
 OV_PROTOCOLS: dict[str, str] = {
     "set": "emollm's synonym-group set scores (emollm.scoring.openvocab; the default)",
@@ -132,6 +147,121 @@ class SampledJudge:
         )
 
 
+class EndpointJudge:
+    """The extraction judge behind an OpenAI-compatible server, as the release runs it on vLLM: one user turn per
+    prompt, the released sampling (or greedy), ``concurrency`` requests in flight, a seed per prompt derived from
+    ``seed`` and the prompt (so an answer does not depend on which batch or rank asked for it).
+
+    Args:
+        url: The server's base URL, up to ``/v1``.
+        model: The served model's name.
+        api_key_env: Environment variable holding the API key (never stored).
+        greedy / seed / temperature / top_p / repetition_penalty / max_new_tokens / batch_size: As
+            :class:`SampledJudge`.
+        extra: Extra request fields (replace ``{"repetition_penalty": ...}``, e.g. llama.cpp's ``repeat_penalty``).
+        concurrency / timeout / retries: Of the HTTP client (:class:`emollm.engines.endpoint.EndpointEngine`).
+        engine: A ready engine (tests).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str | None,
+        *,
+        api_key_env: str | None = None,
+        greedy: bool = False,
+        seed: int = 0,
+        temperature: float = 0.7,
+        top_p: float = 0.8,
+        repetition_penalty: float = 1.05,
+        max_new_tokens: int = 512,
+        batch_size: int = 8,
+        extra: dict[str, Any] | None = None,
+        concurrency: int = 8,
+        timeout: float = 300.0,
+        retries: int = 3,
+        engine: Any = None,
+    ):
+        from emollm.engines.endpoint import DEFAULT_API_KEY_ENV, EndpointEngine
+
+        if not model:
+            raise ValueError(f"--judge {url} is a server: name its model with --judge-model NAME")
+        extra_body = {"repetition_penalty": repetition_penalty} if extra is None else dict(extra)
+        if greedy:
+            extra_body = {} if extra is None else dict(extra)
+        self.engine = engine or EndpointEngine(
+            url,
+            model,
+            api_key_env=api_key_env or DEFAULT_API_KEY_ENV,
+            max_new_tokens=max_new_tokens,
+            do_sample=not greedy,
+            temperature=temperature,
+            top_p=top_p,
+            concurrency=concurrency,
+            timeout=timeout,
+            retries=retries,
+            extra_body=extra_body,
+        )
+        self.id, self.seed, self.batch_size = self.engine.id, seed, batch_size
+
+    def settings(self) -> dict[str, Any]:
+        """What produced the extracted labels (the request settings; the model as served is in :meth:`served`)."""
+        return {
+            "judge": f"{self.engine.kind}:{self.engine.model}",
+            "endpoint": self.engine.base_url,
+            **self.engine.sampling.to_dict(),
+            "extra_body": self.engine.extra_body,
+            "seed": self.seed,
+            "seeding": "each request's seed = emollm.engines.base.conversation_seed(seed, its messages)",
+            "batch_size": self.batch_size,
+            "prompt": "emollm.scoring.mer2026.EXTRACTION_PROMPT (the released one)",
+        }
+
+    def served(self) -> dict[str, Any]:
+        """The server's own account: model id as served, fingerprint, endpoint."""
+        info = self.engine.produced_by()
+        return {k: info[k] for k in ("served_model", "system_fingerprint", "endpoint") if k in info}
+
+    def __call__(self, prompts: list[str]) -> list[str]:
+        done = self.engine.complete_many([[{"role": "user", "content": p}] for p in prompts], seed=self.seed)
+        return [c.text for c in done]
+
+
+def make_extraction_judge(args: argparse.Namespace) -> Any:
+    """The judge ``score ov --judge`` names: a server URL, a registry backbone or a local model path."""
+    if str(args.judge).startswith(("http://", "https://")):
+        extra = None
+        if getattr(args, "judge_extra", None):
+            try:
+                extra = json.loads(args.judge_extra)
+            except ValueError as e:
+                raise ValueError(
+                    f"--judge-extra must be a JSON object, e.g. '{{\"repeat_penalty\": 1.05}}': {e}"
+                ) from None
+            if not isinstance(extra, dict):
+                raise ValueError(f"--judge-extra must be a JSON object, got {args.judge_extra!r}")
+        return EndpointJudge(
+            args.judge,
+            getattr(args, "judge_model", None),
+            api_key_env=getattr(args, "judge_api_key_env", None),
+            greedy=args.judge_greedy,
+            seed=args.judge_seed,
+            max_new_tokens=args.judge_max_new_tokens,
+            extra=extra,
+            concurrency=getattr(args, "judge_concurrency", 8),
+        )
+    if getattr(args, "judge_model", None) or getattr(args, "judge_extra", None):
+        raise ValueError("--judge-model and --judge-extra are for a server judge (--judge http://HOST:PORT/v1)")
+    return SampledJudge(
+        args.judge,
+        llm_path=args.judge_llm_path,
+        backbone=args.judge_backbone,
+        greedy=args.judge_greedy,
+        seed=args.judge_seed,
+        max_new_tokens=args.judge_max_new_tokens,
+    )
+
+
 def add_ov_protocol_args(p: argparse.ArgumentParser) -> None:
     """The ``score ov`` options of the MER2026 / MER-UniBench protocols."""
     p.add_argument(
@@ -144,13 +274,71 @@ def add_ov_protocol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", choices=("level1", "level2"), default="level1", help="wheel level (official: level1)")
     p.add_argument("--pred-column", default="openset", help="PRED column: openset (lists) or free text (with --judge)")
     p.add_argument("--gold-column", default="openset", help="GOLD column (default openset; a label column for hit)")
-    p.add_argument("--judge", help="extract labels from free-text PRED with this local LLM (backbone name or path)")
+    p.add_argument(
+        "--judge",
+        help="extract labels from free-text PRED with this LLM: a backbone name, a local path, or an "
+        "OpenAI-compatible server http://HOST:PORT/v1 (the release uses vLLM)",
+    )
+    p.add_argument("--judge-model", help="the served model's name (a server --judge)")
+    p.add_argument("--judge-api-key-env", help="env var with a server judge's API key (default EMOLLM_LLM_API_KEY)")
+    p.add_argument("--judge-concurrency", type=int, default=8, help="a server judge's requests in flight (default 8)")
+    p.add_argument(
+        "--judge-extra",
+        help="a server judge's extra request fields as JSON (default {\"repetition_penalty\": 1.05}, vLLM's name)",
+    )
     p.add_argument("--judge-llm-path", help="local weights of a --judge backbone without embedded weights")
     p.add_argument("--judge-backbone", help="backbone of a --judge folder whose family is ambiguous")
     p.add_argument("--judge-seed", type=int, default=0, help="sampling seed of the extraction (default 0)")
     p.add_argument("--judge-greedy", action="store_true", help="greedy extraction instead of the released sampling")
     p.add_argument("--judge-max-new-tokens", type=int, default=512, help="extraction answer limit (released: 512)")
-    p.add_argument("--extracted", type=Path, help="also write the extracted labels as name,openset (with provenance)")
+    p.add_argument(
+        "--extracted",
+        type=Path,
+        help="also write the extracted labels as name,openset (with provenance); rewritten after each batch, and a "
+        "rerun with the same judge settings resumes from it",
+    )
+
+
+_RESUMABLE_ACROSS = {"endpoint"}
+"""Settings an extraction may change between a run and its resumption (a server restarted on another port)."""
+
+
+def _read_extracted(path: Path, settings: dict[str, Any]) -> dict[str, list[str]]:
+    """Labels already extracted into ``path`` by a judge with these ``settings`` (empty when there is no file).
+
+    Raises:
+        ValueError: The file is not an extraction of ours, or another judge (or other settings) wrote it.
+    """
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise ValueError(f"--extracted {path} is not a file")
+    head = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
+    if not head.startswith("# extracted by {"):
+        raise ValueError(f"--extracted {path} exists and is not an extracted-labels file of emollm; name another file")
+    try:
+        old = json.loads(head.removeprefix("# extracted by "))
+    except ValueError:
+        raise ValueError(f"--extracted {path}: its provenance line is damaged; remove the file to start over") from None
+    now = json.loads(json.dumps(settings, sort_keys=True))
+    changed = sorted(k for k in set(old) | set(now) if k not in _RESUMABLE_ACROSS and old.get(k) != now.get(k))
+    if changed:
+        raise ValueError(
+            f"--extracted {path} was made by another judge or settings ({', '.join(changed)} differ); "
+            "name another file, or remove it to extract again"
+        )
+    from emollm.scoring.mer2026 import read_name_column
+
+    out: dict[str, list[str]] = {}
+    for name, cell in read_name_column(path, "openset").items():
+        try:
+            items = json.loads(cell)
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise ValueError(f"--extracted {path}: the labels of {name!r} are not a JSON list of words")
+        out[name] = items
+    return out
 
 
 def _write_extracted(path: Path, labels: dict[str, list[str]], settings: dict[str, Any]) -> None:
@@ -184,18 +372,23 @@ def score_ov_protocol(args: argparse.Namespace, judge: Any = None) -> tuple[dict
     extraction: dict[str, Any] | None = None
     if args.judge is not None or judge is not None:
         if judge is None:
-            judge = SampledJudge(
-                args.judge,
-                llm_path=args.judge_llm_path,
-                backbone=args.judge_backbone,
-                greedy=args.judge_greedy,
-                seed=args.judge_seed,
-                max_new_tokens=args.judge_max_new_tokens,
-            )
-        pred = extract_openset(pred_text, judge, batch_size=judge.batch_size)
-        extraction = judge.settings()
-        if args.extracted is not None:
-            _write_extracted(args.extracted, pred, extraction)
+            judge = make_extraction_judge(args)
+        settings = judge.settings()
+        done = _read_extracted(args.extracted, settings) if args.extracted is not None else {}
+        todo = {n: t for n, t in pred_text.items() if n not in done}
+        if done and isinstance(judge, SampledJudge) and list(pred_text)[: len(done)] == list(done):
+            judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
+
+        def save(so_far: dict[str, list[str]]) -> None:
+            if args.extracted is not None:
+                _write_extracted(args.extracted, {**done, **so_far}, settings)
+
+        new = extract_openset(todo, judge, batch_size=judge.batch_size, on_batch=save)
+        save(new)
+        pred = {n: ({**done, **new})[n] for n in pred_text if n in done or n in new}
+        extraction = {**settings, "resumed": len(done)}
+        if hasattr(judge, "served"):
+            extraction["served"] = judge.served()
     else:
         pred = {n: [x.lower().strip() for x in string_to_list(v)] for n, v in pred_text.items()}
     if args.protocol == "mer2026-track2":

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from emollm.engines.base import EngineError
 from emollm.labels import LabelParser, ParseResult
 from emollm.utils.io import atomic_write_text, same_file
 from emollm_eval.classification import classification_report
@@ -479,10 +480,13 @@ def _main_ov(args: argparse.Namespace) -> int:
             header = ["name", "gold", "pred", "precision", "recall", "f1"]
         if args.per_sample is not None:
             _write_per_sample(args.per_sample, rows, header)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EngineError) as err:
         if args.debug:
             raise
-        print(f"emollm score ov: error: {err}", file=sys.stderr)
+        kept = ""
+        if isinstance(err, EngineError) and args.extracted is not None and Path(args.extracted).is_file():
+            kept = f"; the labels extracted so far are kept in {args.extracted}: run the same command to go on"
+        print(f"emollm score ov: error: {err}{kept}", file=sys.stderr)
         return 2
     text = format_ov_protocol(report) if wheel else _format_ov_table(report)
     print(json.dumps(report, indent=2) if args.json else text)

@@ -432,6 +432,7 @@ def extract_openset(
     generate: Callable[[list[str]], list[str]],
     *,
     batch_size: int = 8,
+    on_batch: Callable[[dict[str, list[str]]], None] | None = None,
 ) -> dict[str, list[str]]:
     """Description -> open-vocabulary labels through a judge, as the release does: :data:`EXTRACTION_PROMPT` per
     description, ``generate`` answers a batch of prompts (one user turn each), answers cleaned and split, items
@@ -441,6 +442,7 @@ def extract_openset(
         reasons: Name -> free-text description (the model's answer).
         generate: The judge: prompts -> answers, same length and order.
         batch_size: Prompts per call (the release: 8).
+        on_batch: Called with everything extracted so far after each batch (to checkpoint a long extraction).
     """
     names = list(reasons)
     out: dict[str, list[str]] = {}
@@ -452,6 +454,8 @@ def extract_openset(
             raise ValueError(f"the judge returned {len(answers)} answers for {len(prompts)} prompts")
         for n, a in zip(chunk, answers, strict=True):
             out[n] = _words(string_to_list(clean_judge_answer(a)))
+        if on_batch is not None:
+            on_batch(out)
     return out
 
 

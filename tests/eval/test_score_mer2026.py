@@ -98,3 +98,81 @@ def test_extraction_with_a_seeded_local_judge(tmp_path, capsys):
     args = ["ov", "--protocol", "mer2026-track2", "--wheels", str(wheels), "--pred", extracted, "--gold", str(gold)]
     assert main([*args, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["f1"] == pytest.approx(report["f1"])
+
+
+def _ov_args(wheels, pred, gold, *extra):
+    return ["ov", "--protocol", "mer2026-track2", "--wheels", str(wheels), "--pred", str(pred), "--pred-column",
+            "reason", "--gold", str(gold), *extra]  # fmt: skip
+
+
+def test_extraction_through_an_openai_compatible_server_resumes_after_it_dies(tmp_path, capsys):
+    """The release extracts on vLLM: `--judge http://.../v1` sends the released sampling (temperature 0.7, top-p 0.8,
+    repetition_penalty 1.05, 512 tokens, a seed per prompt); `--extracted` is rewritten after each batch, so a server
+    that answers garbage mid-job stops the run with the first batch kept, and the same command against a working
+    server asks only for the rest and ends with the labels of an uninterrupted run."""
+    from tests.engines.fake_openai import FakeOpenAI
+
+    wheels = write_wheels(tmp_path / "wheel")
+    reasons = {f"n{i:02d}": f"The person smiles and laughs {i}." for i in range(12)}
+    gold = _csv(tmp_path / "gold.csv", "openset", {n: "[happy]" for n in reasons})
+    pred = _csv(tmp_path / "desc.csv", "reason", reasons)
+    # an uninterrupted run: the reference
+    with FakeOpenAI() as server:
+        ref = tmp_path / "ref.csv"
+        args = _ov_args(wheels, pred, gold, "--judge", server.url, "--judge-model", "qwen", "--extracted", str(ref))
+        assert main([*args, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        body, url = server.requests[0]["body"], server.url
+    assert len(server.requests) == 12
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.8 and body["max_tokens"] == 512
+    assert body["repetition_penalty"] == 1.05 and isinstance(body["seed"], int) and body["model"] == "qwen"
+    assert report["extraction"]["judge"] == "openai-compatible:qwen" and report["extraction"]["endpoint"] == url
+    assert report["extraction"]["served"]["served_model"] == "fake-served-model"
+    assert report["extraction"]["resumed"] == 0 and report["n_gold"] == 12
+    # the server answers garbage after the first batch of 8
+    out = tmp_path / "extracted.csv"
+    args = _ov_args(wheels, pred, gold, "--judge", "URL", "--judge-model", "qwen", "--extracted", str(out))
+    with FakeOpenAI(script=["ok"] * 8, default="garbage") as server:
+        args[args.index("URL")] = server.url
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not JSON" in err and f"kept in {out}" in err
+    assert sorted(json.loads(out.read_text().split("\n", 1)[0].removeprefix("# extracted by "))) == sorted(
+        json.loads(ref.read_text().split("\n", 1)[0].removeprefix("# extracted by "))
+    )
+    assert len(out.read_text().splitlines()) == 2 + 8  # provenance, header, the first batch
+    with FakeOpenAI() as server:
+        args[args.index(next(a for a in args if a.startswith("http")))] = server.url
+        assert main([*args, "--json"]) == 0
+        assert len(server.requests) == 4  # only the names the file did not hold
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["extraction"]["resumed"] == 8 and resumed["f1"] == pytest.approx(report["f1"])
+    assert out.read_text().split("\n", 1)[1] == ref.read_text().split("\n", 1)[1]  # the same labels, same order
+
+
+def test_server_judge_refusals(tmp_path, capsys):
+    from tests.engines.fake_openai import FakeOpenAI
+
+    wheels = write_wheels(tmp_path / "wheel")
+    gold = _csv(tmp_path / "gold.csv", "openset", {"a": "[happy]"})
+    pred = _csv(tmp_path / "desc.csv", "reason", {"a": "She smiles."})
+    with FakeOpenAI() as server:
+        assert main(_ov_args(wheels, pred, gold, "--judge", server.url)) == 2  # no model name
+        assert "--judge-model NAME" in capsys.readouterr().err
+        bad = _ov_args(wheels, pred, gold, "--judge", server.url, "--judge-model", "m", "--judge-extra", "[1]")
+        assert main(bad) == 2
+        assert "--judge-extra must be a JSON object" in capsys.readouterr().err
+        # an --extracted file of another judge is refused, not mixed into this one
+        other = tmp_path / "other.csv"
+        other.write_text('# extracted by {"judge": "someone else"}\nname,openset\na,"[""sad""]"\n')
+        args = _ov_args(wheels, pred, gold, "--judge", server.url, "--judge-model", "m", "--extracted", str(other))
+        assert main(args) == 2
+        assert "made by another judge or settings" in capsys.readouterr().err
+        precious = tmp_path / "precious.csv"
+        precious.write_text("name,openset\na,[x]\n")
+        args[-1] = str(precious)
+        assert main(args) == 2 and precious.read_text() == "name,openset\na,[x]\n"
+        assert "not an extracted-labels file" in capsys.readouterr().err
+        assert server.requests == []
+    assert main(_ov_args(wheels, pred, gold, "--judge", "smollm2", "--judge-model", "m")) == 2
+    assert "for a server judge" in capsys.readouterr().err
