@@ -345,7 +345,7 @@ def main(argv: list[str]) -> int:
     clue.add_argument("--text-model", default="minilm", choices=["minilm", "nade"])
     clue.add_argument("--reasoning", default="llm", choices=["llm", "template"])
     clue.add_argument("--fusion-config", metavar="YAML", help="fusion weights (default: emollm/clues/fusion.yaml)")
-    from emollm.engines import add_engine_arguments
+    from emollm.engines import add_engine_arguments, engine_options
 
     add_engine_arguments(parser, concurrency=1)  # the rationale's LLM (clue mode)
     ckpt = parser.add_argument_group("checkpoint mode")
@@ -373,7 +373,8 @@ def main(argv: list[str]) -> int:
                 text_model=args.text_model, reasoning=args.reasoning, llm_path=args.llm_path,
                 precision=args.precision, fusion_config=args.fusion_config, max_text_chars=args.max_text_chars,
                 engine=args.llm_engine, llm_endpoint=args.llm_endpoint, llm_model=args.llm_model,
-                llm_api_key_env=args.llm_api_key_env,
+                llm_api_key_env=args.llm_api_key_env, llm_timeout=args.llm_timeout,
+                llm_extra=engine_options(args)["extra_body"],
             )  # fmt: skip
             if args.llm_endpoint and not args.llm_model:
                 raise ValueError(f"--llm-endpoint {args.llm_endpoint} needs the served model's name (--llm-model NAME)")

@@ -68,6 +68,8 @@ class ClueSettings:
             model); a server failure is an error of the clip, never a template in disguise.
         llm_model: The served model's name.
         llm_api_key_env: Environment variable with the server's API key.
+        llm_timeout: Seconds per request attempt to the server.
+        llm_extra: Extra request fields for the server (e.g. llama.cpp's ``{"repeat_penalty": 1.0}``).
         fusion_config: A fusion YAML (None: the packaged ``fusion.yaml``).
         max_text_chars: Longest subtitle, transcript or text file given to the text model and the rationale's
             prompt; longer ones are cut (the result's ``notes`` says so).
@@ -88,6 +90,8 @@ class ClueSettings:
     llm_endpoint: str | None = None
     llm_model: str | None = None
     llm_api_key_env: str = "EMOLLM_LLM_API_KEY"
+    llm_timeout: float = 120.0
+    llm_extra: dict[str, Any] | None = None
     max_text_chars: int = MAX_TEXT_CHARS
 
     def __post_init__(self) -> None:
@@ -178,7 +182,7 @@ class ClueAnalyzer:
                 self._models[name] = build_engine(
                     s.reasoning_backbone, s.llm_path, engine=s.engine, endpoint=s.llm_endpoint, model=s.llm_model,
                     api_key_env=s.llm_api_key_env, max_new_tokens=s.max_new_tokens, precision=s.precision,
-                    concurrency=1,
+                    concurrency=1, timeout=s.llm_timeout, extra_body=s.llm_extra,
                 )  # fmt: skip
         return self._models[name]
 

@@ -230,6 +230,9 @@ def test_two_workers_each_own_an_analyzer(tmp_path, media):
         (["--labels", "happy"], "--labels needs at least two labels"),
         (["--queue", "-1"], "--queue must be >= 0"),
         (["--max-upload-mb", "0"], "--max-upload-mb must be a positive number"),
+        (["--llm-endpoint", "http://127.0.0.1:9/v1"], "needs the served model's name (--llm-model NAME)"),
+        (["--checkpoint", "ckpt", "--llm-endpoint", "http://h/v1"], "a checkpoint generates in this process"),
+        (["--llm-extra", "[1]"], "--llm-extra: a JSON object is needed"),
     ],
 )
 def test_cli_one_line_errors(argv, fragment, capsys):
@@ -243,3 +246,22 @@ def test_api_key_from_env(monkeypatch):
     assert ServeSettings.api_key_from_env(None) == "k" and ServeSettings.api_key_from_env("given") == "given"
     monkeypatch.delenv("EMOLLM_API_KEY")
     assert ServeSettings.api_key_from_env(None) is None
+
+
+def test_the_clue_modes_rationale_comes_from_an_openai_compatible_server(tmp_path, media):
+    """`emollm serve --llm-endpoint URL --llm-model NAME`: the rationale of each answer is written by the server (its
+    model named in reasoning_source and produced_by), with the timeout and extra fields given on the command line."""
+    from emollm.apps.serve.cli import _parser, _settings
+    from tests.engines.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        args = _parser().parse_args([
+            "--labels", ",".join(LABELS), "--tmp-dir", str(tmp_path), "--llm-endpoint", server.url,
+            "--llm-model", "qwen", "--llm-timeout", "30", "--llm-extra", '{"repeat_penalty": 1.1}',
+        ])  # fmt: skip
+        with TestClient(create_app(_settings(args))) as client:
+            r = _post(client, media / "note.txt", subtitle="")
+        assert r.status_code == 200, r.text
+        assert len(server.requests) == 1 and server.requests[0]["body"]["repeat_penalty"] == 1.1
+    out = r.json()
+    assert out["reasoning_source"] == "llm:qwen" and out["reasoning"].startswith("answer: ")

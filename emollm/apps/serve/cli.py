@@ -64,17 +64,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--llm-path", help="LLM folder/GGUF (checkpoint base, or the clue-mode reasoning backbone)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from emollm.engines import add_engine_arguments
+
+    add_engine_arguments(p, concurrency=1)  # the clue mode's rationale: in process, or an OpenAI-compatible server
     return p
 
 
 def _settings(args: argparse.Namespace) -> ServeSettings:
+    from emollm.engines import engine_options
+
     labels = [lab.strip() for lab in args.labels.split(",") if lab.strip()]
     options: dict[str, Any] = {
         "precision": args.precision, "llm_path": args.llm_path, "asr": not args.no_asr,
         "max_text_chars": args.max_text_chars,
     }  # fmt: skip
     if args.checkpoint is None:
-        options.update(frames=args.frames, reasoning=args.reasoning)
+        options.update(
+            frames=args.frames, reasoning=args.reasoning, engine=args.llm_engine, llm_endpoint=args.llm_endpoint,
+            llm_model=args.llm_model, llm_api_key_env=args.llm_api_key_env, llm_timeout=args.llm_timeout,
+            llm_extra=engine_options(args)["extra_body"],
+        )  # fmt: skip
+        if args.llm_endpoint and not args.llm_model:
+            raise ValueError(f"--llm-endpoint {args.llm_endpoint} needs the served model's name (--llm-model NAME)")
+    elif args.llm_endpoint:
+        raise ValueError(
+            "--llm-endpoint serves the clue mode's rationale; a checkpoint generates in this process (to serve it on "
+            "vLLM: emollm export CHECKPOINT OUT --vllm)"
+        )
     return ServeSettings(
         checkpoint=args.checkpoint, labels=tuple(labels), host=args.host, port=args.port,
         api_key=ServeSettings.api_key_from_env(args.api_key), max_upload_mb=args.max_upload_mb,
