@@ -176,3 +176,44 @@ def test_server_judge_refusals(tmp_path, capsys):
         assert server.requests == []
     assert main(_ov_args(wheels, pred, gold, "--judge", "smollm2", "--judge-model", "m")) == 2
     assert "for a server judge" in capsys.readouterr().err
+
+
+def test_a_resumed_local_extraction_samples_as_an_uninterrupted_one(tmp_path):
+    """The local judge seeds each batch by the index of its first prompt: a run stopped after its first batch and
+    resumed from --extracted gives the labels of a run that was never stopped."""
+    import argparse
+
+    from emollm_eval import mer2026
+    from tests.emollm.conftest import make_tiny
+
+    torch.manual_seed(0)
+    model, processor = make_tiny("qwen2", {})
+    wheels = write_wheels(tmp_path / "wheel")
+    reasons = {f"n{i}": f"The person smiles and laughs {i}." for i in range(5)}
+    gold = _csv(tmp_path / "gold.csv", "openset", {n: "[happy]" for n in reasons})
+    pred = _csv(tmp_path / "desc.csv", "reason", reasons)
+
+    def run(extracted, judge):
+        args = argparse.Namespace(
+            protocol="mer2026-track2", wheels=wheels, gold=gold, pred=pred, gold_column="openset",
+            pred_column="reason", judge=None, level="level1", extracted=extracted,
+        )  # fmt: skip
+        return mer2026.score_ov_protocol(args, judge=judge)[0]
+
+    def judge():
+        return SampledJudge("tiny-qwen2", model=model, processor=processor, seed=3, max_new_tokens=6, batch_size=2)
+
+    run(tmp_path / "whole.csv", judge())
+
+    class Stops(SampledJudge):
+        def __call__(self, prompts):
+            if self.offset >= 2:
+                raise OSError("killed")
+            return super().__call__(prompts)
+
+    stopped = Stops("tiny-qwen2", model=model, processor=processor, seed=3, max_new_tokens=6, batch_size=2)
+    with pytest.raises(OSError):
+        run(tmp_path / "part.csv", stopped)
+    assert len((tmp_path / "part.csv").read_text().splitlines()) == 2 + 2
+    assert run(tmp_path / "part.csv", judge())["extraction"]["resumed"] == 2
+    assert (tmp_path / "part.csv").read_text() == (tmp_path / "whole.csv").read_text()
