@@ -50,7 +50,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from emollm.checkpoints.published.released import ImportReport, read_released_checkpoint
+from emollm.checkpoints.published.released import ImportReport, read_released_checkpoint, verify_import
 
 __all__ = [
     "AFFECTGPT_SAMPLING",
@@ -61,7 +61,6 @@ __all__ = [
     "build_import_model",
     "import_affectgpt",
     "import_affectgpt_state",
-    "verify_affectgpt_import",
 ]
 
 Variant = Literal["face", "frame"]
@@ -529,7 +528,7 @@ def import_affectgpt(
         kept = {k: state[k].detach().contiguous().clone() for k in report.kept}
         save_file(kept, str(extra / "unmapped.safetensors"), metadata={"format": "pt"})
     (extra / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    verify_affectgpt_import(out, state, report)
+    verify_import(out, state, report)
     return report
 
 
@@ -550,27 +549,3 @@ def _dims(state: dict[str, Tensor]) -> dict[str, int]:
         "audio": shape("audio_llama_proj.weight")[1],
         "width": shape("multi_llama_proj.weight")[1],
     }
-
-
-def verify_affectgpt_import(out: str | os.PathLike, state: dict[str, Tensor], report: ImportReport) -> None:
-    """Raise unless every mapped and kept source tensor reappears, value for value, in the saved checkpoint, and every
-    source tensor was mapped or kept."""
-    from safetensors.torch import load_file
-
-    out = Path(out)
-    saved = load_file(str(out / "adapter_model.safetensors"))
-    saved.update(load_file(str(out / "projectors.safetensors")))
-    if report.kept:
-        saved.update(load_file(str(out / "published" / "unmapped.safetensors")))
-    for key, dst in report.mapped.items():
-        name = dst.removeprefix("language_model.").replace(".default.", ".") if "lora_" in dst else dst
-        if name not in saved:
-            raise ValueError(f"{key}: the saved checkpoint lacks {name}")
-        if not torch.equal(saved[name].to(state[key].dtype), state[key]):
-            raise ValueError(f"{key}: the saved value differs from the source")
-    for key in report.kept:
-        if not torch.equal(saved[key], state[key]):
-            raise ValueError(f"{key}: the kept value differs from the source")
-    unaccounted = sorted(set(state) - set(report.mapped) - set(report.kept) - set(report.skipped))
-    if unaccounted:
-        raise ValueError(f"{len(unaccounted)} source tensor(s) neither mapped nor kept: {unaccounted[:6]}")

@@ -70,7 +70,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from emollm.checkpoints.published.released import ImportReport, read_released_state_dict
+from emollm.checkpoints.published.released import ImportReport, read_released_state_dict, verify_import
 
 __all__ = [
     "EMOTION_INSTRUCTION",
@@ -499,29 +499,6 @@ def import_checkpoint(
     (extra / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     verify_import(out, state, report)
     return report
-
-
-def verify_import(out: str | os.PathLike, state: dict[str, Tensor], report: ImportReport) -> None:
-    """Raise unless every mapped and kept source tensor reappears, value for value, in the saved checkpoint."""
-    from safetensors.torch import load_file
-
-    out = Path(out)
-    saved = load_file(str(out / "adapter_model.safetensors"))
-    saved.update(load_file(str(out / "projectors.safetensors")))
-    if report.kept:
-        saved.update(load_file(str(out / "published" / "unmapped.safetensors")))
-    for key, dst in report.mapped.items():
-        name = dst.removeprefix("language_model.").replace(".default.", ".") if "lora_" in dst else dst
-        if name not in saved:
-            raise ValueError(f"{key}: saved checkpoint lacks {name}")
-        if not torch.equal(saved[name].to(state[key].dtype), state[key]):
-            raise ValueError(f"{key}: saved value differs from the source")
-    for key in report.kept:
-        if not torch.equal(saved[key], state[key]):
-            raise ValueError(f"{key}: kept value differs from the source")
-    unaccounted = sorted(set(state) - set(report.mapped) - set(report.kept) - set(report.skipped))
-    if unaccounted:
-        raise ValueError(f"{len(unaccounted)} source tensor(s) neither mapped, kept nor skipped: {unaccounted[:6]}")
     if report.settings.get("frame_branch"):
         config = json.loads((out / "emollm_config.json").read_text())
         if "frame" not in config["modalities"]:

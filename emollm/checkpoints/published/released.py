@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ImportReport", "read_released_checkpoint", "read_released_state_dict"]
+__all__ = ["ImportReport", "read_released_checkpoint", "read_released_state_dict", "verify_import"]
 
 _RESAVE = (
     "re-save only its state dict where the original code runs: "
@@ -178,3 +178,27 @@ class ImportReport:
             lines.append(f"  missing  {name} (not in the source; newly initialised)")
         lines += [f"WARNING: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def verify_import(out: str | os.PathLike, state: dict[str, Tensor], report: ImportReport) -> None:
+    """Raise unless every mapped and kept source tensor reappears, value for value, in the saved checkpoint, and every
+    source tensor was mapped, kept or skipped (the check both imports, Emotion-LLaMA and AffectGPT, end with)."""
+    from safetensors.torch import load_file
+
+    out = Path(out)
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    saved.update(load_file(str(out / "projectors.safetensors")))
+    if report.kept:
+        saved.update(load_file(str(out / "published" / "unmapped.safetensors")))
+    for key, dst in report.mapped.items():
+        name = dst.removeprefix("language_model.").replace(".default.", ".") if "lora_" in dst else dst
+        if name not in saved:
+            raise ValueError(f"{key}: saved checkpoint lacks {name}")
+        if not torch.equal(saved[name].to(state[key].dtype), state[key]):
+            raise ValueError(f"{key}: saved value differs from the source")
+    for key in report.kept:
+        if not torch.equal(saved[key], state[key]):
+            raise ValueError(f"{key}: kept value differs from the source")
+    unaccounted = sorted(set(state) - set(report.mapped) - set(report.kept) - set(report.skipped))
+    if unaccounted:
+        raise ValueError(f"{len(unaccounted)} source tensor(s) neither mapped, kept nor skipped: {unaccounted[:6]}")
