@@ -524,6 +524,7 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
         return rows
     from emollm.utils.io import atomic_write_text
 
+    paired = paired_section(rows) if cfg.test_config else ""
     results = {"config": asdict(cfg), "command": " ".join(sys.argv), "rows": rows}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     table = format_table([r for r in rows if "error" not in r])
@@ -553,10 +554,90 @@ def compare(cfg: CompareConfig, *, only: list[str] | None = None) -> list[dict[s
     shared = f"\nShared overrides: `{' '.join(cfg.common_overrides)}`\n" if cfg.common_overrides else ""
     atomic_write_text(
         out / "results.md",
-        f"# Backbone comparison\n\nRecipe: {recipe}\n{shared}\n{table}{note}"
+        f"# Backbone comparison\n\nRecipe: {recipe}\n{shared}\n{table}{note}{paired}"
         + ("\nFailed runs:\n" + "\n".join(failed) + "\n" if failed else ""),
     )
     return rows
+
+
+PAIRED_RESAMPLES = 10_000
+"""Bootstrap resamples of the paired accuracy difference (seed 0)."""
+
+
+def paired_accuracy_difference(
+    reference: dict[str, bool], other: dict[str, bool], *, n_resamples: int = PAIRED_RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy of ``other`` minus ``reference`` on the same samples, with a paired percentile bootstrap 95% interval
+    (both rows resampled with the same sample indices, so what the two share cancels out).
+
+    Args:
+        reference / other: Sample name -> answered correctly (an invalid answer is False). Same names on both sides.
+
+    Raises:
+        ValueError: The two hold different samples (a paired difference needs the same ones).
+    """
+    import numpy as np
+
+    if set(reference) != set(other) or not reference:
+        missing = sorted(set(reference) ^ set(other))[:5]
+        raise ValueError(f"a paired difference needs the same samples on both sides (differ: {missing})")
+    names = sorted(reference)
+    a = np.array([reference[n] for n in names], dtype=float)
+    b = np.array([other[n] for n in names], dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(names), size=(n_resamples, len(names)))
+    diffs = (b[idx] - a[idx]).mean(axis=1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "difference": float(b.mean() - a.mean()),
+        "ci": [float(lo), float(hi)],
+        "n": len(names),
+        "both_right": int((a * b).sum()),
+        "only_reference": int((a * (1 - b)).sum()),
+        "only_other": int(((1 - a) * b).sum()),
+        "n_resamples": n_resamples,
+        "seed": seed,
+    }
+
+
+def _correct_by_sample(row: dict[str, Any]) -> dict[str, bool] | None:
+    """Name -> correct, from the predictions the row's held-out evaluation wrote (None without them)."""
+    path = Path(row["test_metrics"]).parent / "predictions.jsonl" if row.get("test_metrics") else None
+    if path is None or not path.is_file():
+        return None
+    out: dict[str, bool] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        out[rec["name"]] = rec.get("label") is not None and rec.get("label") == rec.get("gold")
+    return out
+
+
+def paired_section(rows: list[dict[str, Any]]) -> str:
+    """The results.md section comparing every scored row with the first one on the same held-out samples (each row's
+    ``paired_vs_first`` is set too); empty with fewer than two scored rows."""
+    scored = [(r, c) for r in rows if "error" not in r for c in [_correct_by_sample(r)] if c is not None]
+    if len(scored) < 2:
+        return ""
+    (ref, ref_correct), lines = scored[0], []
+    for row, correct in scored[1:]:
+        try:
+            d = paired_accuracy_difference(ref_correct, correct)
+        except ValueError as e:
+            lines.append(f"| {row['run']} / {row['variant']} | not paired: {e} | | |")
+            continue
+        row["paired_vs_first"] = d
+        sep = d["ci"][0] > 0 or d["ci"][1] < 0
+        lines.append(
+            f"| {row['run']} / {row['variant']} | {d['difference']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] | "
+            f"{d['both_right']} / {d['only_reference']} / {d['only_other']} of {d['n']} | "
+            f"{'yes' if sep else 'no: indistinguishable here'} |"
+        )
+    return (
+        f"\n## Paired differences on the same held-out samples\n\nAccuracy of each row minus `{ref['run']} / "
+        f"{ref['variant']}`'s, with a paired percentile bootstrap 95% interval ({PAIRED_RESAMPLES:,} resamples, seed "
+        "0; both rows resampled with the same samples). One training seed per row: the spread over seeds is not in "
+        "these intervals.\n\n| row | difference [95% CI] | both right / only first / only this | separated |\n"
+        "|---|---|---|---|\n" + "\n".join(lines) + "\n"
+    )
 
 
 def _row_keys(cfg: CompareConfig, only: list[str] | None) -> list[str]:

@@ -158,6 +158,11 @@ def test_staged_runs_scored_on_a_held_out_split(tmp_path):
     assert "| qwen2-tiny | lora | model.backbone=qwen2 | 2+2 |" in md and "held-out split" in md
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["rows"]) == 2 and saved["config"]["test_config"] == str(eval_yaml)
+    # the second row against the first on the same held-out samples
+    paired = saved["rows"][1]["paired_vs_first"]
+    assert paired["difference"] == pytest.approx(rows[1]["test_accuracy"] - rows[0]["test_accuracy"])
+    assert paired["n"] == 12 and "## Paired differences on the same held-out samples" in md
+    assert "| qwen2-tiny / lora |" in md.split("## Paired differences")[1]
 
 
 def test_staged_config_errors(tmp_path):
@@ -171,3 +176,22 @@ def test_staged_config_errors(tmp_path):
     shipped = CompareConfig.load("configs/bench/llms.yaml")
     assert [r.overrides for r in shipped.runs] == [["model.backbone=smollm2"], ["model.backbone=gemma3_270m"]]
     assert [st.config for st in shipped.stages] == ["configs/demo/pretrain.yaml", "configs/demo/instruct.yaml"]
+
+
+def test_paired_accuracy_difference_by_hand():
+    """Two samples, each row right on one: the 4 equally likely resamples give differences -1, 0, 0, +1, so the
+    interval is [-1, +1] around 0; identical rows give exactly 0; different samples are refused."""
+    from emollm_eval.compare import paired_accuracy_difference
+
+    d = paired_accuracy_difference({"a": True, "b": False}, {"a": False, "b": True}, n_resamples=4000)
+    assert d["difference"] == 0 and d["ci"] == [-1.0, 1.0] and (d["only_reference"], d["only_other"]) == (1, 1)
+    same = {f"s{i}": i % 3 == 0 for i in range(30)}
+    assert paired_accuracy_difference(same, same) | {"n_resamples": 0} == {
+        "difference": 0.0, "ci": [0.0, 0.0], "n": 30, "both_right": 10, "only_reference": 0, "only_other": 0,
+        "n_resamples": 0, "seed": 0,
+    }  # fmt: skip
+    better = {n: True for n in same}
+    d = paired_accuracy_difference(same, better)
+    assert d["difference"] == pytest.approx(20 / 30) and 0 < d["ci"][0] <= d["difference"] <= d["ci"][1] <= 1
+    with pytest.raises(ValueError, match="same samples"):
+        paired_accuracy_difference(same, {"x": True})
