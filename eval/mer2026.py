@@ -1,4 +1,4 @@
-"""``emollm score ov --protocol mer2026-track2|mer-unibench-hit`` and ``emollm score prefer``: MER2026 / MER-UniBench
+"""``emollm score ov --protocol mer2026-track2|mer-unibench-hit``, ``emollm score prefer`` and ``score sentiment``: MER2026 / MER-UniBench
 scoring from CSV files (the metrics live in :mod:`emollm.scoring.mer2026`; this module reads files, runs the label
 extraction judge and prints).
 
@@ -10,6 +10,8 @@ Examples::
         --judge qwen2 --judge-llm-path /models/Qwen2.5-7B-Instruct --extracted extracted.csv   # free text -> labels
     emollm score ov --protocol mer-unibench-hit --wheels WHEELS --pred P.csv --gold G.csv   # discrete: gold = 1 label
     emollm score prefer --pred responses.csv --gold track3_gold.csv      # MER-Prefer 2-class weighted F1
+    emollm score sentiment --pred answers.csv --pred-column reason --descriptions --gold mosi.csv \\
+        --judge qwen2 --judge-llm-path /models/Qwen2.5-7B-Instruct        # MER-UniBench sentiment (MOSI/MOSEI/SIMS)
 
 Label extraction samples like the release (temperature 0.7, top-p 0.8, repetition penalty 1.05, 512 new tokens, no
 top-k, batches of 8) from any local judge; ``--judge-seed`` seeds each batch, ``--judge-greedy`` decodes greedily.
@@ -42,6 +44,7 @@ __all__ = [
     "SampledJudge",
     "add_ov_protocol_args",
     "score_ov_protocol",
+    "score_sentiment",
 ]
 
 OV_PROTOCOLS: dict[str, str] = {
@@ -303,51 +306,63 @@ _RESUMABLE_ACROSS = {"endpoint"}
 """Settings an extraction may change between a run and its resumption (a server restarted on another port)."""
 
 
-def _read_extracted(path: Path, settings: dict[str, Any]) -> dict[str, list[str]]:
-    """Labels already extracted into ``path`` by a judge with these ``settings`` (empty when there is no file).
+def _is_word_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def _read_extracted(
+    path: Path,
+    settings: dict[str, Any],
+    *,
+    flag: str = "--extracted",
+    column: str = "openset",
+    valid: Any = _is_word_list,
+) -> dict[str, Any]:
+    """Judge outputs already written to ``path`` by a judge with these ``settings`` (empty when there is no file):
+    ``name -> value`` of its ``column`` (JSON cells: word lists for extracted labels, strings for answers).
 
     Raises:
-        ValueError: The file is not an extraction of ours, or another judge (or other settings) wrote it.
+        ValueError: The file is not a judge-output file of ours, or another judge (or other settings) wrote it.
     """
     if not path.exists():
         return {}
     if not path.is_file():
-        raise ValueError(f"--extracted {path} is not a file")
+        raise ValueError(f"{flag} {path} is not a file")
     head = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
     if not head.startswith("# extracted by {"):
-        raise ValueError(f"--extracted {path} exists and is not an extracted-labels file of emollm; name another file")
+        raise ValueError(f"{flag} {path} exists and is not a judge-output file of emollm; name another file")
     try:
         old = json.loads(head.removeprefix("# extracted by "))
     except ValueError:
-        raise ValueError(f"--extracted {path}: its provenance line is damaged; remove the file to start over") from None
+        raise ValueError(f"{flag} {path}: its provenance line is damaged; remove the file to start over") from None
     now = json.loads(json.dumps(settings, sort_keys=True))
     changed = sorted(k for k in set(old) | set(now) if k not in _RESUMABLE_ACROSS and old.get(k) != now.get(k))
     if changed:
         raise ValueError(
-            f"--extracted {path} was made by another judge or settings ({', '.join(changed)} differ); "
-            "name another file, or remove it to extract again"
+            f"{flag} {path} was made by another judge or settings ({', '.join(changed)} differ); "
+            "name another file, or remove it to start again"
         )
     from emollm.scoring.mer2026 import read_name_column
 
-    out: dict[str, list[str]] = {}
-    for name, cell in read_name_column(path, "openset").items():
+    out: dict[str, Any] = {}
+    for name, cell in read_name_column(path, column).items():
         try:
-            items = json.loads(cell)
+            value = json.loads(cell)
         except ValueError:
-            items = None
-        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise ValueError(f"--extracted {path}: the labels of {name!r} are not a JSON list of words")
-        out[name] = items
+            value = None
+        if not valid(value):
+            raise ValueError(f"{flag} {path}: the {column} of {name!r} is not what this judge writes ({cell[:60]!r})")
+        out[name] = value
     return out
 
 
-def _write_extracted(path: Path, labels: dict[str, list[str]], settings: dict[str, Any]) -> None:
+def _write_extracted(path: Path, values: dict[str, Any], settings: dict[str, Any], column: str = "openset") -> None:
     buf = io.StringIO(newline="")
     buf.write(f"# extracted by {json.dumps(settings, sort_keys=True)}\n")
     writer = csv.writer(buf)
-    writer.writerow(["name", "openset"])
-    for name, items in labels.items():
-        writer.writerow([name, json.dumps(items)])
+    writer.writerow(["name", column])
+    for name, value in values.items():
+        writer.writerow([name, json.dumps(value)])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -424,6 +439,106 @@ def format_ov_protocol(report: dict[str, Any]) -> str:
     if isinstance(report.get("extraction"), dict):
         lines.append(f"  labels extracted by {report['extraction']['judge']} (seed {report['extraction']['seed']})")
     return "\n".join(lines)
+
+
+def _judge_in_batches(prompts: dict[str, str], judge: Any, done: dict[str, Any], save: Any) -> dict[str, str]:
+    """``judge`` answers every prompt not in ``done``, ``judge.batch_size`` at a time; ``save`` gets all answers so
+    far after each batch (the resumable checkpoint)."""
+    todo = [n for n in prompts if n not in done]
+    if done and isinstance(judge, SampledJudge) and list(prompts)[: len(done)] == list(done):
+        judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
+    out: dict[str, str] = {}
+    for start in range(0, len(todo), judge.batch_size):
+        chunk = todo[start : start + judge.batch_size]
+        answers = judge([prompts[n] for n in chunk])
+        if len(answers) != len(chunk):
+            raise ValueError(f"the judge returned {len(answers)} answers for {len(chunk)} prompts")
+        out.update(zip(chunk, answers, strict=True))
+        save({**done, **out})
+    return {**done, **out}
+
+
+def score_sentiment(args: argparse.Namespace, judge: Any = None) -> tuple[dict[str, Any], list[list[str]]]:
+    """``score sentiment``: MER-UniBench's sentiment score of CMU-MOSI / CMU-MOSEI / SIMS / SIMS v2 answers, as
+    released: free-text descriptions -> open-vocabulary labels (``--descriptions``: the extraction judge) -> one of
+    positive / negative / neutral (the sentiment judge, :data:`emollm.scoring.mer2026.SENTIMENT_PROMPT`) -> the
+    two-class score against the sign of the gold score (:func:`emollm.scoring.mer2026.sentiment_scores`)."""
+    from emollm.scoring.mer2026 import SENTIMENT_PROMPT, extract_openset, parse_sentiment, sentiment_scores
+
+    if args.judge is None and judge is None:
+        raise ValueError(
+            "score sentiment needs --judge (the released protocol asks an LLM for each sample's sentiment)"
+        )
+    gold_text = _read_column(args.gold, args.gold_column)
+    gold: dict[str, float] = {}
+    for name, cell in gold_text.items():
+        try:
+            gold[name] = float(cell)
+        except ValueError:
+            raise ValueError(
+                f"{args.gold}: the {args.gold_column} of {name!r} is {cell!r}, not a number (gold sentiment scores "
+                "are floats, e.g. -1.4 or 0.8; name the score column with --gold-column)"
+            ) from None
+        if gold[name] != gold[name] or abs(gold[name]) == float("inf"):
+            raise ValueError(f"{args.gold}: the {args.gold_column} of {name!r} is {cell!r}, not a finite number")
+    pred_text = _read_column(args.pred, args.pred_column)
+    judge = judge or make_extraction_judge(args)
+    settings = judge.settings()
+    extraction: dict[str, Any] | str = "none: PRED holds label lists (--descriptions extracts them first)"
+    if args.descriptions:
+        done = _read_extracted(args.extracted, settings) if args.extracted is not None else {}
+
+        def save_labels(so_far: dict[str, list[str]]) -> None:
+            if args.extracted is not None:
+                _write_extracted(args.extracted, {**done, **so_far}, settings)
+
+        new = extract_openset({n: t for n, t in pred_text.items() if n not in done}, judge,
+                              batch_size=judge.batch_size, on_batch=save_labels)  # fmt: skip
+        save_labels(new)
+        labels = {**done, **new}
+        openset = {n: "[" + ", ".join(labels[n]) + "]" for n in pred_text}
+        extraction = {**settings, "resumed": len(done)}
+    else:
+        openset = dict(pred_text)
+    answers_settings = {**settings, "prompt": "emollm.scoring.mer2026.SENTIMENT_PROMPT (the released one)"}
+    done = (
+        _read_extracted(
+            args.answers, answers_settings, flag="--answers", column="answer", valid=lambda v: isinstance(v, str)
+        )  # fmt: skip
+        if args.answers is not None
+        else {}
+    )
+
+    def save_answers(so_far: dict[str, str]) -> None:
+        if args.answers is not None:
+            _write_extracted(args.answers, so_far, answers_settings, column="answer")
+
+    prompts = {n: SENTIMENT_PROMPT.format(reason=t) for n, t in openset.items()}
+    answers = _judge_in_batches(prompts, judge, done, save_answers)
+    parsed = {n: parse_sentiment(a) for n, a in answers.items()}
+    report: dict[str, Any] = {
+        "task": "sentiment",
+        "protocol": "mer-unibench-sentiment",
+        **sentiment_scores(gold, parsed),
+        "judge": {**answers_settings, "resumed": len(done)},
+        "extraction": extraction,
+    }
+    if hasattr(judge, "served"):
+        report["judge"]["served"] = judge.served()
+    rows = [[n, gold_text[n], openset.get(n, ""), answers.get(n, ""), parsed.get(n) or "invalid"] for n in gold]
+    return report, rows
+
+
+def format_sentiment(report: dict[str, Any]) -> str:
+    r = report["as_released"]
+    return (
+        f"{report['protocol']}: {report['n']} samples ({report['dropped_zero']} with gold score 0 dropped, "
+        f"{report['invalid']} invalid answers, {report['missing']} missing)\n"
+        f"  weighted F1 {100 * report['weighted_f1']:.2f}  accuracy {100 * report['accuracy']:.2f}  (invalid = wrong)\n"
+        f"  as released: weighted F1 {100 * r['weighted_f1']:.2f}  accuracy {100 * r['accuracy']:.2f}  "
+        "(invalid = neutral)\n"
+        f"  sentiment judge {report['judge']['judge']} (seed {report['judge']['seed']})"
+    )
 
 
 def score_prefer(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[str]]]:

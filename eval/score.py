@@ -64,8 +64,10 @@ from emollm_eval.mer2026 import (
     add_ov_protocol_args,
     format_ov_protocol,
     format_prefer,
+    format_sentiment,
     score_ov_protocol,
     score_prefer,
+    score_sentiment,
 )
 from emollm_eval.metrics import ScoreFn, mer2023_combined, score_fn, valence_mse
 
@@ -148,6 +150,29 @@ def _build_parser() -> argparse.ArgumentParser:
     pref.add_argument("--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,response,parsed")
     pref.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
     pref.add_argument("--debug", action="store_true", help="show tracebacks")
+    sent = sub.add_parser(
+        "sentiment",
+        help="MER-UniBench sentiment (CMU-MOSI/MOSEI, SIMS): an LLM judge maps answers to positive/negative",
+        description="Score answers on the dimensional sets as MER-UniBench does: (descriptions -> label lists ->) "
+        "one of positive/negative/neutral from the sentiment judge -> 2-class weighted F1 and accuracy against the "
+        "sign of the gold score (gold 0 dropped). Invalid judge answers count as wrong; the release's own mapping "
+        "(invalid = neutral) is reported beside it.",
+    )
+    sent.add_argument("--pred", required=True, type=Path, help="CSV: name,<--pred-column> (label lists or text)")
+    sent.add_argument("--gold", required=True, type=Path, help="CSV: name,<--gold-column> (a float score)")
+    sent.add_argument("--pred-column", default="openset", help="PRED column (default openset: label lists)")
+    sent.add_argument("--gold-column", default="sentiment", help="GOLD column (default sentiment)")
+    sent.add_argument("--descriptions", action="store_true", help="PRED holds free text: extract label lists first")
+    sent.add_argument(
+        "--answers", type=Path, help="also write the sentiment judge's answers (name,answer with provenance); "
+        "rewritten after each batch, and a rerun with the same judge resumes from it",
+    )  # fmt: skip
+    for action in [a for a in ov._actions if a.dest.startswith("judge") or a.dest == "extracted"]:
+        sent._add_action(action)  # the same judge flags as score ov
+    sent.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    sent.add_argument("--per-sample", type=Path, metavar="OUT.csv", help="also write name,gold,labels,answer,parsed")
+    sent.add_argument("--overwrite", action="store_true", help="let --per-sample replace an existing file")
+    sent.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -446,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main_ov(args)
     if args.task == "prefer":
         return _main_prefer(args)
+    if args.task == "sentiment":
+        return _main_sentiment(args)
     if args.n_resamples < 1:
         print("emollm score: error: --n-resamples must be at least 1", file=sys.stderr)
         return 2
@@ -490,6 +517,25 @@ def _main_ov(args: argparse.Namespace) -> int:
         return 2
     text = format_ov_protocol(report) if wheel else _format_ov_table(report)
     print(json.dumps(report, indent=2) if args.json else text)
+    return 0
+
+
+def _main_sentiment(args: argparse.Namespace) -> int:
+    try:
+        if args.per_sample is not None:
+            _check_per_sample_target(args)
+        report, rows = score_sentiment(args)
+        if args.per_sample is not None:
+            _write_per_sample(args.per_sample, rows, ["name", "gold", "labels", "answer", "parsed"])
+    except (ValueError, OSError, EngineError) as err:
+        if args.debug:
+            raise
+        kept = [str(f) for f in (args.extracted, args.answers) if f is not None and Path(f).is_file()]
+        hint = f"; what the judge answered so far is kept in {', '.join(kept)}: run the same command to go on"
+        print(f"emollm score sentiment: error: {err}{hint if isinstance(err, EngineError) and kept else ''}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_sentiment(report))
     return 0
 
 

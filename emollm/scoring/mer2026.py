@@ -52,6 +52,8 @@ __all__ = [
     "LEVELS",
     "PREFERENCE_PROMPT",
     "RELEASED_JUDGE_SETTINGS",
+    "SENTIMENTS",
+    "SENTIMENT_PROMPT",
     "WHEELS",
     "Wheels",
     "clean_judge_answer",
@@ -60,7 +62,9 @@ __all__ = [
     "hit_rate",
     "load_wheels",
     "parse_preference",
+    "parse_sentiment",
     "prefer_scores",
+    "sentiment_scores",
     "read_name_column",
     "read_xlsx_rows",
     "string_to_list",
@@ -80,6 +84,24 @@ EXTRACTION_PROMPT = (
     "His emotional state is happy, sad, and angry; Output: [happy, sad, angry] Input: {reason}; Output: "
 )
 """The released description -> open-vocabulary-labels prompt (one line, ending with a space), as a user turn."""
+
+_CONT = " " + " " * 12  # the release's prompt is an f-string continued with "\\" onto lines indented 12 spaces
+SENTIMENT_PROMPT = _CONT.join(
+    [
+        "Please act as an expert in the field of emotions.",
+        "We provide a few words to describe the emotions of a character.",
+        "Please choose the most likely sentiment from the given candidates: [positive, negative, neutral]",
+        "Please direct output answer without analyzing process.",
+        "Input: [joyful]; Output: positive",
+        "Input: []; Output: neutral",
+        "Input: {reason}; Output: ",
+    ]
+)
+"""MER-UniBench's open-vocabulary-labels -> sentiment prompt (``openset_to_sentiment_qwen``), character for character:
+its source continues an f-string with a backslash onto lines indented 12 spaces, so 13 spaces join the sentences.
+``{reason}`` is the extraction judge's cleaned answer (e.g. ``[happy, relieved]``)."""
+
+SENTIMENTS = ("positive", "negative", "neutral")
 
 RELEASED_JUDGE_SETTINGS: dict[str, Any] = {
     "model": "Qwen2.5-7B-Instruct",
@@ -514,6 +536,57 @@ def prefer_scores(gold: Mapping[str, str], pred: Mapping[str, str]) -> dict[str,
         "dropped_same": len(names) - len(kept),
         "pred_same": sum(p == "same" for p in parsed),
         "missing": sum(n not in pred for n in names),
+    }
+
+
+# ------------------------------------------------------------------------------------- sentiment (MER-UniBench)
+
+
+def parse_sentiment(response: str | None) -> str | None:
+    """``positive``/``negative``/``neutral`` when the cleaned answer (:func:`clean_judge_answer`) is exactly one of
+    them, as the release compares it; anything else is invalid (None). The release maps an invalid answer to neutral and
+    prints it; :func:`sentiment_scores` counts it apart."""
+    text = clean_judge_answer(response or "")
+    return text if text in SENTIMENTS else None
+
+
+def sentiment_scores(gold: Mapping[str, float], pred: Mapping[str, str | None]) -> dict[str, Any]:
+    """MER-UniBench's sentiment score of the dimensional sets (CMU-MOSI, CMU-MOSEI, SIMS, SIMS v2): samples whose gold
+    score is 0 are dropped, the rest are two classes (gold > 0 against not), a prediction is positive when the judge
+    answered ``positive``; weighted-average F1 (primary) and accuracy.
+
+    Args:
+        gold: Name -> gold sentiment score (a float; its sign is what counts).
+        pred: Name -> parsed judge answer (:func:`parse_sentiment`; None = invalid). A missing name is invalid too.
+
+    Returns:
+        ``weighted_f1`` and ``accuracy`` with every invalid answer counted as wrong (emollm's rule), and the same as
+        the release computes them (``as_released``: an invalid answer becomes neutral, i.e. not positive), with
+        ``n``, ``dropped_zero``, ``invalid`` and ``missing``.
+
+    Raises:
+        ValueError: Every gold score is 0, or a predicted name is outside the gold set.
+    """
+    names = _names(gold, pred)
+    kept = [n for n in names if float(gold[n]) != 0]
+    if not kept:
+        raise ValueError("every gold sentiment score is 0; the two-class score has no sample")
+    y_true = [int(float(gold[n]) > 0) for n in kept]
+    answers = [pred.get(n) for n in kept]
+    released = [int(a == "positive") for a in answers]
+    ours = [r if a is not None else 1 - t for a, r, t in zip(answers, released, y_true, strict=True)]
+
+    def score(y_pred: list[int]) -> dict[str, float]:
+        acc = sum(t == p for t, p in zip(y_true, y_pred, strict=True)) / len(kept)
+        return {"weighted_f1": _weighted_f1(y_true, y_pred, (0, 1)), "accuracy": acc}
+
+    return {
+        **score(ours),
+        "as_released": score(released),
+        "n": len(kept),
+        "dropped_zero": len(names) - len(kept),
+        "invalid": sum(a is None for a in answers),
+        "missing": sum(n not in pred for n in kept),
     }
 
 

@@ -254,3 +254,43 @@ def test_preference_parsing_and_score():
     assert r["weighted_f1"] == pytest.approx(sklearn.f1_score(t, p, average="weighted"))
     with pytest.raises(ValueError, match=r"got \['tie'\]"):
         prefer_scores({"a": "tie"}, {})
+
+
+def test_sentiment_parsing_and_prompt():
+    from emollm.scoring.mer2026 import SENTIMENT_PROMPT, parse_sentiment
+
+    assert parse_sentiment("positive") == "positive" and parse_sentiment("Output: negative\n") == "negative"
+    assert parse_sentiment(" neutral ") == "neutral"
+    for bad in ("Positive", "positive.", "it is positive", "", None, "[happy]"):
+        assert parse_sentiment(bad) is None, bad  # the release compares the cleaned answer exactly
+    # the released f-string is continued with a backslash onto lines indented 12 spaces: 13 spaces between parts
+    parts = SENTIMENT_PROMPT.split(" " * 13)
+    assert len(parts) == 7 and parts[0] == "Please act as an expert in the field of emotions."
+    assert parts[2].endswith("[positive, negative, neutral]") and parts[-1] == "Input: {reason}; Output: "
+    assert SENTIMENT_PROMPT.format(reason="[joyful]").endswith("Input: [joyful]; Output: ")
+
+
+def test_sentiment_scores_by_hand_and_against_scikit_learn():
+    """Gold 0 dropped; positive vs not; an invalid answer is wrong in our score and neutral (= not positive) in the
+    release's; weighted F1 and accuracy equal scikit-learn's on the same two-class vectors."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from emollm.scoring.mer2026 import sentiment_scores
+
+    gold = {"a": 1.2, "b": -0.4, "c": 0.0, "d": 2.0, "e": -1.0, "f": 0.6}
+    pred = {"a": "positive", "b": "neutral", "c": "positive", "d": None, "e": "positive"}  # f missing
+    r = sentiment_scores(gold, pred)
+    assert (r["n"], r["dropped_zero"], r["invalid"], r["missing"]) == (5, 1, 2, 1)
+    y_true = [1, 0, 1, 0, 1]  # a b d e f
+    ours = [1, 0, 0, 1, 0]  # d, f invalid -> the wrong class (0 for a true 1)
+    released = [1, 0, 0, 1, 0]  # invalid -> neutral -> 0
+    assert r["accuracy"] == pytest.approx(accuracy_score(y_true, ours)) == pytest.approx(2 / 5)
+    assert r["weighted_f1"] == pytest.approx(f1_score(y_true, ours, average="weighted"))
+    assert r["as_released"]["weighted_f1"] == pytest.approx(f1_score(y_true, released, average="weighted"))
+    # where an invalid answer's gold is negative, the release's neutral happens to be right; ours is wrong
+    r = sentiment_scores({"x": -1.0, "y": 1.0}, {"x": None, "y": "positive"})
+    assert r["accuracy"] == 0.5 and r["as_released"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="every gold sentiment score is 0"):
+        sentiment_scores({"x": 0.0}, {})
+    with pytest.raises(ValueError, match="not in the gold set"):
+        sentiment_scores({"x": 1.0}, {"z": "positive"})

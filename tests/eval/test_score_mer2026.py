@@ -172,7 +172,7 @@ def test_server_judge_refusals(tmp_path, capsys):
         precious.write_text("name,openset\na,[x]\n")
         args[-1] = str(precious)
         assert main(args) == 2 and precious.read_text() == "name,openset\na,[x]\n"
-        assert "not an extracted-labels file" in capsys.readouterr().err
+        assert "not a judge-output file" in capsys.readouterr().err
         assert server.requests == []
     assert main(_ov_args(wheels, pred, gold, "--judge", "smollm2", "--judge-model", "m")) == 2
     assert "for a server judge" in capsys.readouterr().err
@@ -217,3 +217,82 @@ def test_a_resumed_local_extraction_samples_as_an_uninterrupted_one(tmp_path):
     assert len((tmp_path / "part.csv").read_text().splitlines()) == 2 + 2
     assert run(tmp_path / "part.csv", judge())["extraction"]["resumed"] == 2
     assert (tmp_path / "part.csv").read_text() == (tmp_path / "whole.csv").read_text()
+
+
+class ScriptedJudge:
+    """A judge whose answers are a function of the prompt (the protocol under test is ours, not a model's): label
+    lists for the extraction prompt, and for the sentiment prompt positive / negative / something invalid."""
+
+    batch_size = 2
+
+    def __init__(self, stop_after: int | None = None):
+        self.prompts: list[str] = []
+        self.stop_after = stop_after
+
+    def settings(self):
+        return {"judge": "scripted", "seed": 0}
+
+    def __call__(self, prompts):
+        if self.stop_after is not None and len(self.prompts) >= self.stop_after:
+            raise OSError("the judge went away")
+        self.prompts += prompts
+        out = []
+        for p in prompts:
+            tail = p.rsplit("Input: ", 1)[1]
+            if "Please act as an expert" in p:  # the sentiment prompt; its input is the extracted list
+                out.append("positive" if "happy" in tail else "negative" if "sad" in tail else "I cannot tell")
+            else:
+                out.append("[happy]" if "smile" in tail else "[sad]" if "cries" in tail else "[]")
+        return out
+
+
+def test_sentiment_command_from_descriptions_resumes_and_scores(tmp_path, capsys):
+    """Descriptions -> labels -> sentiment -> the 2-class score; the judge's answers are checkpointed and a run
+    stopped mid-way resumes with only the missing prompts; a gold column that is not a number is named."""
+    import argparse
+
+    from emollm_eval import mer2026
+
+    reasons = {"a": "She smiles.", "b": "He cries.", "c": "Nothing to see.", "d": "She smiles again.", "z": "x"}
+    gold = _csv(tmp_path / "gold.csv", "sentiment", {"a": "1.5", "b": "-2", "c": "0.8", "d": "0", "z": "-0.2"})
+    pred = _csv(tmp_path / "desc.csv", "reason", reasons)
+
+    def args(**kw):
+        base = dict(gold=gold, pred=pred, gold_column="sentiment", pred_column="reason", descriptions=True,
+                    judge=None, extracted=tmp_path / "labels.csv", answers=tmp_path / "answers.csv")  # fmt: skip
+        return argparse.Namespace(**{**base, **kw})
+
+    with pytest.raises(OSError):  # extraction done (3 batches of 2), the sentiment judge stops after its first batch
+        mer2026.score_sentiment(args(), judge=ScriptedJudge(stop_after=6))
+    assert len((tmp_path / "answers.csv").read_text().splitlines()) == 2 + 2
+    judge = ScriptedJudge()
+    report, rows = mer2026.score_sentiment(args(), judge=judge)
+    assert len(judge.prompts) == 3 and all("Please act as an expert" in p for p in judge.prompts)
+    assert report["judge"]["resumed"] == 2 and report["extraction"]["resumed"] == 5
+    # kept: a (+, positive), b (-, negative), c (+, invalid: "[]" -> "I cannot tell"), z (-, "[]" -> invalid)
+    assert (report["n"], report["dropped_zero"], report["invalid"]) == (4, 1, 2)
+    assert report["accuracy"] == 0.5 and report["as_released"]["accuracy"] == 0.75
+    assert rows[2] == ["c", "0.8", "[]", "I cannot tell", "invalid"]
+    bad = _csv(tmp_path / "bad.csv", "sentiment", {"a": "positive"})
+    with pytest.raises(ValueError, match=r"bad.csv: the sentiment of 'a' is 'positive', not a number"):
+        mer2026.score_sentiment(args(gold=bad, extracted=None, answers=None), judge=ScriptedJudge())
+
+
+def test_sentiment_command_line_through_a_server(tmp_path, capsys):
+    """`emollm score sentiment` with a server judge: every answer of the fake server is unparseable, so every sample
+    is invalid (wrong in our score) and the release's mapping is reported beside it; no judge is an error."""
+    from tests.engines.fake_openai import FakeOpenAI
+
+    gold = _csv(tmp_path / "gold.csv", "sentiment", {"a": "1.5", "b": "-2"})
+    pred = _csv(tmp_path / "pred.csv", "openset", {"a": "[happy]", "b": "[sad]"})
+    with FakeOpenAI() as server:
+        argv = ["sentiment", "--pred", str(pred), "--gold", str(gold), "--judge", server.url, "--judge-model", "q"]
+        assert main([*argv, "--json"]) == 0
+        assert len(server.requests) == 2
+        sent = sorted(r["body"]["messages"][0]["content"].rsplit("Input: ", 1)[1] for r in server.requests)
+        assert sent == ["[happy]; Output: ", "[sad]; Output: "]
+    r = json.loads(capsys.readouterr().out)
+    assert r["invalid"] == 2 and r["accuracy"] == 0 and r["as_released"]["accuracy"] == 0.5
+    assert r["judge"]["served"]["served_model"] == "fake-served-model"
+    assert main(["sentiment", "--pred", str(pred), "--gold", str(gold)]) == 2
+    assert "needs --judge" in capsys.readouterr().err
