@@ -1,7 +1,6 @@
 """``emollm score ov --protocol mer2026-track2|mer-unibench-hit``, ``emollm score prefer`` and ``score sentiment``:
 MER2026 / MER-UniBench scoring from CSV files (the metrics live in :mod:`emollm.scoring.mer2026`; this module reads
-files, runs the label
-extraction judge and prints).
+files, runs the label extraction and sentiment judges and prints).
 
 Examples::
 
