@@ -372,9 +372,35 @@ def _read_column(path: Path, column: str) -> dict[str, str]:
     return read_name_column(path, column)
 
 
+def _extract_resumable(
+    pred_text: dict[str, str], judge: Any, path: Path | None
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """Free-text answers -> label lists through ``judge``, checkpointed in ``path`` after every batch and resumed from
+    it: (labels, the extraction's settings as stored with the score)."""
+    from emollm.scoring.mer2026 import extract_openset
+
+    settings = judge.settings()
+    done = _read_extracted(path, settings) if path is not None else {}
+    if done and isinstance(judge, SampledJudge) and list(pred_text)[: len(done)] == list(done):
+        judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
+
+    def save(so_far: dict[str, list[str]]) -> None:
+        if path is not None:
+            _write_extracted(path, {**done, **so_far}, settings)
+
+    new = extract_openset({n: t for n, t in pred_text.items() if n not in done}, judge,
+                          batch_size=judge.batch_size, on_batch=save)  # fmt: skip
+    save(new)
+    labels = {**done, **new}
+    info = {**settings, "resumed": len(done)}
+    if hasattr(judge, "served"):
+        info["served"] = judge.served()
+    return {n: labels[n] for n in pred_text if n in labels}, info
+
+
 def score_ov_protocol(args: argparse.Namespace, judge: Any = None) -> tuple[dict[str, Any], list[list[str]]]:
     """``score ov`` under ``mer2026-track2`` / ``mer-unibench-hit``: (report, per-sample rows)."""
-    from emollm.scoring.mer2026 import ew_scores, extract_openset, hit_rate, load_wheels, string_to_list
+    from emollm.scoring.mer2026 import ew_scores, hit_rate, load_wheels, string_to_list
 
     if args.wheels is None:
         raise ValueError(
@@ -388,22 +414,7 @@ def score_ov_protocol(args: argparse.Namespace, judge: Any = None) -> tuple[dict
     if args.judge is not None or judge is not None:
         if judge is None:
             judge = make_extraction_judge(args)
-        settings = judge.settings()
-        done = _read_extracted(args.extracted, settings) if args.extracted is not None else {}
-        todo = {n: t for n, t in pred_text.items() if n not in done}
-        if done and isinstance(judge, SampledJudge) and list(pred_text)[: len(done)] == list(done):
-            judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
-
-        def save(so_far: dict[str, list[str]]) -> None:
-            if args.extracted is not None:
-                _write_extracted(args.extracted, {**done, **so_far}, settings)
-
-        new = extract_openset(todo, judge, batch_size=judge.batch_size, on_batch=save)
-        save(new)
-        pred = {n: ({**done, **new})[n] for n in pred_text if n in done or n in new}
-        extraction = {**settings, "resumed": len(done)}
-        if hasattr(judge, "served"):
-            extraction["served"] = judge.served()
+        pred, extraction = _extract_resumable(pred_text, judge, args.extracted)
     else:
         pred = {n: [x.lower().strip() for x in string_to_list(v)] for n, v in pred_text.items()}
     if args.protocol == "mer2026-track2":
@@ -445,8 +456,8 @@ def _judge_in_batches(prompts: dict[str, str], judge: Any, done: dict[str, Any],
     """``judge`` answers every prompt not in ``done``, ``judge.batch_size`` at a time; ``save`` gets all answers so
     far after each batch (the resumable checkpoint)."""
     todo = [n for n in prompts if n not in done]
-    if done and isinstance(judge, SampledJudge) and list(prompts)[: len(done)] == list(done):
-        judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
+    if isinstance(judge, SampledJudge) and list(prompts)[: len(done)] == list(done):
+        judge.offset = len(done)  # this stage's seeds: those of an uninterrupted run, whatever ran before it
     out: dict[str, str] = {}
     for start in range(0, len(todo), judge.batch_size):
         chunk = todo[start : start + judge.batch_size]
@@ -463,7 +474,7 @@ def score_sentiment(args: argparse.Namespace, judge: Any = None) -> tuple[dict[s
     released: free-text descriptions -> open-vocabulary labels (``--descriptions``: the extraction judge) -> one of
     positive / negative / neutral (the sentiment judge, :data:`emollm.scoring.mer2026.SENTIMENT_PROMPT`) -> the
     two-class score against the sign of the gold score (:func:`emollm.scoring.mer2026.sentiment_scores`)."""
-    from emollm.scoring.mer2026 import SENTIMENT_PROMPT, extract_openset, parse_sentiment, sentiment_scores
+    from emollm.scoring.mer2026 import SENTIMENT_PROMPT, parse_sentiment, sentiment_scores
 
     if args.judge is None and judge is None:
         raise ValueError(
@@ -486,18 +497,8 @@ def score_sentiment(args: argparse.Namespace, judge: Any = None) -> tuple[dict[s
     settings = judge.settings()
     extraction: dict[str, Any] | str = "none: PRED holds label lists (--descriptions extracts them first)"
     if args.descriptions:
-        done = _read_extracted(args.extracted, settings) if args.extracted is not None else {}
-
-        def save_labels(so_far: dict[str, list[str]]) -> None:
-            if args.extracted is not None:
-                _write_extracted(args.extracted, {**done, **so_far}, settings)
-
-        new = extract_openset({n: t for n, t in pred_text.items() if n not in done}, judge,
-                              batch_size=judge.batch_size, on_batch=save_labels)  # fmt: skip
-        save_labels(new)
-        labels = {**done, **new}
+        labels, extraction = _extract_resumable(pred_text, judge, args.extracted)
         openset = {n: "[" + ", ".join(labels[n]) + "]" for n in pred_text}
-        extraction = {**settings, "resumed": len(done)}
     else:
         openset = dict(pred_text)
     answers_settings = {**settings, "prompt": "emollm.scoring.mer2026.SENTIMENT_PROMPT (the released one)"}
