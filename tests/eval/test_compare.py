@@ -176,6 +176,11 @@ def test_staged_config_errors(tmp_path):
     shipped = CompareConfig.load("configs/bench/llms.yaml")
     assert [r.overrides for r in shipped.runs] == [["model.backbone=smollm2"], ["model.backbone=gemma3_270m"]]
     assert [st.config for st in shipped.stages] == ["configs/demo/pretrain.yaml", "configs/demo/instruct.yaml"]
+    seeds = CompareConfig.load("configs/bench/llms_seeds.yaml")  # the same recipe, corpus and split; other seeds
+    assert seeds.stages == shipped.stages and seeds.test_overrides == shipped.test_overrides
+    assert {o for r in seeds.runs for o in r.overrides} == {
+        "model.backbone=smollm2", "model.backbone=gemma3_270m", "train.seed=1", "train.seed=2",
+    }  # fmt: skip
 
 
 def test_paired_accuracy_difference_by_hand():
