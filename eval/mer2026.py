@@ -189,9 +189,10 @@ class EndpointJudge:
 
         if not model:
             raise ValueError(f"--judge {url} is a server: name its model with --judge-model NAME")
-        extra_body = {"repetition_penalty": repetition_penalty} if extra is None else dict(extra)
-        if greedy:
-            extra_body = {} if extra is None else dict(extra)
+        if extra is not None:
+            extra_body = dict(extra)
+        else:  # the released penalty goes with the released sampling, not with greedy decoding
+            extra_body = {} if greedy else {"repetition_penalty": repetition_penalty}
         self.engine = engine or EndpointEngine(
             url,
             model,
@@ -233,16 +234,9 @@ class EndpointJudge:
 def make_extraction_judge(args: argparse.Namespace) -> Any:
     """The judge ``score ov --judge`` names: a server URL, a registry backbone or a local model path."""
     if str(args.judge).startswith(("http://", "https://")):
-        extra = None
-        if getattr(args, "judge_extra", None):
-            try:
-                extra = json.loads(args.judge_extra)
-            except ValueError as e:
-                raise ValueError(
-                    f"--judge-extra must be a JSON object, e.g. '{{\"repeat_penalty\": 1.05}}': {e}"
-                ) from None
-            if not isinstance(extra, dict):
-                raise ValueError(f"--judge-extra must be a JSON object, got {args.judge_extra!r}")
+        from emollm.engines.select import parse_extra_body
+
+        extra = parse_extra_body(getattr(args, "judge_extra", None), "--judge-extra")
         return EndpointJudge(
             args.judge,
             getattr(args, "judge_model", None),
@@ -381,8 +375,7 @@ def _extract_resumable(
 
     settings = judge.settings()
     done = _read_extracted(path, settings) if path is not None else {}
-    if done and isinstance(judge, SampledJudge) and list(pred_text)[: len(done)] == list(done):
-        judge.offset = len(done)  # the seeds of the remaining batches are those of an uninterrupted run
+    _align_seeds(judge, list(pred_text), done)
 
     def save(so_far: dict[str, list[str]]) -> None:
         if path is not None:
@@ -452,21 +445,29 @@ def format_ov_protocol(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _judge_in_batches(prompts: dict[str, str], judge: Any, done: dict[str, Any], save: Any) -> dict[str, str]:
-    """``judge`` answers every prompt not in ``done``, ``judge.batch_size`` at a time; ``save`` gets all answers so
-    far after each batch (the resumable checkpoint)."""
-    todo = [n for n in prompts if n not in done]
-    if isinstance(judge, SampledJudge) and list(prompts)[: len(done)] == list(done):
-        judge.offset = len(done)  # this stage's seeds: those of an uninterrupted run, whatever ran before it
-    out: dict[str, str] = {}
-    for start in range(0, len(todo), judge.batch_size):
-        chunk = todo[start : start + judge.batch_size]
-        answers = judge([prompts[n] for n in chunk])
-        if len(answers) != len(chunk):
-            raise ValueError(f"the judge returned {len(answers)} answers for {len(chunk)} prompts")
-        out.update(zip(chunk, answers, strict=True))
-        save({**done, **out})
-    return {**done, **out}
+def _align_seeds(judge: Any, names: list[str], done: dict[str, Any]) -> None:
+    """A local judge seeds each batch by the index of its first prompt in this stage: resumed after the names in
+    ``done`` (the first ones, in order), it goes on with the seeds an uninterrupted run would have used, whatever
+    ran before this stage in the process. A server judge seeds each prompt by its content and needs nothing."""
+    if isinstance(judge, SampledJudge) and names[: len(done)] == list(done):
+        judge.offset = len(done)
+
+
+def _judge_resumable(prompts: dict[str, str], judge: Any, done: dict[str, str], save: Any) -> dict[str, str]:
+    """``judge``'s answers to every prompt, those in ``done`` kept; ``save`` gets all answers so far after each
+    batch (the resumable checkpoint)."""
+    from emollm.scoring.mer2026 import judge_in_batches
+
+    _align_seeds(judge, list(prompts), done)
+    out = dict(done)
+
+    def keep(batch: dict[str, str]) -> None:
+        out.update(batch)
+        save(out)
+
+    judge_in_batches({n: p for n, p in prompts.items() if n not in done}, judge, batch_size=judge.batch_size,
+                     on_batch=keep)  # fmt: skip
+    return out
 
 
 def score_sentiment(args: argparse.Namespace, judge: Any = None) -> tuple[dict[str, Any], list[list[str]]]:
@@ -515,7 +516,7 @@ def score_sentiment(args: argparse.Namespace, judge: Any = None) -> tuple[dict[s
             _write_extracted(args.answers, so_far, answers_settings, column="answer")
 
     prompts = {n: SENTIMENT_PROMPT.format(reason=t) for n, t in openset.items()}
-    answers = _judge_in_batches(prompts, judge, done, save_answers)
+    answers = _judge_resumable(prompts, judge, done, save_answers)
     parsed = {n: parse_sentiment(a) for n, a in answers.items()}
     report: dict[str, Any] = {
         "task": "sentiment",

@@ -22,7 +22,14 @@ from typing import Any
 from emollm.engines.base import EngineBase
 from emollm.engines.endpoint import DEFAULT_API_KEY_ENV, EndpointEngine
 
-__all__ = ["LOCAL_ENGINES", "add_engine_arguments", "build_engine", "choose_local_engine", "engine_options"]
+__all__ = [
+    "LOCAL_ENGINES",
+    "add_engine_arguments",
+    "build_engine",
+    "choose_local_engine",
+    "engine_options",
+    "parse_extra_body",
+]
 
 LOCAL_ENGINES = ("auto", "transformers", "llama.cpp")
 
@@ -130,16 +137,26 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, concurrency: int = 
     )
 
 
+def parse_extra_body(text: str | None, flag: str = "--llm-extra") -> dict[str, Any] | None:
+    """A flag's extra request fields for a server (a JSON object), or None when not given.
+
+    Raises:
+        ValueError: Not JSON, or JSON that is not an object (the message names ``flag``).
+    """
+    if not text:
+        return None
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag}: not JSON ({e}); e.g. '{{\"repeat_penalty\": 1.0}}'") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"{flag}: a JSON object is needed, got {text!r}")
+    return extra
+
+
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The :func:`build_engine` keywords of the flags :func:`add_engine_arguments` added."""
-    extra = None
-    if args.llm_extra:
-        try:
-            extra = json.loads(args.llm_extra)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--llm-extra: not JSON ({e}); e.g. '{{\"repeat_penalty\": 1.0}}'") from None
-        if not isinstance(extra, dict):
-            raise ValueError(f"--llm-extra: a JSON object is needed, got {args.llm_extra!r}")
+    extra = parse_extra_body(args.llm_extra)
     return {
         "engine": args.llm_engine,
         "endpoint": args.llm_endpoint,

@@ -60,6 +60,7 @@ __all__ = [
     "ew_scores",
     "extract_openset",
     "hit_rate",
+    "judge_in_batches",
     "load_wheels",
     "parse_preference",
     "parse_sentiment",
@@ -449,6 +450,39 @@ def hit_rate(
 # ----------------------------------------------------------------------------------------------------- extraction
 
 
+def judge_in_batches(
+    prompts: Mapping[str, str],
+    generate: Callable[[list[str]], list[str]],
+    *,
+    batch_size: int = 8,
+    on_batch: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, str]:
+    """Name -> the judge's answer to that name's prompt, ``batch_size`` prompts per ``generate`` call (the release's
+    batches), in the order of ``prompts``.
+
+    Args:
+        prompts: Name -> prompt (one user turn).
+        generate: The judge: prompts -> answers, same length and order.
+        batch_size: Prompts per call.
+        on_batch: Called with each batch's answers (name -> answer) as it arrives (to checkpoint a long job).
+
+    Raises:
+        ValueError: The judge returned another number of answers than it was given prompts.
+    """
+    names = list(prompts)
+    out: dict[str, str] = {}
+    for start in range(0, len(names), batch_size):
+        chunk = names[start : start + batch_size]
+        answers = generate([prompts[n] for n in chunk])
+        if len(answers) != len(chunk):
+            raise ValueError(f"the judge returned {len(answers)} answers for {len(chunk)} prompts")
+        batch = dict(zip(chunk, answers, strict=True))
+        out.update(batch)
+        if on_batch is not None:
+            on_batch(batch)
+    return out
+
+
 def extract_openset(
     reasons: Mapping[str, str],
     generate: Callable[[list[str]], list[str]],
@@ -466,18 +500,15 @@ def extract_openset(
         batch_size: Prompts per call (the release: 8).
         on_batch: Called with everything extracted so far after each batch (to checkpoint a long extraction).
     """
-    names = list(reasons)
     out: dict[str, list[str]] = {}
-    for start in range(0, len(names), batch_size):
-        chunk = names[start : start + batch_size]
-        prompts = [EXTRACTION_PROMPT.format(reason=reasons[n]) for n in chunk]
-        answers = generate(prompts)
-        if len(answers) != len(prompts):
-            raise ValueError(f"the judge returned {len(answers)} answers for {len(prompts)} prompts")
-        for n, a in zip(chunk, answers, strict=True):
-            out[n] = _words(string_to_list(clean_judge_answer(a)))
+
+    def parse(batch: dict[str, str]) -> None:
+        out.update({n: _words(string_to_list(clean_judge_answer(a))) for n, a in batch.items()})
         if on_batch is not None:
             on_batch(out)
+
+    prompts = {n: EXTRACTION_PROMPT.format(reason=r) for n, r in reasons.items()}
+    judge_in_batches(prompts, generate, batch_size=batch_size, on_batch=parse)
     return out
 
 

@@ -161,7 +161,7 @@ def test_server_judge_refusals(tmp_path, capsys):
         assert "--judge-model NAME" in capsys.readouterr().err
         bad = _ov_args(wheels, pred, gold, "--judge", server.url, "--judge-model", "m", "--judge-extra", "[1]")
         assert main(bad) == 2
-        assert "--judge-extra must be a JSON object" in capsys.readouterr().err
+        assert "--judge-extra: a JSON object is needed" in capsys.readouterr().err
         # an --extracted file of another judge is refused, not mixed into this one
         other = tmp_path / "other.csv"
         other.write_text('# extracted by {"judge": "someone else"}\nname,openset\na,"[""sad""]"\n')
