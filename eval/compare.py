@@ -578,15 +578,15 @@ def paired_accuracy_difference(
     """
     import numpy as np
 
+    from emollm_eval.metrics import bootstrap_ci
+
     if set(reference) != set(other) or not reference:
         missing = sorted(set(reference) ^ set(other))[:5]
         raise ValueError(f"a paired difference needs the same samples on both sides (differ: {missing})")
     names = sorted(reference)
     a = np.array([reference[n] for n in names], dtype=float)
     b = np.array([other[n] for n in names], dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(names), size=(n_resamples, len(names)))
-    diffs = (b[idx] - a[idx]).mean(axis=1)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    lo, hi = bootstrap_ci(lambda t, p: float((p - t).mean()), a, b, n_resamples=n_resamples, seed=seed)
     return {
         "difference": float(b.mean() - a.mean()),
         "ci": [float(lo), float(hi)],
