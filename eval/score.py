@@ -510,48 +510,44 @@ def _main_ov(args: argparse.Namespace) -> int:
     except (ValueError, OSError, EngineError) as err:
         if args.debug:
             raise
-        kept = ""
-        if isinstance(err, EngineError) and args.extracted is not None and Path(args.extracted).is_file():
-            kept = f"; the labels extracted so far are kept in {args.extracted}: run the same command to go on"
-        print(f"emollm score ov: error: {err}{kept}", file=sys.stderr)
+        print(f"emollm score ov: error: {err}{_kept_hint(err, args)}", file=sys.stderr)
         return 2
     text = format_ov_protocol(report) if wheel else _format_ov_table(report)
     print(json.dumps(report, indent=2) if args.json else text)
     return 0
 
 
+def _kept_hint(err: BaseException, args: argparse.Namespace) -> str:
+    """After a judge's server failed: which checkpoint files hold what it answered, so the same command goes on."""
+    files = [getattr(args, "extracted", None), getattr(args, "answers", None)]
+    kept = [str(f) for f in files if f is not None and Path(f).is_file()]
+    if not isinstance(err, EngineError) or not kept:
+        return ""
+    return f"; what the judge answered so far is kept in {', '.join(kept)}: run the same command to go on"
+
+
 def _main_sentiment(args: argparse.Namespace) -> int:
-    try:
-        if args.per_sample is not None:
-            _check_per_sample_target(args)
-        report, rows = score_sentiment(args)
-        if args.per_sample is not None:
-            _write_per_sample(args.per_sample, rows, ["name", "gold", "labels", "answer", "parsed"])
-    except (ValueError, OSError, EngineError) as err:
-        if args.debug:
-            raise
-        kept = [str(f) for f in (args.extracted, args.answers) if f is not None and Path(f).is_file()]
-        hint = f"; what the judge answered so far is kept in {', '.join(kept)}: run the same command to go on"
-        print(f"emollm score sentiment: error: {err}{hint if isinstance(err, EngineError) and kept else ''}",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    print(json.dumps(report, indent=2) if args.json else format_sentiment(report))
-    return 0
+    return _main_file_scorer(args, score_sentiment, ["name", "gold", "labels", "answer", "parsed"], format_sentiment)
 
 
 def _main_prefer(args: argparse.Namespace) -> int:
+    return _main_file_scorer(args, score_prefer, ["name", "gold", "response", "parsed"], format_prefer)
+
+
+def _main_file_scorer(args: argparse.Namespace, score: Any, header: list[str], fmt: Any) -> int:
+    """``score prefer`` / ``score sentiment``: refuse a bad ``--per-sample`` first, score, write, print."""
     try:
         if args.per_sample is not None:
             _check_per_sample_target(args)
-        report, rows = score_prefer(args)
+        report, rows = score(args)
         if args.per_sample is not None:
-            _write_per_sample(args.per_sample, rows, ["name", "gold", "response", "parsed"])
-    except (ValueError, OSError) as err:
+            _write_per_sample(args.per_sample, rows, header)
+    except (ValueError, OSError, EngineError) as err:
         if args.debug:
             raise
-        print(f"emollm score prefer: error: {err}", file=sys.stderr)
+        print(f"emollm score {args.task}: error: {err}{_kept_hint(err, args)}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else format_prefer(report))
+    print(json.dumps(report, indent=2) if args.json else fmt(report))
     return 0
 
 
